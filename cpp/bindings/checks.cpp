@@ -1,0 +1,187 @@
+#include "checks.hpp"
+
+#include <algorithm>
+#include <sstream>
+
+namespace deepoptim::bind {
+namespace {
+
+std::string type_name(py::handle h) { return py::str(py::type::handle_of(h).attr("__name__")); }
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()); }
+
+std::string shape_str(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+  s << (a.ndim() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+std::string fmt(double x) { return py::repr(py::float_(x)); }
+
+bool is_list_like(py::handle h) { return py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h); }
+
+struct Span {
+  std::uintptr_t begin, end;
+  bool written;
+  std::string name;
+};
+
+// Two arrays may share memory only if the kernel writes neither (two reads of one grad).
+void check_aliasing(std::vector<Span>& spans) {
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  const Span* reach_any = nullptr;      // of the spans seen so far, the one ending last
+  const Span* reach_written = nullptr;  // the same among written spans
+  for (const Span& s : spans) {
+    const Span* other = nullptr;
+    if (reach_written && s.begin < reach_written->end) other = reach_written;
+    else if (s.written && reach_any && s.begin < reach_any->end) other = reach_any;
+    if (other) {
+      throw py::value_error(other->name + " and " + s.name +
+                            " share memory; every array the kernel writes must be distinct "
+                            "from all the others");
+    }
+    if (!reach_any || s.end > reach_any->end) reach_any = &s;
+    if (s.written && (!reach_written || s.end > reach_written->end)) reach_written = &s;
+  }
+}
+
+}  // namespace
+
+Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::handle>& args) {
+  const Operand& lead = ops[0];
+  const bool list_form = is_list_like(args[0]);
+  if (!list_form && !py::isinstance<py::array>(args[0])) {
+    throw py::type_error(std::string(lead.name) +
+                         " must be a numpy.ndarray or a list/tuple of them, got " +
+                         type_name(args[0]));
+  }
+  const std::int64_t ntensors = list_form ? static_cast<std::int64_t>(py::len(args[0])) : 1;
+
+  // Pass 1: structure (None, list lengths), so that errors name the argument.
+  for (std::size_t k = 0; k < ops.size(); ++k) {
+    if (!ops[k].used) continue;
+    if (args[k].is_none()) {
+      throw py::value_error(std::string(ops[k].name) + " is required" +
+                            (ops[k].needed_because ? std::string(" when ") + ops[k].needed_because : "") +
+                            ", got None");
+    }
+    if (list_form) {
+      if (!is_list_like(args[k])) {
+        throw py::type_error(std::string(ops[k].name) + " must be a list or tuple (" + lead.name +
+                             " is one), got " + type_name(args[k]));
+      }
+      const auto n = static_cast<std::int64_t>(py::len(args[k]));
+      if (n != ntensors) {
+        throw py::value_error(std::string(ops[k].name) + " has " + std::to_string(n) +
+                              " arrays but " + lead.name + " has " + std::to_string(ntensors));
+      }
+    } else if (!py::isinstance<py::array>(args[k])) {
+      throw py::type_error(std::string(ops[k].name) + " must be a numpy.ndarray (" + lead.name +
+                           " is one), got " + type_name(args[k]));
+    }
+  }
+
+  Operands out;
+  out.ntensors = ntensors;
+  out.noperands = ops.size();
+  out.ptrs.assign(static_cast<std::size_t>(ntensors) * ops.size(), nullptr);
+  out.sizes.resize(static_cast<std::size_t>(ntensors));
+  std::vector<Span> spans;
+  spans.reserve(static_cast<std::size_t>(ntensors) * ops.size());
+  out.keep_alive.reserve(static_cast<std::size_t>(ntensors) * ops.size());
+
+  std::vector<py::list> lists;  // list/tuple -> list once, so indexing is cheap
+  if (list_form) {
+    for (std::size_t k = 0; k < ops.size(); ++k) {
+      lists.push_back(ops[k].used ? py::list(py::reinterpret_borrow<py::object>(args[k])) : py::list());
+    }
+  }
+  auto item = [&](std::size_t k, std::int64_t t) -> py::handle {
+    return list_form ? lists[k][static_cast<std::size_t>(t)] : args[k];
+  };
+  auto arg_name = [&](std::size_t k, std::int64_t t) {
+    return list_form ? std::string(ops[k].name) + "[" + std::to_string(t) + "]" : std::string(ops[k].name);
+  };
+
+  // Pass 2: every array, checked fully before any pointer is handed out.
+  std::string lead_dtype_owner;
+  for (std::int64_t t = 0; t < ntensors; ++t) {
+    py::array p_arr;
+    for (std::size_t k = 0; k < ops.size(); ++k) {
+      if (!ops[k].used) continue;
+      const py::handle h = item(k, t);
+      const std::string name = arg_name(k, t);
+      if (!py::isinstance<py::array>(h)) {
+        throw py::type_error(name + " must be a numpy.ndarray, got " + type_name(h));
+      }
+      const auto a = py::reinterpret_borrow<py::array>(h);
+      DType dt;
+      if (py::isinstance<py::array_t<float>>(a)) dt = DType::F32;
+      else if (py::isinstance<py::array_t<double>>(a)) dt = DType::F64;
+      else throw py::type_error(name + " must have dtype float32 or float64, got " + dtype_name(a));
+      if (t == 0 && k == 0) {
+        out.dtype = dt;
+        lead_dtype_owner = name;
+      } else if (dt != out.dtype) {
+        throw py::type_error(name + " has dtype " + dtype_name(a) + " but " + lead_dtype_owner +
+                             " has dtype " + (out.dtype == DType::F32 ? "float32" : "float64") +
+                             "; all arrays of one call must share a dtype");
+      }
+      if (k == 0) {
+        p_arr = a;
+      } else if (a.ndim() != p_arr.ndim() ||
+                 !std::equal(a.shape(), a.shape() + a.ndim(), p_arr.shape())) {
+        throw py::value_error(name + " has shape " + shape_str(a) + " but " + arg_name(0, t) +
+                              " has shape " + shape_str(p_arr));
+      }
+      if (!(a.flags() & py::array::c_style)) {
+        throw py::value_error(name + " must be C-contiguous (no hidden copies are made); pass "
+                              "numpy.ascontiguousarray(...) or the array itself, not a view");
+      }
+      if (reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize()) != 0) {
+        throw py::value_error(name + " is not aligned to its itemsize");
+      }
+      if (ops[k].written && !a.writeable()) {
+        throw py::value_error(name + " is read-only, but it is updated in place");
+      }
+      const auto begin = reinterpret_cast<std::uintptr_t>(a.data());
+      if (a.nbytes() > 0) spans.push_back({begin, begin + static_cast<std::uintptr_t>(a.nbytes()), ops[k].written, name});
+      out.ptrs[static_cast<std::size_t>(t) * ops.size() + k] = const_cast<void*>(a.data());
+      out.keep_alive.push_back(a);
+    }
+    out.sizes[static_cast<std::size_t>(t)] = static_cast<std::int64_t>(p_arr.size());
+  }
+  check_aliasing(spans);
+  return out;
+}
+
+void check_finite_ge(const char* name, double x, double lo) {
+  if (!(x >= lo) || !std::isfinite(x)) {
+    throw py::value_error(std::string(name) + " must be a finite number >= " + fmt(lo) + ", got " + fmt(x));
+  }
+}
+
+void check_finite_gt(const char* name, double x, double lo) {
+  if (!(x > lo) || !std::isfinite(x)) {
+    throw py::value_error(std::string(name) + " must be a finite number > " + fmt(lo) + ", got " + fmt(x));
+  }
+}
+
+void check_in_range(const char* name, double x, double lo, double hi, bool hi_inclusive) {
+  const bool ok = x >= lo && (hi_inclusive ? x <= hi : x < hi);
+  if (!ok) {
+    throw py::value_error(std::string(name) + " must be in [" + fmt(lo) + ", " + fmt(hi) +
+                          (hi_inclusive ? "]" : ")") + ", got " + fmt(x));
+  }
+}
+
+void check_step(std::int64_t step) {
+  if (step < 1) {
+    throw py::value_error("step must be >= 1 (the count of updates including this one), got " +
+                          std::to_string(step));
+  }
+}
+
+}  // namespace deepoptim::bind

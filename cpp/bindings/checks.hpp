@@ -1,0 +1,61 @@
+// Argument checks shared by every binding. Nothing here does math.
+//
+// Every kernel argument that is an array goes through parse_operands(), which checks
+// all of them (type, dtype, shape, contiguity, alignment, writeability, aliasing) before
+// returning a single pointer; a failed check raises TypeError or ValueError naming the
+// argument, so an error always leaves every array untouched. Arrays are never converted
+// or copied: a float64 array for a float32 call, a strided view or a read-only array is
+// refused instead of silently updated in a temporary.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace deepoptim::bind {
+
+namespace py = pybind11;
+
+enum class DType { F32, F64 };
+
+// One array argument of a kernel: params, grads or a state.
+struct Operand {
+  const char* name;     // argument name, e.g. "exp_avg_sqs"
+  bool written;         // the kernel writes it (must be writeable, must not alias)
+  bool used;            // false: this call ignores the argument entirely
+  const char* needed_because = nullptr;  // for an optional state: "amsgrad=True", ...
+};
+
+// The checked arrays of one call: ntensors rows of noperands pointers (null if unused).
+struct Operands {
+  DType dtype = DType::F32;
+  std::int64_t ntensors = 0;
+  std::size_t noperands = 0;
+  std::vector<void*> ptrs;
+  std::vector<std::int64_t> sizes;
+  // References to every checked array, so that no other Python thread can free one
+  // while the kernel runs without the GIL.
+  std::vector<py::object> keep_alive;
+
+  template <class T>
+  T* get(std::int64_t t, std::size_t k) const {
+    return static_cast<T*>(ptrs[static_cast<std::size_t>(t) * noperands + k]);
+  }
+};
+
+// Parses arguments that are either all single arrays or all lists/tuples of arrays
+// (the list form). args[k] belongs to ops[k]; args[0] must be the params.
+Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::handle>& args);
+
+// Hyperparameter checks: ValueError "<name> must be <what>, got <value>". NaN fails all.
+void check_finite_ge(const char* name, double x, double lo);           // lo <= x < inf
+void check_finite_gt(const char* name, double x, double lo);           // lo <  x < inf
+void check_in_range(const char* name, double x, double lo, double hi,  // lo <= x < hi (or <= hi)
+                    bool hi_inclusive);
+void check_step(std::int64_t step);                                    // step >= 1
+
+}  // namespace deepoptim::bind

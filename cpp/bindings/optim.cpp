@@ -1,0 +1,233 @@
+// Bindings of the optimizer kernels: check arguments, release the GIL, call the kernel.
+// Each function takes either one array per argument or lists/tuples of arrays (one
+// kernel call, one parallel region, for the whole list). The math lives in
+// cpp/src/optim.cpp; the documented Python entry points are in deepoptim.functional.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "checks.hpp"
+#include "deepoptim/optim.hpp"
+
+namespace deepoptim::bind {
+namespace {
+
+namespace o = deepoptim::optim;
+
+// Runs fn<T>(ops) for the dtype the operands were checked to have, without the GIL.
+template <template <class> class Fn, class Hyper>
+void run(const Operands& ops, const Hyper& h) {
+  py::gil_scoped_release release;
+  if (ops.dtype == DType::F32) Fn<float>{}(ops, h);
+  else Fn<double>{}(ops, h);
+}
+
+// ---------------------------------------------------------------------------- SGD
+o::MomentumForm parse_form(const std::string& form) {
+  if (form == "torch") return o::MomentumForm::Torch;
+  if (form == "classical") return o::MomentumForm::Classical;
+  if (form == "ema") return o::MomentumForm::Ema;
+  throw py::value_error("momentum_form must be 'torch', 'classical' or 'ema', got '" + form + "'");
+}
+
+template <class T>
+struct SgdCall {
+  void operator()(const Operands& ops, const o::SgdHyper& h) const {
+    std::vector<o::SgdTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
+      ts[static_cast<std::size_t>(t)] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2),
+                                         ops.sizes[static_cast<std::size_t>(t)]};
+    }
+    o::sgd<T>(ts.data(), ops.ntensors, h);
+  }
+};
+
+void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, double lr,
+         double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
+         bool first_step, const std::string& momentum_form) {
+  o::SgdHyper h;
+  h.form = parse_form(momentum_form);
+  check_finite_ge("lr", lr, 0.0);
+  check_finite_ge("momentum", momentum, 0.0);
+  check_in_range("dampening", dampening, 0.0, 1.0, true);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  if (nesterov && (momentum <= 0.0 || dampening != 0.0)) {
+    throw py::value_error("nesterov=True requires momentum > 0 and dampening == 0, got momentum=" +
+                          std::string(py::repr(py::float_(momentum))) +
+                          ", dampening=" + std::string(py::repr(py::float_(dampening))));
+  }
+  if (h.form != o::MomentumForm::Torch) {
+    if (nesterov || dampening != 0.0) {
+      throw py::value_error("momentum_form='" + momentum_form +
+                            "' takes neither nesterov nor dampening (they belong to 'torch')");
+    }
+    if (h.form == o::MomentumForm::Ema) check_in_range("momentum", momentum, 0.0, 1.0, true);
+  }
+  const bool uses_buffer = h.form != o::MomentumForm::Torch || momentum != 0.0;
+  const char* why = h.form == o::MomentumForm::Torch ? "momentum != 0" : "momentum_form is not 'torch'";
+  const Operands ops = parse_operands(
+      {{"params", true, true}, {"grads", false, true}, {"momentum_buffers", true, uses_buffer, why}},
+      {params, grads, momentum_buffers});
+  h.lr = lr;
+  h.momentum = momentum;
+  h.dampening = dampening;
+  h.weight_decay = weight_decay;
+  h.nesterov = nesterov;
+  h.maximize = maximize;
+  h.first_step = first_step;
+  run<SgdCall>(ops, h);
+}
+
+// ------------------------------------------------------------------------ Adagrad
+template <class T>
+struct AdagradCall {
+  void operator()(const Operands& ops, const o::AdagradHyper& h) const {
+    std::vector<o::AdagradTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
+      ts[static_cast<std::size_t>(t)] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2),
+                                         ops.sizes[static_cast<std::size_t>(t)]};
+    }
+    o::adagrad<T>(ts.data(), ops.ntensors, h);
+  }
+};
+
+void adagrad(py::handle params, py::handle grads, py::handle state_sums, std::int64_t step,
+             double lr, double lr_decay, double weight_decay, double initial_accumulator_value,
+             double eps, bool maximize) {
+  check_step(step);
+  check_finite_ge("lr", lr, 0.0);
+  check_finite_ge("lr_decay", lr_decay, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  check_finite_ge("initial_accumulator_value", initial_accumulator_value, 0.0);
+  check_finite_gt("eps", eps, 0.0);
+  const Operands ops = parse_operands(
+      {{"params", true, true}, {"grads", false, true}, {"state_sums", true, true}},
+      {params, grads, state_sums});
+  o::AdagradHyper h;
+  h.lr = lr;
+  h.lr_decay = lr_decay;
+  h.weight_decay = weight_decay;
+  h.initial_accumulator_value = initial_accumulator_value;
+  h.eps = eps;
+  h.step = step;
+  h.maximize = maximize;
+  run<AdagradCall>(ops, h);
+}
+
+// ------------------------------------------------------------------------ RMSprop
+template <class T>
+struct RmspropCall {
+  void operator()(const Operands& ops, const o::RmspropHyper& h) const {
+    std::vector<o::RmspropTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
+      ts[static_cast<std::size_t>(t)] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2),
+                                         ops.get<T>(t, 3), ops.get<T>(t, 4),
+                                         ops.sizes[static_cast<std::size_t>(t)]};
+    }
+    o::rmsprop<T>(ts.data(), ops.ntensors, h);
+  }
+};
+
+void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::handle grad_avgs,
+             py::handle momentum_buffers, double lr, double alpha, double eps,
+             double weight_decay, double momentum, bool centered, bool maximize) {
+  check_finite_ge("lr", lr, 0.0);
+  check_in_range("alpha", alpha, 0.0, 1.0, true);
+  check_finite_gt("eps", eps, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  check_finite_ge("momentum", momentum, 0.0);
+  const Operands ops = parse_operands({{"params", true, true},
+                                       {"grads", false, true},
+                                       {"square_avgs", true, true},
+                                       {"grad_avgs", true, centered, "centered=True"},
+                                       {"momentum_buffers", true, momentum > 0.0, "momentum > 0"}},
+                                      {params, grads, square_avgs, grad_avgs, momentum_buffers});
+  o::RmspropHyper h;
+  h.lr = lr;
+  h.alpha = alpha;
+  h.eps = eps;
+  h.weight_decay = weight_decay;
+  h.momentum = momentum;
+  h.centered = centered;
+  h.maximize = maximize;
+  run<RmspropCall>(ops, h);
+}
+
+// --------------------------------------------------------------------------- Adam
+template <class T>
+struct AdamCall {
+  void operator()(const Operands& ops, const o::AdamHyper& h) const {
+    std::vector<o::AdamTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
+      ts[static_cast<std::size_t>(t)] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2),
+                                         ops.get<T>(t, 3), ops.get<T>(t, 4),
+                                         ops.sizes[static_cast<std::size_t>(t)]};
+    }
+    o::adam<T>(ts.data(), ops.ntensors, h);
+  }
+};
+
+void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
+          py::handle max_exp_avg_sqs, std::int64_t step, double lr, double beta1, double beta2,
+          double eps, double weight_decay, bool amsgrad, bool maximize,
+          bool decoupled_weight_decay, bool bias_correction, bool eps_inside_sqrt) {
+  check_step(step);
+  check_finite_ge("lr", lr, 0.0);
+  check_in_range("beta1", beta1, 0.0, 1.0, false);
+  check_in_range("beta2", beta2, 0.0, 1.0, false);
+  check_finite_gt("eps", eps, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const Operands ops = parse_operands({{"params", true, true},
+                                       {"grads", false, true},
+                                       {"exp_avgs", true, true},
+                                       {"exp_avg_sqs", true, true},
+                                       {"max_exp_avg_sqs", true, amsgrad, "amsgrad=True"}},
+                                      {params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs});
+  o::AdamHyper h;
+  h.lr = lr;
+  h.beta1 = beta1;
+  h.beta2 = beta2;
+  h.eps = eps;
+  h.weight_decay = weight_decay;
+  h.step = step;
+  h.amsgrad = amsgrad;
+  h.maximize = maximize;
+  h.decoupled_weight_decay = decoupled_weight_decay;
+  h.bias_correction = bias_correction;
+  h.eps_inside_sqrt = eps_inside_sqrt;
+  run<AdamCall>(ops, h);
+}
+
+}  // namespace
+
+void bind_optim(py::module_& m) {
+  using py::arg;
+  const auto none = py::none();
+  m.def("sgd", &sgd,
+        "SGD with momentum, in place. Arrays or lists of arrays. See deepoptim.functional.sgd.",
+        arg("params"), arg("grads"), arg("momentum_buffers") = none, py::kw_only(),
+        arg("lr") = 1e-3, arg("momentum") = 0.0, arg("dampening") = 0.0,
+        arg("weight_decay") = 0.0, arg("nesterov") = false, arg("maximize") = false,
+        arg("first_step") = false, arg("momentum_form") = "torch");
+  m.def("adagrad", &adagrad,
+        "Adagrad, in place. Arrays or lists of arrays. See deepoptim.functional.adagrad.",
+        arg("params"), arg("grads"), arg("state_sums"), py::kw_only(), arg("step"),
+        arg("lr") = 1e-2, arg("lr_decay") = 0.0, arg("weight_decay") = 0.0,
+        arg("initial_accumulator_value") = 0.0, arg("eps") = 1e-10, arg("maximize") = false);
+  m.def("rmsprop", &rmsprop,
+        "RMSprop, in place. Arrays or lists of arrays. See deepoptim.functional.rmsprop.",
+        arg("params"), arg("grads"), arg("square_avgs"), arg("grad_avgs") = none,
+        arg("momentum_buffers") = none, py::kw_only(), arg("lr") = 1e-2, arg("alpha") = 0.99,
+        arg("eps") = 1e-8, arg("weight_decay") = 0.0, arg("momentum") = 0.0,
+        arg("centered") = false, arg("maximize") = false);
+  m.def("adam", &adam,
+        "Adam / AdamW / AMSGrad, in place. Arrays or lists of arrays. See "
+        "deepoptim.functional.adam.",
+        arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"),
+        arg("max_exp_avg_sqs") = none, py::kw_only(), arg("step"), arg("lr") = 1e-3,
+        arg("beta1") = 0.9, arg("beta2") = 0.999, arg("eps") = 1e-8, arg("weight_decay") = 0.0,
+        arg("amsgrad") = false, arg("maximize") = false, arg("decoupled_weight_decay") = false,
+        arg("bias_correction") = true, arg("eps_inside_sqrt") = false);
+}
+
+}  // namespace deepoptim::bind

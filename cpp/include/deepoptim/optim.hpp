@@ -1,0 +1,128 @@
+// Optimizer update kernels: SGD (with the momentum forms of the source documents),
+// Adagrad, RMSprop, Adam/AdamW/AMSGrad.
+//
+// Every kernel updates a list of tensors in place, in one parallel region over all
+// (tensor, block) pairs; the single-tensor form is a list of one. Each element is read
+// and written once per step. Hyperparameters arrive as double; the per-call coefficients
+// (bias corrections, step sizes) are computed once, in double, then rounded to T.
+// Kernels never validate: the bindings have checked every argument before they are
+// called. The NumPy twins in python/deepoptim/reference/optim.py compute the same
+// operations in the same order and define what each kernel must return.
+#pragma once
+
+#include <cstdint>
+
+namespace deepoptim::optim {
+
+// ---------------------------------------------------------------------------- SGD
+// torch:     buf = g (first step) | mu*buf + (1-dampening)*g;  d = nesterov ? g + mu*buf : buf;  p -= lr*d
+// classical: v = mu*v + lr*g;       p -= v        (seed 001; v starts at 0)
+// ema:       v = mu*v + (1-mu)*g;   p -= lr*v     (seed 004; v starts at 0)
+// In every form g is first negated when maximizing, then g += weight_decay*p.
+enum class MomentumForm : int { Torch = 0, Classical = 1, Ema = 2 };
+
+struct SgdHyper {
+  double lr = 1e-3;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  bool maximize = false;
+  bool first_step = false;  // torch form: buffers hold no history yet, so buf = g
+  MomentumForm form = MomentumForm::Torch;
+};
+
+template <class T>
+struct SgdTensor {
+  T* param;
+  const T* grad;
+  T* momentum_buffer;  // null when the torch form runs with momentum == 0
+  std::int64_t size;
+};
+
+template <class T>
+void sgd(const SgdTensor<T>* tensors, std::int64_t ntensors, const SgdHyper& h);
+
+// ------------------------------------------------------------------------ Adagrad
+// clr = lr / (1 + (step-1)*lr_decay);  sum += g*g;  p -= clr * g / (sqrt(sum) + eps)
+// At step 1 the sum starts from initial_accumulator_value, as torch initializes it.
+struct AdagradHyper {
+  double lr = 1e-2;
+  double lr_decay = 0.0;
+  double weight_decay = 0.0;
+  double initial_accumulator_value = 0.0;
+  double eps = 1e-10;
+  std::int64_t step = 1;
+  bool maximize = false;
+};
+
+template <class T>
+struct AdagradTensor {
+  T* param;
+  const T* grad;
+  T* state_sum;
+  std::int64_t size;
+};
+
+template <class T>
+void adagrad(const AdagradTensor<T>* tensors, std::int64_t ntensors, const AdagradHyper& h);
+
+// ------------------------------------------------------------------------ RMSprop
+// sq = alpha*sq + (1-alpha)*g*g;  centered: ga = alpha*ga + (1-alpha)*g, var = sq - ga*ga
+// avg = sqrt(var) + eps;  momentum: buf = mu*buf + g/avg, p -= lr*buf;  else p -= lr*g/avg
+struct RmspropHyper {
+  double lr = 1e-2;
+  double alpha = 0.99;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double momentum = 0.0;
+  bool centered = false;
+  bool maximize = false;
+};
+
+template <class T>
+struct RmspropTensor {
+  T* param;
+  const T* grad;
+  T* square_avg;
+  T* grad_avg;         // null unless centered
+  T* momentum_buffer;  // null unless momentum > 0
+  std::int64_t size;
+};
+
+template <class T>
+void rmsprop(const RmspropTensor<T>* tensors, std::int64_t ntensors, const RmspropHyper& h);
+
+// --------------------------------------------------------------------------- Adam
+// coupled decay (Adam):      g += wd*p          decoupled (AdamW):  p *= 1 - lr*wd
+// m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  amsgrad: vmax = max(vmax, v), v^ = vmax
+// denom = sqrt(v^)/sqrt(bc2) + eps   (eps_inside_sqrt: sqrt(v^/bc2 + eps))
+// p -= lr/bc1 * m/denom,  bc_i = 1 - b_i^step (1 when bias_correction is off)
+struct AdamHyper {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  std::int64_t step = 1;
+  bool amsgrad = false;
+  bool maximize = false;
+  bool decoupled_weight_decay = false;
+  bool bias_correction = true;
+  bool eps_inside_sqrt = false;
+};
+
+template <class T>
+struct AdamTensor {
+  T* param;
+  const T* grad;
+  T* exp_avg;
+  T* exp_avg_sq;
+  T* max_exp_avg_sq;  // null unless amsgrad
+  std::int64_t size;
+};
+
+template <class T>
+void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& h);
+
+}  // namespace deepoptim::optim

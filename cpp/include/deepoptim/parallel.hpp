@@ -1,0 +1,63 @@
+// The block partition every kernel uses.
+//
+// Work is a list of tensors. Each tensor is cut into fixed blocks of kBlock elements
+// (the last one shorter); the global sequence of (tensor, block) pairs, in tensor order,
+// is cut into one contiguous run per OpenMP thread (a static schedule). One parallel
+// region covers the whole list, so a thousand small tensors cost one fork/join, not a
+// thousand.
+//
+// Why results never depend on the thread count: elementwise updates do not depend on the
+// partition at all, and reductions (see reduce.hpp, later) combine per-block partials,
+// whose boundaries depend only on the sizes, in block order.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include <omp.h>
+
+namespace deepoptim::parallel {
+
+// 4096 elements: 16 KiB of float32 per array, so a block of every operand of a kernel
+// stays in L1/L2 while it is processed, and a 10K tensor still yields a few blocks.
+inline constexpr std::int64_t kBlock = 4096;
+
+// Below this many elements in a call a second thread costs more than it saves.
+inline constexpr std::int64_t kMinParallel = std::int64_t{1} << 15;
+
+inline std::int64_t num_blocks(std::int64_t n) { return (n + kBlock - 1) / kBlock; }
+
+// Calls body(tensor_index, begin, end) for every block of every tensor.
+// size_of(t) gives the element count of tensor t. The body must only touch elements
+// [begin, end) of tensor t.
+template <class SizeOf, class Body>
+void for_each_block(std::int64_t ntensors, SizeOf size_of, Body body) {
+  std::int64_t total_blocks = 0;
+  std::int64_t total_elems = 0;
+  for (std::int64_t t = 0; t < ntensors; ++t) {
+    total_blocks += num_blocks(size_of(t));
+    total_elems += size_of(t);
+  }
+  if (total_blocks == 0) return;
+
+#pragma omp parallel if (total_elems >= kMinParallel)
+  {
+    const std::int64_t nth = omp_get_num_threads();
+    const std::int64_t tid = omp_get_thread_num();
+    const std::int64_t lo = total_blocks * tid / nth;
+    const std::int64_t hi = total_blocks * (tid + 1) / nth;
+    std::int64_t seen = 0;  // blocks of the tensors before t
+    for (std::int64_t t = 0; t < ntensors && seen < hi; ++t) {
+      const std::int64_t n = size_of(t);
+      const std::int64_t nb = num_blocks(n);
+      const std::int64_t first = std::max<std::int64_t>(lo - seen, 0);
+      const std::int64_t last = std::min<std::int64_t>(hi - seen, nb);
+      for (std::int64_t k = first; k < last; ++k) {
+        body(t, k * kBlock, std::min((k + 1) * kBlock, n));
+      }
+      seen += nb;
+    }
+  }
+}
+
+}  // namespace deepoptim::parallel

@@ -1,0 +1,336 @@
+// Optimizer update kernels. Math and references: see deepoptim/optim.hpp; the NumPy
+// twins in python/deepoptim/reference/optim.py are the specification, in this order.
+//
+// Structure of each kernel:
+//   1. coefficients: computed once per call in double, rounded to T;
+//   2. a per-block body: one `omp simd` loop, always inlined, specialized by template on
+//      the choices that change which arrays are touched;
+//   3. a block function per dtype carrying DEEPOPTIM_CLONES (run-time ISA dispatch);
+//   4. the driver: parallel::for_each_block over the whole tensor list.
+// Loop-invariant flags that only pick an arithmetic path (maximize, weight decay) stay
+// as run-time selects: the vectorizer turns them into blends at no measurable cost.
+#include "deepoptim/optim.hpp"
+
+#include <cmath>
+
+#include "deepoptim/dispatch.hpp"
+#include "deepoptim/parallel.hpp"
+
+namespace deepoptim::optim {
+namespace {
+
+// NaN-propagating max, like numpy.maximum and torch.maximum (std::max drops a NaN in b).
+template <class T>
+DEEPOPTIM_INLINE T nan_max(T a, T b) {
+  return (a > b || a != a) ? a : b;
+}
+
+// ---------------------------------------------------------------------------- SGD
+template <class T>
+struct SgdCoef {
+  T lr, mu, one_minus_dampening, one_minus_mu, wd;
+  bool has_wd, maximize, first_step, nesterov;
+  MomentumForm form;
+};
+
+template <class T>
+SgdCoef<T> sgd_coef(const SgdHyper& h) {
+  return {T(h.lr),           T(h.momentum),     T(1.0 - h.dampening), T(1.0 - h.momentum),
+          T(h.weight_decay), h.weight_decay != 0.0, h.maximize,       h.first_step,
+          h.nesterov,        h.form};
+}
+
+template <class T, MomentumForm FORM, bool HAS_BUF>
+DEEPOPTIM_INLINE void sgd_body(T* __restrict p, const T* __restrict g, T* __restrict buf,
+                               std::int64_t n, const SgdCoef<T>& c) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    T d = c.maximize ? -g[i] : g[i];
+    if (c.has_wd) d = d + c.wd * p[i];
+    if constexpr (!HAS_BUF) {
+      p[i] = p[i] - c.lr * d;
+    } else if constexpr (FORM == MomentumForm::Torch) {
+      const T b = c.first_step ? d : c.mu * buf[i] + c.one_minus_dampening * d;
+      buf[i] = b;
+      p[i] = p[i] - c.lr * (c.nesterov ? d + c.mu * b : b);
+    } else if constexpr (FORM == MomentumForm::Classical) {
+      const T v = c.mu * buf[i] + c.lr * d;
+      buf[i] = v;
+      p[i] = p[i] - v;
+    } else {  // Ema
+      const T v = c.mu * buf[i] + c.one_minus_mu * d;
+      buf[i] = v;
+      p[i] = p[i] - c.lr * v;
+    }
+  }
+}
+
+template <class T>
+DEEPOPTIM_INLINE void sgd_block_impl(const SgdTensor<T>& t, std::int64_t b, std::int64_t e,
+                                     const SgdCoef<T>& c) {
+  T* p = t.param + b;
+  const T* g = t.grad + b;
+  T* buf = t.momentum_buffer ? t.momentum_buffer + b : nullptr;
+  const std::int64_t n = e - b;
+  if (!buf) return sgd_body<T, MomentumForm::Torch, false>(p, g, buf, n, c);
+  switch (c.form) {
+    case MomentumForm::Torch: return sgd_body<T, MomentumForm::Torch, true>(p, g, buf, n, c);
+    case MomentumForm::Classical:
+      return sgd_body<T, MomentumForm::Classical, true>(p, g, buf, n, c);
+    case MomentumForm::Ema: return sgd_body<T, MomentumForm::Ema, true>(p, g, buf, n, c);
+  }
+}
+
+DEEPOPTIM_CLONES void sgd_block(const SgdTensor<float>& t, std::int64_t b, std::int64_t e,
+                                const SgdCoef<float>& c) {
+  sgd_block_impl(t, b, e, c);
+}
+DEEPOPTIM_CLONES void sgd_block(const SgdTensor<double>& t, std::int64_t b, std::int64_t e,
+                                const SgdCoef<double>& c) {
+  sgd_block_impl(t, b, e, c);
+}
+
+// ------------------------------------------------------------------------ Adagrad
+template <class T>
+struct AdagradCoef {
+  T clr, wd, eps, init;
+  bool has_wd, maximize, first_step;
+};
+
+template <class T>
+AdagradCoef<T> adagrad_coef(const AdagradHyper& h) {
+  const double clr = h.lr / (1.0 + double(h.step - 1) * h.lr_decay);
+  return {T(clr), T(h.weight_decay), T(h.eps), T(h.initial_accumulator_value),
+          h.weight_decay != 0.0, h.maximize, h.step == 1};
+}
+
+template <class T>
+DEEPOPTIM_INLINE void adagrad_block_impl(const AdagradTensor<T>& t, std::int64_t b,
+                                         std::int64_t e, const AdagradCoef<T>& c) {
+  T* __restrict p = t.param + b;
+  const T* __restrict g = t.grad + b;
+  T* __restrict s = t.state_sum + b;
+  const std::int64_t n = e - b;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    T d = c.maximize ? -g[i] : g[i];
+    if (c.has_wd) d = d + c.wd * p[i];
+    const T sum = (c.first_step ? c.init : s[i]) + d * d;
+    s[i] = sum;
+    p[i] = p[i] - c.clr * (d / (std::sqrt(sum) + c.eps));
+  }
+}
+
+DEEPOPTIM_CLONES void adagrad_block(const AdagradTensor<float>& t, std::int64_t b,
+                                    std::int64_t e, const AdagradCoef<float>& c) {
+  adagrad_block_impl(t, b, e, c);
+}
+DEEPOPTIM_CLONES void adagrad_block(const AdagradTensor<double>& t, std::int64_t b,
+                                    std::int64_t e, const AdagradCoef<double>& c) {
+  adagrad_block_impl(t, b, e, c);
+}
+
+// ------------------------------------------------------------------------ RMSprop
+template <class T>
+struct RmspropCoef {
+  T lr, alpha, one_minus_alpha, eps, wd, mu;
+  bool has_wd, maximize;
+};
+
+template <class T>
+RmspropCoef<T> rmsprop_coef(const RmspropHyper& h) {
+  return {T(h.lr),  T(h.alpha),        T(1.0 - h.alpha),     T(h.eps),
+          T(h.weight_decay), T(h.momentum), h.weight_decay != 0.0, h.maximize};
+}
+
+template <class T, bool CENTERED, bool MOMENTUM>
+DEEPOPTIM_INLINE void rmsprop_body(T* __restrict p, const T* __restrict g, T* __restrict sq,
+                                   T* __restrict ga, T* __restrict buf, std::int64_t n,
+                                   const RmspropCoef<T>& c) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    T d = c.maximize ? -g[i] : g[i];
+    if (c.has_wd) d = d + c.wd * p[i];
+    const T s = c.alpha * sq[i] + c.one_minus_alpha * (d * d);
+    sq[i] = s;
+    T var = s;
+    if constexpr (CENTERED) {
+      const T a = c.alpha * ga[i] + c.one_minus_alpha * d;
+      ga[i] = a;
+      var = s - a * a;
+      // Rounding can push the EMA variance a hair below 0 (torch then returns NaN);
+      // a NaN still propagates because NaN < 0 is false.
+      var = var < T(0) ? T(0) : var;
+    }
+    const T q = d / (std::sqrt(var) + c.eps);
+    if constexpr (MOMENTUM) {
+      const T bnew = c.mu * buf[i] + q;
+      buf[i] = bnew;
+      p[i] = p[i] - c.lr * bnew;
+    } else {
+      p[i] = p[i] - c.lr * q;
+    }
+  }
+}
+
+template <class T>
+DEEPOPTIM_INLINE void rmsprop_block_impl(const RmspropTensor<T>& t, std::int64_t b,
+                                         std::int64_t e, const RmspropCoef<T>& c) {
+  T* p = t.param + b;
+  const T* g = t.grad + b;
+  T* sq = t.square_avg + b;
+  T* ga = t.grad_avg ? t.grad_avg + b : nullptr;
+  T* buf = t.momentum_buffer ? t.momentum_buffer + b : nullptr;
+  const std::int64_t n = e - b;
+  if (ga && buf) return rmsprop_body<T, true, true>(p, g, sq, ga, buf, n, c);
+  if (ga) return rmsprop_body<T, true, false>(p, g, sq, ga, buf, n, c);
+  if (buf) return rmsprop_body<T, false, true>(p, g, sq, ga, buf, n, c);
+  return rmsprop_body<T, false, false>(p, g, sq, ga, buf, n, c);
+}
+
+DEEPOPTIM_CLONES void rmsprop_block(const RmspropTensor<float>& t, std::int64_t b,
+                                    std::int64_t e, const RmspropCoef<float>& c) {
+  rmsprop_block_impl(t, b, e, c);
+}
+DEEPOPTIM_CLONES void rmsprop_block(const RmspropTensor<double>& t, std::int64_t b,
+                                    std::int64_t e, const RmspropCoef<double>& c) {
+  rmsprop_block_impl(t, b, e, c);
+}
+
+// --------------------------------------------------------------------------- Adam
+template <class T>
+struct AdamCoef {
+  T beta1, one_minus_beta1, beta2, one_minus_beta2;
+  T step_size;     // lr / bc1
+  T inv_bc2_sqrt;  // 1 / sqrt(bc2)
+  T inv_bc2;       // 1 / bc2 (eps inside the square root)
+  T eps, wd, decay;  // decay = 1 - lr*wd (decoupled)
+  bool coupled, decoupled, maximize;
+};
+
+template <class T>
+AdamCoef<T> adam_coef(const AdamHyper& h) {
+  double bc1 = 1.0, bc2 = 1.0;
+  if (h.bias_correction) {
+    bc1 = 1.0 - std::pow(h.beta1, double(h.step));
+    bc2 = 1.0 - std::pow(h.beta2, double(h.step));
+  }
+  const bool has_wd = h.weight_decay != 0.0;
+  return {T(h.beta1),
+          T(1.0 - h.beta1),
+          T(h.beta2),
+          T(1.0 - h.beta2),
+          T(h.lr / bc1),
+          T(1.0 / std::sqrt(bc2)),
+          T(1.0 / bc2),
+          T(h.eps),
+          T(h.weight_decay),
+          T(1.0 - h.lr * h.weight_decay),
+          has_wd && !h.decoupled_weight_decay,
+          has_wd && h.decoupled_weight_decay,
+          h.maximize};
+}
+
+template <class T, bool AMSGRAD, bool EPS_INSIDE>
+DEEPOPTIM_INLINE void adam_body(T* __restrict p, const T* __restrict g, T* __restrict m,
+                                T* __restrict v, T* __restrict vmax, std::int64_t n,
+                                const AdamCoef<T>& c) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    T d = c.maximize ? -g[i] : g[i];
+    T pi = p[i];
+    if (c.decoupled) pi = pi * c.decay;
+    if (c.coupled) d = d + c.wd * pi;
+    const T mi = c.beta1 * m[i] + c.one_minus_beta1 * d;
+    const T vi = c.beta2 * v[i] + c.one_minus_beta2 * (d * d);
+    m[i] = mi;
+    v[i] = vi;
+    T vh = vi;
+    if constexpr (AMSGRAD) {
+      vh = nan_max(vmax[i], vi);
+      vmax[i] = vh;
+    }
+    T denom;
+    if constexpr (EPS_INSIDE) {
+      denom = std::sqrt(vh * c.inv_bc2 + c.eps);
+    } else {
+      denom = std::sqrt(vh) * c.inv_bc2_sqrt + c.eps;
+    }
+    p[i] = pi - c.step_size * (mi / denom);
+  }
+}
+
+template <class T>
+DEEPOPTIM_INLINE void adam_block_impl(const AdamTensor<T>& t, std::int64_t b, std::int64_t e,
+                                      const AdamCoef<T>& c, bool eps_inside) {
+  T* p = t.param + b;
+  const T* g = t.grad + b;
+  T* m = t.exp_avg + b;
+  T* v = t.exp_avg_sq + b;
+  T* vmax = t.max_exp_avg_sq ? t.max_exp_avg_sq + b : nullptr;
+  const std::int64_t n = e - b;
+  if (vmax) {
+    if (eps_inside) return adam_body<T, true, true>(p, g, m, v, vmax, n, c);
+    return adam_body<T, true, false>(p, g, m, v, vmax, n, c);
+  }
+  if (eps_inside) return adam_body<T, false, true>(p, g, m, v, vmax, n, c);
+  return adam_body<T, false, false>(p, g, m, v, vmax, n, c);
+}
+
+DEEPOPTIM_CLONES void adam_block(const AdamTensor<float>& t, std::int64_t b, std::int64_t e,
+                                 const AdamCoef<float>& c, bool eps_inside) {
+  adam_block_impl(t, b, e, c, eps_inside);
+}
+DEEPOPTIM_CLONES void adam_block(const AdamTensor<double>& t, std::int64_t b, std::int64_t e,
+                                 const AdamCoef<double>& c, bool eps_inside) {
+  adam_block_impl(t, b, e, c, eps_inside);
+}
+
+}  // namespace
+
+// -------------------------------------------------------------------------- drivers
+template <class T>
+void sgd(const SgdTensor<T>* tensors, std::int64_t ntensors, const SgdHyper& h) {
+  const SgdCoef<T> c = sgd_coef<T>(h);
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) { sgd_block(tensors[t], b, e, c); });
+}
+
+template <class T>
+void adagrad(const AdagradTensor<T>* tensors, std::int64_t ntensors, const AdagradHyper& h) {
+  const AdagradCoef<T> c = adagrad_coef<T>(h);
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) { adagrad_block(tensors[t], b, e, c); });
+}
+
+template <class T>
+void rmsprop(const RmspropTensor<T>* tensors, std::int64_t ntensors, const RmspropHyper& h) {
+  const RmspropCoef<T> c = rmsprop_coef<T>(h);
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) { rmsprop_block(tensors[t], b, e, c); });
+}
+
+template <class T>
+void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& h) {
+  const AdamCoef<T> c = adam_coef<T>(h);
+  const bool eps_inside = h.eps_inside_sqrt;
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) {
+        adam_block(tensors[t], b, e, c, eps_inside);
+      });
+}
+
+template void sgd<float>(const SgdTensor<float>*, std::int64_t, const SgdHyper&);
+template void sgd<double>(const SgdTensor<double>*, std::int64_t, const SgdHyper&);
+template void adagrad<float>(const AdagradTensor<float>*, std::int64_t, const AdagradHyper&);
+template void adagrad<double>(const AdagradTensor<double>*, std::int64_t, const AdagradHyper&);
+template void rmsprop<float>(const RmspropTensor<float>*, std::int64_t, const RmspropHyper&);
+template void rmsprop<double>(const RmspropTensor<double>*, std::int64_t, const RmspropHyper&);
+template void adam<float>(const AdamTensor<float>*, std::int64_t, const AdamHyper&);
+template void adam<double>(const AdamTensor<double>*, std::int64_t, const AdamHyper&);
+
+}  // namespace deepoptim::optim

@@ -1,0 +1,149 @@
+"""Optimizer update rules on the C++ kernels.
+
+Each function has the signature, defaults and semantics of its NumPy twin in
+:mod:`deepoptim.reference.optim` (whose docstrings carry the math) and updates the
+arrays in place. Pass one array per argument, or lists/tuples of arrays: a list is
+updated in one GIL-free call, one parallel region over all tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from deepoptim import _core
+from deepoptim.reference import optim as _twin
+
+ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]
+OptArrayOrList = Optional[ArrayOrList]
+
+
+def _betas(betas: Tuple[float, float]) -> Tuple[float, float]:
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    return betas[0], betas[1]
+
+
+def sgd(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    momentum_buffers: OptArrayOrList = None,
+    *,
+    lr: float = 1e-3,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    maximize: bool = False,
+    first_step: bool = False,
+    momentum_form: str = "torch",
+) -> None:
+    _core.sgd(
+        params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
+        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+        first_step=first_step, momentum_form=momentum_form,
+    )
+
+
+def adagrad(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    state_sums: ArrayOrList,
+    *,
+    step: int,
+    lr: float = 1e-2,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+    maximize: bool = False,
+) -> None:
+    _core.adagrad(
+        params, grads, state_sums, step=step, lr=lr, lr_decay=lr_decay,
+        weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
+        eps=eps, maximize=maximize,
+    )
+
+
+def rmsprop(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    square_avgs: ArrayOrList,
+    grad_avgs: OptArrayOrList = None,
+    momentum_buffers: OptArrayOrList = None,
+    *,
+    lr: float = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    maximize: bool = False,
+) -> None:
+    _core.rmsprop(
+        params, grads, square_avgs, grad_avgs, momentum_buffers, lr=lr, alpha=alpha, eps=eps,
+        weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize,
+    )
+
+
+def adam(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    exp_avgs: ArrayOrList,
+    exp_avg_sqs: ArrayOrList,
+    max_exp_avg_sqs: OptArrayOrList = None,
+    *,
+    step: int,
+    lr: float = 1e-3,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+    bias_correction: bool = True,
+    eps_inside_sqrt: bool = False,
+) -> None:
+    beta1, beta2 = _betas(betas)
+    _core.adam(
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr, beta1=beta1,
+        beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+        decoupled_weight_decay=decoupled_weight_decay, bias_correction=bias_correction,
+        eps_inside_sqrt=eps_inside_sqrt,
+    )
+
+
+def adamw(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    exp_avgs: ArrayOrList,
+    exp_avg_sqs: ArrayOrList,
+    max_exp_avg_sqs: OptArrayOrList = None,
+    *,
+    step: int,
+    lr: float = 1e-3,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+    amsgrad: bool = False,
+    maximize: bool = False,
+    bias_correction: bool = True,
+    eps_inside_sqrt: bool = False,
+) -> None:
+    beta1, beta2 = _betas(betas)
+    _core.adam(
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr, beta1=beta1,
+        beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+        decoupled_weight_decay=True, bias_correction=bias_correction,
+        eps_inside_sqrt=eps_inside_sqrt,
+    )
+
+
+# One source for the math: each wrapper's docstring is its twin's, introduced as such.
+for _fn in (sgd, adagrad, rmsprop, adam, adamw):
+    _fn.__doc__ = (
+        f"C++ kernel; the NumPy twin :func:`deepoptim.reference.{_fn.__name__}` is its "
+        f"specification.\n\n{getattr(_twin, _fn.__name__).__doc__}"
+    )
+del _fn

@@ -1,0 +1,157 @@
+"""Argument checks of the reference twins: the same refusals, with the same exception
+types, as the C++ bindings (``cpp/bindings/checks.cpp``). Nothing here does math."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _is_list_like(x: Any) -> bool:
+    return isinstance(x, (list, tuple))
+
+
+def _native_float_dtype(a: np.ndarray) -> Optional[np.dtype]:
+    # Equal dtypes compare equal regardless of how they were spelled; a byte-swapped
+    # float32 does not equal the native one, and is refused like in C++.
+    for dt in _FLOATS:
+        if a.dtype == dt:
+            return dt
+    return None
+
+
+def operands(
+    spec: Sequence[Tuple[str, bool, bool, Optional[str]]], args: Sequence[Any]
+) -> Tuple[List[List[Optional[np.ndarray]]], bool]:
+    """Check the array arguments of one call.
+
+    ``spec[k] = (name, written, used, needed_because)``; ``args[k]`` is either an array
+    or a list/tuple of arrays (the list form), ``args[0]`` the params. Returns one row of
+    arrays per tensor (None where unused) and whether the list form was used.
+    """
+    lead = spec[0][0]
+    list_form = _is_list_like(args[0])
+    if not list_form and not isinstance(args[0], np.ndarray):
+        raise TypeError(
+            f"{lead} must be a numpy.ndarray or a list/tuple of them, got {type(args[0]).__name__}"
+        )
+    n = len(args[0]) if list_form else 1
+
+    for (name, _written, used, why), arg in zip(spec, args):
+        if not used:
+            continue
+        if arg is None:
+            raise ValueError(f"{name} is required" + (f" when {why}" if why else "") + ", got None")
+        if list_form:
+            if not _is_list_like(arg):
+                raise TypeError(
+                    f"{name} must be a list or tuple ({lead} is one), got {type(arg).__name__}"
+                )
+            if len(arg) != n:
+                raise ValueError(f"{name} has {len(arg)} arrays but {lead} has {n}")
+        elif not isinstance(arg, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray ({lead} is one), got {type(arg).__name__}")
+
+    rows: List[List[Optional[np.ndarray]]] = []
+    spans = []
+    lead_dtype = None
+    lead_owner = ""
+    for t in range(n):
+        row: List[Optional[np.ndarray]] = []
+        for k, ((name, written, used, _why), arg) in enumerate(zip(spec, args)):
+            if not used:
+                row.append(None)
+                continue
+            a = arg[t] if list_form else arg
+            label = f"{name}[{t}]" if list_form else name
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{label} must be a numpy.ndarray, got {type(a).__name__}")
+            dt = _native_float_dtype(a)
+            if dt is None:
+                raise TypeError(f"{label} must have dtype float32 or float64, got {a.dtype}")
+            if lead_dtype is None:
+                lead_dtype, lead_owner = dt, label
+            elif dt != lead_dtype:
+                raise TypeError(
+                    f"{label} has dtype {a.dtype} but {lead_owner} has dtype {lead_dtype}; "
+                    "all arrays of one call must share a dtype"
+                )
+            if k > 0 and a.shape != row[0].shape:  # type: ignore[union-attr]
+                plabel = f"{spec[0][0]}[{t}]" if list_form else spec[0][0]
+                raise ValueError(f"{label} has shape {a.shape} but {plabel} has shape {row[0].shape}")  # type: ignore[union-attr]
+            if not a.flags.c_contiguous:
+                raise ValueError(f"{label} must be C-contiguous (no hidden copies are made)")
+            if not a.flags.aligned:
+                raise ValueError(f"{label} is not aligned to its itemsize")
+            if written and not a.flags.writeable:
+                raise ValueError(f"{label} is read-only, but it is updated in place")
+            if a.nbytes:
+                start = a.__array_interface__["data"][0]
+                spans.append((start, start + a.nbytes, written, label))
+            row.append(a)
+        rows.append(row)
+    _check_aliasing(spans)
+    return rows, list_form
+
+
+def _check_aliasing(spans: list) -> None:
+    # Two arrays may share memory only if neither is written (two reads of one grad).
+    spans.sort(key=lambda s: s[0])
+    reach_any = reach_written = None
+    for s in spans:
+        other = None
+        if reach_written is not None and s[0] < reach_written[1]:
+            other = reach_written
+        elif s[2] and reach_any is not None and s[0] < reach_any[1]:
+            other = reach_any
+        if other is not None:
+            raise ValueError(
+                f"{other[3]} and {s[3]} share memory; every array the kernel writes must be "
+                "distinct from all the others"
+            )
+        if reach_any is None or s[1] > reach_any[1]:
+            reach_any = s
+        if s[2] and (reach_written is None or s[1] > reach_written[1]):
+            reach_written = s
+
+
+def finite_ge(name: str, x: float, lo: float) -> None:
+    if not (x >= lo) or not math.isfinite(x):
+        raise ValueError(f"{name} must be a finite number >= {lo!r}, got {float(x)!r}")
+
+
+def finite_gt(name: str, x: float, lo: float) -> None:
+    if not (x > lo) or not math.isfinite(x):
+        raise ValueError(f"{name} must be a finite number > {lo!r}, got {float(x)!r}")
+
+
+def in_range(name: str, x: float, lo: float, hi: float, hi_inclusive: bool) -> None:
+    ok = x >= lo and (x <= hi if hi_inclusive else x < hi)
+    if not ok:
+        raise ValueError(f"{name} must be in [{lo!r}, {hi!r}{']' if hi_inclusive else ')'}, got {float(x)!r}")
+
+
+def step(s: int) -> None:
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+        raise TypeError(f"step must be an int, got {type(s).__name__}")
+    if s < 1:
+        raise ValueError(f"step must be >= 1 (the count of updates including this one), got {s}")
+
+
+def betas(b: Any) -> Tuple[float, float]:
+    if not (isinstance(b, (tuple, list)) and len(b) == 2):
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {b!r}")
+    in_range("beta1", float(b[0]), 0.0, 1.0, False)
+    in_range("beta2", float(b[1]), 0.0, 1.0, False)
+    return float(b[0]), float(b[1])
+
+
+def real(name: str, x: Any) -> float:
+    """A hyperparameter as a Python float; TypeError for anything that is not a number."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(x).__name__}")
+    return float(x)
