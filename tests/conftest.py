@@ -1,0 +1,15 @@
+import os
+import sys
+
+from hypothesis import HealthCheck, settings
+
+# The tests import the registry module next to them; the package itself must come from
+# the installed distribution, never from the source tree.
+sys.path.insert(0, os.path.dirname(__file__))
+
+settings.register_profile(
+    "default", deadline=None, max_examples=40,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")

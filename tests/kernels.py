@@ -1,0 +1,177 @@
+"""A registry of the optimizer kernels for the tests: how to build each one's state, how
+to draw valid hyperparameters, how to call it. A kernel added here gets every test."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+from hypothesis import strategies as st
+
+from deepoptim import functional, reference
+
+# Sizes that stress the loops: empty, one, around SIMD widths (4/8/16 lanes) and around
+# the kernels' block of 4096 elements.
+AWKWARD_SIZES = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 65, 4095, 4096, 4097, 8191, 8193]
+
+# Relative tolerance per dtype. Kernel and twin perform the same IEEE operations in the
+# same order, so they normally agree to the bit; the tolerance only absorbs a compiler
+# that orders a few operations differently.
+RTOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-13}
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, what: str = "") -> None:
+    """|actual - expected| <= rtol * (|expected| + scale) with rtol per dtype, where scale
+    is the array's own magnitude (cancellation near 0 is measured against it)."""
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+    rtol = RTOL[expected.dtype]
+    finite = np.isfinite(expected)
+    scale = float(np.max(np.abs(expected[finite]), initial=0.0)) + 1.0
+    np.testing.assert_allclose(
+        actual, expected, rtol=rtol, atol=rtol * scale, equal_nan=True, err_msg=what
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    name: str
+    states: List[str]                                 # state argument names, in order
+    needs: Callable[[dict], Dict[str, bool]]         # which states a config uses
+    hyper: Callable[[], st.SearchStrategy]           # valid hyperparameters
+    has_step: bool
+    defaults: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def fast(self):
+        return getattr(functional, self.name)
+
+    @property
+    def twin(self):
+        return getattr(reference, self.name)
+
+    def make_state(self, p: np.ndarray, hp: dict, fill: float = 0.0) -> List[Optional[np.ndarray]]:
+        need = self.needs(hp)
+        return [np.full_like(p, fill) if need[s] else None for s in self.states]
+
+    def kwargs(self, hp: dict, step: int) -> dict:
+        kw = dict(hp)
+        if self.has_step:
+            kw["step"] = step
+        if self.name == "sgd" and kw.get("momentum_form", "torch") == "torch":
+            kw["first_step"] = step == 1
+        return kw
+
+    def call(self, fn, params, grads, states, hp: dict, step: int) -> None:
+        fn(params, grads, *states, **self.kwargs(hp, step))
+
+
+def _unit(lo=0.0, hi=1.0):
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False)
+
+
+def _sgd_hyper():
+    @st.composite
+    def draw(d):
+        form = d(st.sampled_from(["torch", "torch", "classical", "ema"]))
+        hp = dict(
+            lr=d(_unit(0.0, 0.5)),
+            weight_decay=d(st.sampled_from([0.0, 1e-4, 0.1])),
+            maximize=d(st.booleans()),
+            momentum_form=form,
+        )
+        if form == "torch":
+            hp["momentum"] = d(st.sampled_from([0.0, 0.5, 0.9, 0.99]))
+            nesterov = hp["momentum"] > 0 and d(st.booleans())
+            hp["nesterov"] = nesterov
+            hp["dampening"] = 0.0 if nesterov else d(st.sampled_from([0.0, 0.1, 0.5]))
+        else:
+            hp["momentum"] = d(_unit(0.0, 0.99))
+        return hp
+
+    return draw()
+
+
+def _adagrad_hyper():
+    return st.fixed_dictionaries(
+        dict(
+            lr=_unit(0.0, 0.5),
+            lr_decay=st.sampled_from([0.0, 1e-3, 0.1]),
+            weight_decay=st.sampled_from([0.0, 1e-4, 0.1]),
+            initial_accumulator_value=st.sampled_from([0.0, 0.1, 1.0]),
+            eps=st.sampled_from([1e-10, 1e-8, 1e-3]),
+            maximize=st.booleans(),
+        )
+    )
+
+
+def _rmsprop_hyper():
+    return st.fixed_dictionaries(
+        dict(
+            lr=_unit(0.0, 0.1),
+            alpha=st.sampled_from([0.0, 0.5, 0.9, 0.99]),
+            eps=st.sampled_from([1e-8, 1e-6, 1e-2]),
+            weight_decay=st.sampled_from([0.0, 1e-4, 0.1]),
+            momentum=st.sampled_from([0.0, 0.5, 0.9]),
+            centered=st.booleans(),
+            maximize=st.booleans(),
+        )
+    )
+
+
+def _adam_hyper(wd_choices):
+    return st.fixed_dictionaries(
+        dict(
+            lr=_unit(0.0, 0.1),
+            betas=st.tuples(st.sampled_from([0.0, 0.5, 0.9]), st.sampled_from([0.0, 0.9, 0.999])),
+            eps=st.sampled_from([1e-8, 1e-6, 1e-3]),
+            weight_decay=st.sampled_from(wd_choices),
+            amsgrad=st.booleans(),
+            maximize=st.booleans(),
+            bias_correction=st.booleans(),
+            eps_inside_sqrt=st.booleans(),
+        )
+    )
+
+
+def _adam_hyper_full():
+    return st.builds(
+        lambda hp, dec: {**hp, "decoupled_weight_decay": dec},
+        _adam_hyper([0.0, 1e-4, 0.1]),
+        st.booleans(),
+    )
+
+
+KERNELS: Dict[str, Kernel] = {
+    k.name: k
+    for k in [
+        Kernel(
+            "sgd", ["momentum_buffers"],
+            lambda hp: {"momentum_buffers": hp.get("momentum_form", "torch") != "torch"
+                        or hp.get("momentum", 0.0) != 0.0},
+            _sgd_hyper, has_step=False, defaults={"momentum": 0.9},
+        ),
+        Kernel(
+            "adagrad", ["state_sums"], lambda hp: {"state_sums": True},
+            _adagrad_hyper, has_step=True,
+        ),
+        Kernel(
+            "rmsprop", ["square_avgs", "grad_avgs", "momentum_buffers"],
+            lambda hp: {"square_avgs": True, "grad_avgs": bool(hp.get("centered")),
+                        "momentum_buffers": hp.get("momentum", 0.0) > 0},
+            _rmsprop_hyper, has_step=False, defaults={"centered": True, "momentum": 0.5},
+        ),
+        Kernel(
+            "adam", ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"],
+            lambda hp: {"exp_avgs": True, "exp_avg_sqs": True, "max_exp_avg_sqs": bool(hp.get("amsgrad"))},
+            _adam_hyper_full, has_step=True, defaults={"amsgrad": True},
+        ),
+        Kernel(
+            "adamw", ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"],
+            lambda hp: {"exp_avgs": True, "exp_avg_sqs": True, "max_exp_avg_sqs": bool(hp.get("amsgrad"))},
+            lambda: _adam_hyper([0.0, 1e-2, 0.1]), has_step=True, defaults={"amsgrad": True},
+        ),
+    ]
+}
+
+NAMES = sorted(KERNELS)

@@ -1,0 +1,282 @@
+"""Bad input: every refusal raises TypeError or ValueError naming the argument, the NumPy
+twin refuses the same input with the same exception type, and no array changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernels import KERNELS, NAMES
+
+
+def _setup(name, n_tensors=3, dtype=np.float32, hp=None):
+    kernel = KERNELS[name]
+    hp = dict(kernel.defaults) if hp is None else hp
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(n_tensors):
+        p = rng.standard_normal(9).astype(dtype)
+        rows.append([p] + kernel.make_state(p, hp, fill=0.5))
+    grads = [rng.standard_normal(9).astype(dtype) for _ in range(n_tensors)]
+    return kernel, hp, rows, grads
+
+
+def _columns(rows):
+    return [[r[k] for r in rows] if rows[0][k] is not None else None for k in range(len(rows[0]))]
+
+
+def _arrays(rows, grads):
+    return [a for r in rows for a in r if a is not None] + [g for g in grads if isinstance(g, np.ndarray)]
+
+
+def _snapshot(rows, grads):
+    return [a.copy() for a in _arrays(rows, grads)]
+
+
+def _unchanged(rows, grads, snap):
+    now = _arrays(rows, grads)
+    return len(now) == len(snap) and all(a.tobytes() == b.tobytes() for a, b in zip(now, snap))
+
+
+def _expect(kernel, exc, needle, params, grads, states, hp, step=1):
+    """Both implementations raise `exc` with `needle` in the message."""
+    for fn in (kernel.fast, kernel.twin):
+        with pytest.raises(exc, match=needle):
+            kernel.call(fn, params, grads, states, hp, step)
+
+
+# Each case mutates a freshly built list-form call and names what must be blamed. The
+# fault is placed in the LAST tensor, so a kernel that validated lazily would already
+# have updated the first ones.
+def _cases(name):
+    kernel = KERNELS[name]
+    cases = {}
+
+    def case(f):
+        cases[f.__name__] = f
+        return f
+
+    @case
+    def wrong_dtype(rows, grads, hp):
+        rows[-1][0] = rows[-1][0].astype(np.int32)
+        return TypeError, r"params\[2\] must have dtype float32 or float64"
+
+    @case
+    def mixed_dtypes(rows, grads, hp):
+        grads[-1] = grads[-1].astype(np.float64)
+        return TypeError, r"grads\[2\] has dtype float64 but params\[0\] has dtype float32"
+
+    @case
+    def byteswapped_dtype(rows, grads, hp):
+        grads[-1] = grads[-1].astype(">f4")
+        return TypeError, r"grads\[2\] must have dtype float32 or float64"
+
+    @case
+    def shape_mismatch(rows, grads, hp):
+        grads[-1] = np.zeros(8, np.float32)
+        return ValueError, r"grads\[2\] has shape \(8,\) but params\[2\] has shape \(9,\)"
+
+    @case
+    def state_shape_mismatch(rows, grads, hp):
+        rows[-1][1] = np.zeros((3, 3), np.float32)
+        return ValueError, rf"{kernel.states[0]}\[2\] has shape \(3, 3\)"
+
+    @case
+    def non_contiguous_view(rows, grads, hp):
+        rows[-1][0] = np.zeros(18, np.float32)[::2]
+        return ValueError, r"params\[2\] must be C-contiguous"
+
+    @case
+    def non_contiguous_grad(rows, grads, hp):
+        grads[-1] = np.zeros(18, np.float32)[::2]
+        return ValueError, r"grads\[2\] must be C-contiguous"
+
+    @case
+    def read_only_param(rows, grads, hp):
+        rows[-1][0].flags.writeable = False
+        return ValueError, r"params\[2\] is read-only"
+
+    @case
+    def read_only_state(rows, grads, hp):
+        rows[-1][1].flags.writeable = False
+        return ValueError, rf"{kernel.states[0]}\[2\] is read-only"
+
+    @case
+    def param_is_state(rows, grads, hp):
+        rows[-1][1] = rows[-1][0]
+        return ValueError, r"share memory"
+
+    @case
+    def grad_is_param(rows, grads, hp):
+        grads[-1] = rows[-1][0]
+        return ValueError, r"share memory"
+
+    @case
+    def overlapping_views(rows, grads, hp):
+        base = np.zeros(20, np.float32)
+        rows[-1][0], rows[-1][1] = base[:9], base[5:14]
+        return ValueError, r"share memory"
+
+    @case
+    def same_param_twice(rows, grads, hp):
+        rows[0][0] = rows[-1][0]
+        return ValueError, r"share memory"
+
+    @case
+    def list_lengths_differ(rows, grads, hp):
+        grads.pop()
+        return ValueError, r"grads has 2 arrays but params has 3"
+
+    @case
+    def not_an_array(rows, grads, hp):
+        grads[-1] = [0.0] * 9
+        return TypeError, r"grads\[2\] must be a numpy.ndarray, got list"
+
+    @case
+    def negative_lr(rows, grads, hp):
+        hp["lr"] = -0.1
+        return ValueError, r"lr must be"
+
+    @case
+    def nan_lr(rows, grads, hp):
+        hp["lr"] = float("nan")
+        return ValueError, r"lr must be"
+
+    @case
+    def negative_weight_decay(rows, grads, hp):
+        hp["weight_decay"] = -1.0
+        return ValueError, r"weight_decay must be"
+
+    if name in ("adam", "adamw"):
+        @case
+        def beta1_is_one(rows, grads, hp):
+            hp["betas"] = (1.0, 0.999)
+            return ValueError, r"beta1 must be in \[0.0, 1.0\)"
+
+        @case
+        def beta2_negative(rows, grads, hp):
+            hp["betas"] = (0.9, -0.1)
+            return ValueError, r"beta2 must be in \[0.0, 1.0\)"
+
+        @case
+        def missing_amsgrad_state(rows, grads, hp):
+            for r in rows:
+                r[3] = None
+            return ValueError, r"max_exp_avg_sqs is required when amsgrad=True"
+
+    if name in ("adam", "adamw", "adagrad", "rmsprop"):
+        @case
+        def eps_zero(rows, grads, hp):
+            hp["eps"] = 0.0
+            return ValueError, r"eps must be a finite number > 0.0"
+
+        @case
+        def eps_negative(rows, grads, hp):
+            hp["eps"] = -1e-8
+            return ValueError, r"eps must be"
+
+    if kernel.has_step:
+        @case
+        def step_zero(rows, grads, hp):
+            hp["_step"] = 0
+            return ValueError, r"step must be >= 1"
+
+    if name == "sgd":
+        @case
+        def nesterov_without_momentum(rows, grads, hp):
+            hp.update(momentum=0.0, nesterov=True)
+            return ValueError, r"nesterov=True requires momentum > 0"
+
+        @case
+        def unknown_form(rows, grads, hp):
+            hp["momentum_form"] = "heavy"
+            return ValueError, r"momentum_form must be"
+
+        @case
+        def missing_buffer(rows, grads, hp):
+            for r in rows:
+                r[1] = None
+            return ValueError, r"momentum_buffers is required when momentum != 0"
+
+    if name == "rmsprop":
+        @case
+        def alpha_above_one(rows, grads, hp):
+            hp["alpha"] = 1.5
+            return ValueError, r"alpha must be in \[0.0, 1.0\]"
+
+        @case
+        def missing_grad_avgs(rows, grads, hp):
+            for r in rows:
+                r[2] = None
+            return ValueError, r"grad_avgs is required when centered=True"
+
+    return cases
+
+
+ALL_CASES = [(n, c) for n in NAMES for c in _cases(n)]
+
+
+@pytest.mark.parametrize("name,case", ALL_CASES)
+def test_refused_and_nothing_modified(name, case):
+    kernel, hp, rows, grads = _setup(name)
+    snap = _snapshot(rows, grads)
+    exc, needle = _cases(name)[case](rows, grads, hp)
+    step = hp.pop("_step", 1)
+    # Snapshot again: the case may have swapped arrays in; all of them must stay intact.
+    snap = _snapshot(rows, grads)
+    cols = _columns(rows)
+    _expect(kernel, exc, needle, cols[0], grads, cols[1:], hp, step)
+    assert _unchanged(rows, grads, snap)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_single_form_errors_name_the_argument(name):
+    kernel, hp, rows, grads = _setup(name, n_tensors=1)
+    row = rows[0]
+    snap = _snapshot(rows, grads)
+    _expect(kernel, TypeError, r"^grads has dtype float64", row[0], grads[0].astype(np.float64), row[1:], hp)
+    _expect(kernel, TypeError, r"grads must be a numpy.ndarray \(params is one\), got list", row[0], [grads[0]], row[1:], hp)
+    _expect(kernel, TypeError, r"params must be a numpy.ndarray or a list/tuple of them, got float", 1.0, grads[0], row[1:], hp)
+    ro = row[0].copy()
+    ro.flags.writeable = False
+    _expect(kernel, ValueError, r"^params is read-only", ro, grads[0], row[1:], hp)
+    assert _unchanged(rows, grads, snap)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_list_form_refuses_ndarray_for_list_argument(name):
+    kernel, hp, rows, grads = _setup(name)
+    cols = _columns(rows)
+    snap = _snapshot(rows, grads)
+    _expect(kernel, TypeError, r"grads must be a list or tuple \(params is one\), got ndarray",
+            cols[0], np.stack(grads), cols[1:], hp)
+    assert _unchanged(rows, grads, snap)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_list_and_empty_arrays_are_noops(name):
+    kernel = KERNELS[name]
+    hp = dict(kernel.defaults)
+    n_states = len(kernel.states)
+    kernel.call(kernel.fast, [], [], [[] if used else None for used in kernel.needs(hp).values()], hp, 1)
+    p = np.zeros(0, np.float32)
+    kernel.call(kernel.fast, p, p.copy(), kernel.make_state(p, hp), hp, 1)
+    assert n_states >= 1
+
+
+def test_read_only_grads_are_accepted():
+    from deepoptim import functional as F
+
+    p, g = np.ones(5), np.full(5, 2.0)
+    g.flags.writeable = False
+    F.sgd(p, g, lr=0.5)
+    np.testing.assert_array_equal(p, np.zeros(5))
+
+
+def test_one_grad_shared_by_two_params_is_allowed():
+    from deepoptim import functional as F
+
+    p1, p2, g = np.ones(4), np.ones(4), np.ones(4)
+    F.sgd([p1, p2], [g, g], lr=1.0)
+    np.testing.assert_array_equal(p1, np.zeros(4))
+    np.testing.assert_array_equal(p2, np.zeros(4))

@@ -1,0 +1,70 @@
+"""Packaging: version defined once, build info, the stub and py.typed ship, doctests run,
+functional and reference stay twins."""
+
+from __future__ import annotations
+
+import doctest
+import inspect
+import re
+from importlib import metadata, resources
+
+import pytest
+
+import deepoptim
+from deepoptim import _core, functional, reference
+
+
+def test_version_is_the_distributions():
+    assert deepoptim.__version__ == metadata.version("deepoptim") == _core.__version__
+
+
+def test_build_info_reports_the_isa():
+    info = deepoptim.build_info()
+    assert info["isa"] in {"x86-64-v4", "x86-64-v3", "x86-64", "native", "aarch64", "generic"}
+    assert info["max_threads"] >= 1
+    assert info["block_size"] == 4096
+    assert re.fullmatch(r"3\.\d+\.\d+", info["eigen"])
+
+
+def test_stub_and_py_typed_ship_with_the_package():
+    files = resources.files("deepoptim")
+    assert files.joinpath("py.typed").is_file()
+    stub = files.joinpath("_core.pyi").read_text()
+    public = [n for n in dir(_core) if not n.startswith("_")]
+    assert public, "the compiled module exports nothing"
+    for name in public:
+        assert re.search(rf"^def {name}\(", stub, re.M), f"_core.{name} missing from _core.pyi"
+
+
+@pytest.mark.parametrize("name", functional.__all__)
+def test_functional_and_reference_are_twins(name):
+    fast, twin = getattr(functional, name), getattr(reference, name)
+    assert inspect.signature(fast) == inspect.signature(twin)
+    assert twin.__doc__ and twin.__doc__ in fast.__doc__
+
+
+@pytest.mark.parametrize("module", ["deepoptim.reference.optim"])
+def test_docstring_examples_run(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+def test_reference_does_not_import_the_compiled_module():
+    import deepoptim.reference.optim as ref
+
+    src = inspect.getsource(ref) + inspect.getsource(__import__("deepoptim.reference._checks", fromlist=["x"]))
+    assert not re.search(r"^\s*(from|import)\s.*_core", src, re.M)
+
+
+def test_ci_runs_the_readmes_test_command():
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    ci = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
+    readme = (root / "README.md").read_text()
+    assert ci.startswith("pip install") and "pytest" in ci
+    assert f"```bash\n{ci}\n```" in readme
