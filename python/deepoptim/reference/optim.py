@@ -19,6 +19,11 @@ import numpy as np
 
 from deepoptim.reference import _checks
 
+# Overflow to inf and NaN from a NaN gradient are the specified IEEE results (the kernels
+# produce them silently too), not conditions to warn about.
+def _ieee() -> np.errstate:
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore")
+
 ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]
 OptArrayOrList = Optional[ArrayOrList]
 
@@ -111,24 +116,25 @@ def sgd(
         [("params", True, True, None), ("grads", False, True, None), ("momentum_buffers", True, uses_buffer, why)],
         [params, grads, momentum_buffers],
     )
-    for p, g, buf in rows:
-        d = -g if maximize else g
-        if weight_decay != 0.0:
-            d = d + weight_decay * p
-        if buf is None:
-            p[...] = p - lr * d
-        elif momentum_form == "torch":
-            b = d if first_step else momentum * buf + (1.0 - dampening) * d
-            buf[...] = b
-            p[...] = p - lr * (d + momentum * b if nesterov else b)
-        elif momentum_form == "classical":
-            v = momentum * buf + lr * d
-            buf[...] = v
-            p[...] = p - v
-        else:  # ema
-            v = momentum * buf + (1.0 - momentum) * d
-            buf[...] = v
-            p[...] = p - lr * v
+    with _ieee():
+        for p, g, buf in rows:
+            d = -g if maximize else g
+            if weight_decay != 0.0:
+                d = d + weight_decay * p
+            if buf is None:
+                p[...] = p - lr * d
+            elif momentum_form == "torch":
+                b = d if first_step else momentum * buf + (1.0 - dampening) * d
+                buf[...] = b
+                p[...] = p - lr * (d + momentum * b if nesterov else b)
+            elif momentum_form == "classical":
+                v = momentum * buf + lr * d
+                buf[...] = v
+                p[...] = p - v
+            else:  # ema
+                v = momentum * buf + (1.0 - momentum) * d
+                buf[...] = v
+                p[...] = p - lr * v
 
 
 def adagrad(
@@ -176,13 +182,14 @@ def adagrad(
         [params, grads, state_sums],
     )
     clr = lr / (1.0 + (step - 1) * lr_decay)
-    for p, g, s in rows:
-        d = -g if maximize else g
-        if weight_decay != 0.0:
-            d = d + weight_decay * p
-        total = (init if step == 1 else s) + d * d
-        s[...] = total
-        p[...] = p - clr * (d / (np.sqrt(total) + eps))
+    with _ieee():
+        for p, g, s in rows:
+            d = -g if maximize else g
+            if weight_decay != 0.0:
+                d = d + weight_decay * p
+            total = (init if step == 1 else s) + d * d
+            s[...] = total
+            p[...] = p - clr * (d / (np.sqrt(total) + eps))
 
 
 def rmsprop(
@@ -239,25 +246,26 @@ def rmsprop(
         ],
         [params, grads, square_avgs, grad_avgs, momentum_buffers],
     )
-    for p, g, sq, ga, buf in rows:
-        d = -g if maximize else g
-        if weight_decay != 0.0:
-            d = d + weight_decay * p
-        s = alpha * sq + (1.0 - alpha) * (d * d)
-        sq[...] = s
-        var = s
-        if ga is not None:
-            a = alpha * ga + (1.0 - alpha) * d
-            ga[...] = a
-            var = s - a * a
-            var = np.where(var < 0, np.zeros_like(var), var)  # NaN stays NaN
-        q = d / (np.sqrt(var) + eps)
-        if buf is not None:
-            b = momentum * buf + q
-            buf[...] = b
-            p[...] = p - lr * b
-        else:
-            p[...] = p - lr * q
+    with _ieee():
+        for p, g, sq, ga, buf in rows:
+            d = -g if maximize else g
+            if weight_decay != 0.0:
+                d = d + weight_decay * p
+            s = alpha * sq + (1.0 - alpha) * (d * d)
+            sq[...] = s
+            var = s
+            if ga is not None:
+                a = alpha * ga + (1.0 - alpha) * d
+                ga[...] = a
+                var = s - a * a
+                var = np.where(var < 0, np.zeros_like(var), var)  # NaN stays NaN
+            q = d / (np.sqrt(var) + eps)
+            if buf is not None:
+                b = momentum * buf + q
+                buf[...] = b
+                p[...] = p - lr * b
+            else:
+                p[...] = p - lr * q
 
 
 def adam(
@@ -339,24 +347,25 @@ def adam(
     inv_bc2 = 1.0 / bc2
     coupled = weight_decay != 0.0 and not decoupled_weight_decay
     decoupled = weight_decay != 0.0 and decoupled_weight_decay
-    for p, g, m, v, vmax in rows:
-        d = -g if maximize else g
-        pi = p * (1.0 - lr * weight_decay) if decoupled else p
-        if coupled:
-            d = d + weight_decay * pi
-        mi = b1 * m + (1.0 - b1) * d
-        vi = b2 * v + (1.0 - b2) * (d * d)
-        m[...] = mi
-        v[...] = vi
-        vh = vi
-        if vmax is not None:
-            vh = np.maximum(vmax, vi)
-            vmax[...] = vh
-        if eps_inside_sqrt:
-            denom = np.sqrt(vh * inv_bc2 + eps)
-        else:
-            denom = np.sqrt(vh) * inv_bc2_sqrt + eps
-        p[...] = pi - step_size * (mi / denom)
+    with _ieee():
+        for p, g, m, v, vmax in rows:
+            d = -g if maximize else g
+            pi = p * (1.0 - lr * weight_decay) if decoupled else p
+            if coupled:
+                d = d + weight_decay * pi
+            mi = b1 * m + (1.0 - b1) * d
+            vi = b2 * v + (1.0 - b2) * (d * d)
+            m[...] = mi
+            v[...] = vi
+            vh = vi
+            if vmax is not None:
+                vh = np.maximum(vmax, vi)
+                vmax[...] = vh
+            if eps_inside_sqrt:
+                denom = np.sqrt(vh * inv_bc2 + eps)
+            else:
+                denom = np.sqrt(vh) * inv_bc2_sqrt + eps
+            p[...] = pi - step_size * (mi / denom)
 
 
 def adamw(
