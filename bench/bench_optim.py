@@ -35,16 +35,8 @@ KERNELS = {
 }
 
 
-def _ours(name, params, grads, states, kw, step):
-    fn = getattr(F, name)
-    if name in ("adam", "adamw", "adagrad"):
-        fn(params, grads, *states, step=step, **kw)
-    else:
-        fn(params, grads, *states, **kw)
-
-
-def _twin(name, params, grads, states, kw, step):
-    fn = getattr(R, name)
+def _call(module, name, params, grads, states, kw, step):
+    fn = getattr(module, name)
     if name in ("adam", "adamw", "adagrad"):
         fn(params, grads, *states, step=step, **kw)
     else:
@@ -61,14 +53,14 @@ def bench(name, size, ntensors, repeat, with_numpy):
 
     # Check before timing: one step of the kernel equals one step of the twin.
     pc, sc = [p.copy() for p in params], [[s.copy() for s in col] for col in states]
-    _ours(name, params, grads, states, kw, 1)
-    _twin(name, pc, grads, sc, kw, 1)
+    _call(F, name, params, grads, states, kw, 1)
+    _call(R, name, pc, grads, sc, kw, 1)
     for a, b in zip(params, pc):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
-    impls = {"deepoptim": lambda s: _ours(name, params, grads, states, kw, s)}
+    impls = {"deepoptim": lambda s: _call(F, name, params, grads, states, kw, s)}
     if with_numpy:
-        impls["numpy twin"] = lambda s: _twin(name, params, grads, states, kw, s)
+        impls["numpy twin"] = lambda s: _call(R, name, params, grads, states, kw, s)
     if torch is not None:
         tp = [torch.from_numpy(p.copy()) for p in params]
         for p, g in zip(tp, grads):
