@@ -10,6 +10,8 @@ std::string type_name(py::handle h) { return py::str(py::type::handle_of(h).attr
 
 std::string dtype_name(const py::array& a) { return py::str(a.dtype()); }
 
+}  // namespace
+
 std::string shape_str(const py::array& a) {
   std::ostringstream s;
   s << "(";
@@ -18,15 +20,13 @@ std::string shape_str(const py::array& a) {
   return s.str();
 }
 
+namespace {
+
 std::string fmt(double x) { return py::repr(py::float_(x)); }
 
 bool is_list_like(py::handle h) { return py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h); }
 
-struct Span {
-  std::uintptr_t begin, end;
-  bool written;
-  std::string name;
-};
+}  // namespace
 
 // Two arrays may share memory only if the kernel writes neither (two reads of one grad).
 void check_aliasing(std::vector<Span>& spans) {
@@ -47,7 +47,61 @@ void check_aliasing(std::vector<Span>& spans) {
   }
 }
 
-}  // namespace
+void add_span(std::vector<Span>& spans, const py::array& a, bool written, const std::string& name) {
+  if (a.nbytes() <= 0) return;
+  const auto begin = reinterpret_cast<std::uintptr_t>(a.data());
+  spans.push_back({begin, begin + static_cast<std::uintptr_t>(a.nbytes()), written, name});
+}
+
+const char* dtype_str(DType dt) { return dt == DType::F32 ? "float32" : "float64"; }
+
+py::array require_array(py::handle h, const std::string& name) {
+  if (!py::isinstance<py::array>(h)) {
+    throw py::type_error(name + " must be a numpy.ndarray, got " + type_name(h));
+  }
+  return py::reinterpret_borrow<py::array>(h);
+}
+
+DType float_dtype(const py::array& a, const std::string& name) {
+  if (py::isinstance<py::array_t<float>>(a)) return DType::F32;
+  if (py::isinstance<py::array_t<double>>(a)) return DType::F64;
+  throw py::type_error(name + " must have dtype float32 or float64, got " + dtype_name(a));
+}
+
+void require_dtype(const py::array& a, DType dt, const std::string& name, const std::string& like) {
+  const bool ok = dt == DType::F32 ? py::isinstance<py::array_t<float>>(a) : py::isinstance<py::array_t<double>>(a);
+  if (!ok) {
+    throw py::type_error(name + " must have the dtype of " + like + " (" + dtype_str(dt) + "), got " +
+                         dtype_name(a));
+  }
+}
+
+void require_contiguous(const py::array& a, const std::string& name) {
+  if (!(a.flags() & py::array::c_style)) {
+    throw py::value_error(name + " must be C-contiguous (no hidden copies are made); pass "
+                          "numpy.ascontiguousarray(...) or the array itself, not a view");
+  }
+  if (reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize()) != 0) {
+    throw py::value_error(name + " is not aligned to its itemsize");
+  }
+}
+
+void require_writeable(const py::array& a, const std::string& name) {
+  if (!a.writeable()) throw py::value_error(name + " is read-only, but it is updated in place");
+}
+
+void require_shape(const py::array& a, const std::vector<py::ssize_t>& shape, const std::string& name,
+                   const std::string& why) {
+  const bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size()) &&
+                  std::equal(shape.begin(), shape.end(), a.shape());
+  if (!ok) {
+    std::ostringstream want;
+    want << "(";
+    for (std::size_t i = 0; i < shape.size(); ++i) want << (i ? ", " : "") << shape[i];
+    want << (shape.size() == 1 ? ",)" : ")");
+    throw py::value_error(name + " must have shape " + want.str() + " (" + why + "), got " + shape_str(a));
+  }
+}
 
 Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::handle>& args) {
   const Operand& lead = ops[0];
@@ -117,16 +171,13 @@ Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::h
         throw py::type_error(name + " must be a numpy.ndarray, got " + type_name(h));
       }
       const auto a = py::reinterpret_borrow<py::array>(h);
-      DType dt;
-      if (py::isinstance<py::array_t<float>>(a)) dt = DType::F32;
-      else if (py::isinstance<py::array_t<double>>(a)) dt = DType::F64;
-      else throw py::type_error(name + " must have dtype float32 or float64, got " + dtype_name(a));
+      const DType dt = float_dtype(a, name);
       if (t == 0 && k == 0) {
         out.dtype = dt;
         lead_dtype_owner = name;
       } else if (dt != out.dtype) {
         throw py::type_error(name + " has dtype " + dtype_name(a) + " but " + lead_dtype_owner +
-                             " has dtype " + (out.dtype == DType::F32 ? "float32" : "float64") +
+                             " has dtype " + dtype_str(out.dtype) +
                              "; all arrays of one call must share a dtype");
       }
       if (k == 0) {
@@ -136,18 +187,9 @@ Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::h
         throw py::value_error(name + " has shape " + shape_str(a) + " but " + arg_name(0, t) +
                               " has shape " + shape_str(p_arr));
       }
-      if (!(a.flags() & py::array::c_style)) {
-        throw py::value_error(name + " must be C-contiguous (no hidden copies are made); pass "
-                              "numpy.ascontiguousarray(...) or the array itself, not a view");
-      }
-      if (reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize()) != 0) {
-        throw py::value_error(name + " is not aligned to its itemsize");
-      }
-      if (ops[k].written && !a.writeable()) {
-        throw py::value_error(name + " is read-only, but it is updated in place");
-      }
-      const auto begin = reinterpret_cast<std::uintptr_t>(a.data());
-      if (a.nbytes() > 0) spans.push_back({begin, begin + static_cast<std::uintptr_t>(a.nbytes()), ops[k].written, name});
+      require_contiguous(a, name);
+      if (ops[k].written) require_writeable(a, name);
+      add_span(spans, a, ops[k].written, name);
       out.ptrs[static_cast<std::size_t>(t) * ops.size() + k] = const_cast<void*>(a.data());
       out.keep_alive.push_back(a);
     }

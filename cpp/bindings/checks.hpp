@@ -51,6 +51,27 @@ struct Operands {
 // (the list form). args[k] belongs to ops[k]; args[0] must be the params.
 Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::handle>& args);
 
+// Lower-level checks for kernels whose arguments are not an optimizer's (param, grad,
+// state) rows. Each raises TypeError/ValueError naming `name`.
+py::array require_array(py::handle h, const std::string& name);         // ndarray, else TypeError
+DType float_dtype(const py::array& a, const std::string& name);         // float32/64, else TypeError
+void require_dtype(const py::array& a, DType dt, const std::string& name, const std::string& like);
+void require_contiguous(const py::array& a, const std::string& name);   // C order and aligned
+void require_writeable(const py::array& a, const std::string& name);
+void require_shape(const py::array& a, const std::vector<py::ssize_t>& shape, const std::string& name,
+                   const std::string& why);
+std::string shape_str(const py::array& a);
+const char* dtype_str(DType dt);
+
+// Refuses any two of `arrays` that overlap where at least one is written.
+struct Span {
+  std::uintptr_t begin, end;
+  bool written;
+  std::string name;
+};
+void add_span(std::vector<Span>& spans, const py::array& a, bool written, const std::string& name);
+void check_aliasing(std::vector<Span>& spans);
+
 // Hyperparameter checks: ValueError "<name> must be <what>, got <value>". NaN fails all.
 void check_finite_ge(const char* name, double x, double lo);           // lo <= x < inf
 void check_finite_gt(const char* name, double x, double lo);           // lo <  x < inf

@@ -12,6 +12,8 @@ namespace py = pybind11;
 
 namespace deepoptim::bind {
 void bind_optim(py::module_& m);
+void bind_norm(py::module_& m);
+void bind_dropout(py::module_& m);
 }
 
 #ifndef DEEPOPTIM_VERSION
@@ -42,4 +44,6 @@ PYBIND11_MODULE(_core, m) {
       "How the kernels were built and which instruction set they use on this machine.");
 
   deepoptim::bind::bind_optim(m);
+  deepoptim::bind::bind_norm(m);
+  deepoptim::bind::bind_dropout(m);
 }

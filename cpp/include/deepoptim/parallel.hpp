@@ -60,4 +60,13 @@ void for_each_block(std::int64_t ntensors, SizeOf size_of, Body body) {
   }
 }
 
+// Calls body(i) for i in [0, n) over OpenMP threads, static schedule; `elems` is the
+// number of elements the whole loop touches, to decide whether threads pay off. For
+// reductions the body writes a partial per i; the caller adds them in i order.
+template <class Body>
+void for_each_index(std::int64_t n, std::int64_t elems, Body body) {
+#pragma omp parallel for schedule(static) if (elems >= kMinParallel)
+  for (std::int64_t i = 0; i < n; ++i) body(i);
+}
+
 }  // namespace deepoptim::parallel

@@ -83,15 +83,10 @@ def operands(
             if k > 0 and a.shape != row[0].shape:  # type: ignore[union-attr]
                 plabel = f"{spec[0][0]}[{t}]" if list_form else spec[0][0]
                 raise ValueError(f"{label} has shape {a.shape} but {plabel} has shape {row[0].shape}")  # type: ignore[union-attr]
-            if not a.flags.c_contiguous:
-                raise ValueError(f"{label} must be C-contiguous (no hidden copies are made)")
-            if not a.flags.aligned:
-                raise ValueError(f"{label} is not aligned to its itemsize")
-            if written and not a.flags.writeable:
-                raise ValueError(f"{label} is read-only, but it is updated in place")
-            if a.nbytes:
-                start = a.__array_interface__["data"][0]
-                spans.append((start, start + a.nbytes, written, label))
+            contiguous(a, label)
+            if written:
+                writeable(a, label)
+            add_span(spans, a, written, label)
             row.append(a)
         rows.append(row)
     _check_aliasing(spans)
@@ -155,3 +150,49 @@ def real(name: str, x: Any) -> float:
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(x).__name__}")
     return float(x)
+
+
+# Lower-level checks (checks.hpp: require_array, float_dtype, require_contiguous, ...).
+def array(a: Any, name: str) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    return a
+
+
+def float_dtype(a: np.ndarray, name: str) -> np.dtype:
+    dt = _native_float_dtype(a)
+    if dt is None:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    return dt
+
+
+def contiguous(a: np.ndarray, name: str) -> None:
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (no hidden copies are made)")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its itemsize")
+
+
+def writeable(a: np.ndarray, name: str) -> None:
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only, but it is updated in place")
+
+
+def add_span(spans: list, a: np.ndarray, written: bool, name: str) -> None:
+    if a.nbytes:
+        start = a.__array_interface__["data"][0]
+        spans.append((start, start + a.nbytes, written, name))
+
+
+def aliasing(spans: list) -> None:
+    _check_aliasing(spans)
+
+
+def uint64(x: Any, name: str) -> int:
+    """An int in [0, 2**64), as the C++ bindings take seeds and offsets."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
+    x = int(x)
+    if not 0 <= x < 2**64:
+        raise ValueError(f"{name} must be in [0, 2**64), got {x}")
+    return x

@@ -1,0 +1,137 @@
+// Bindings of dropout: check, allocate the outputs, release the GIL, call.
+// The documented entry points are deepoptim.functional.dropout / dropout_backward.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "checks.hpp"
+#include "deepoptim/dropout.hpp"
+
+namespace deepoptim::bind {
+namespace {
+
+namespace dr = deepoptim::dropout;
+
+// A Python int in [0, 2^64), else TypeError/ValueError naming it.
+std::uint64_t as_u64(py::handle h, const char* name) {
+  if (!PyIndex_Check(h.ptr()) || PyBool_Check(h.ptr())) {
+    throw py::type_error(std::string(name) + " must be an int, got " +
+                         std::string(py::str(py::type::handle_of(h).attr("__name__"))));
+  }
+  py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(h.ptr()));
+  const bool neg = v < py::int_(0);
+  const bool big = v >= py::int_(py::reinterpret_steal<py::object>(PyLong_FromUnsignedLongLong(
+                            std::numeric_limits<unsigned long long>::max()))) + py::int_(1);
+  if (neg || big) {
+    throw py::value_error(std::string(name) + " must be in [0, 2**64), got " + std::string(py::str(v)));
+  }
+  return PyLong_AsUnsignedLongLong(v.ptr());
+}
+
+void check_p(double p) { check_in_range("p", p, 0.0, 1.0, true); }
+
+void check_offset_range(std::uint64_t offset, py::ssize_t n) {
+  if (offset > std::numeric_limits<std::uint64_t>::max() - static_cast<std::uint64_t>(n)) {
+    throw py::value_error("offset + x.size must be < 2**64");
+  }
+}
+
+py::array like(const py::array& x, DType dt) {
+  std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+  return dt == DType::F32 ? py::array(py::array_t<float>(shape)) : py::array(py::array_t<double>(shape));
+}
+
+py::tuple dropout(py::handle x_h, double p, bool training, py::handle seed_h, py::handle offset_h,
+                  bool return_mask) {
+  py::array x = require_array(x_h, "x");
+  const DType dt = float_dtype(x, "x");
+  require_contiguous(x, "x");
+  check_p(p);
+  const std::uint64_t seed = as_u64(seed_h, "seed");
+  const std::uint64_t offset = as_u64(offset_h, "offset");
+  check_offset_range(offset, x.size());
+  if (!training || p == 0.0) return py::make_tuple(x, py::none());  // identity, no copy
+
+  py::array y = like(x, dt);
+  py::array_t<std::uint8_t> mask(return_mask ? (x.size() + 7) / 8 : 0);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    dr::ForwardArgs<T> a{static_cast<const T*>(x.data()), static_cast<T*>(y.mutable_data()),
+                         return_mask ? mask.mutable_data() : nullptr,
+                         static_cast<std::int64_t>(x.size()), seed, offset, p};
+    py::gil_scoped_release release;
+    dr::dropout_forward<T>(a);
+  };
+  if (dt == DType::F32) run(float{});
+  else run(double{});
+  return py::make_tuple(y, return_mask ? py::object(mask) : py::object(py::none()));
+}
+
+py::array dropout_backward(py::handle dy_h, py::handle mask_h, double p, py::handle seed_h,
+                           py::handle offset_h) {
+  py::array dy = require_array(dy_h, "dy");
+  const DType dt = float_dtype(dy, "dy");
+  require_contiguous(dy, "dy");
+  check_p(p);
+  const std::uint64_t offset = as_u64(offset_h, "offset");
+  check_offset_range(offset, dy.size());
+  const std::uint8_t* mask = nullptr;
+  std::uint64_t seed = 0;
+  if (!mask_h.is_none()) {
+    py::array m = require_array(mask_h, "mask");
+    if (!py::isinstance<py::array_t<std::uint8_t>>(m)) {
+      throw py::type_error("mask must be a uint8 array (the packed mask from dropout), got " +
+                           std::string(py::str(m.dtype())));
+    }
+    require_shape(m, {(dy.size() + 7) / 8}, "mask", "one bit per element of dy");
+    require_contiguous(m, "mask");
+    mask = static_cast<const std::uint8_t*>(m.data());
+  } else if (!seed_h.is_none()) {
+    seed = as_u64(seed_h, "seed");
+  } else if (p != 0.0) {
+    throw py::value_error("dropout_backward needs the mask, or the seed (and offset) to regenerate it");
+  }
+  if (p == 0.0) return dy;  // the forward was the identity
+
+  py::array dx = like(dy, dt);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    dr::BackwardArgs<T> a{static_cast<const T*>(dy.data()), static_cast<T*>(dx.mutable_data()), mask,
+                          static_cast<std::int64_t>(dy.size()), seed, offset, p};
+    py::gil_scoped_release release;
+    dr::dropout_backward<T>(a);
+  };
+  if (dt == DType::F32) run(float{});
+  else run(double{});
+  return dx;
+}
+
+py::tuple philox(const std::vector<std::uint32_t>& counter, const std::vector<std::uint32_t>& key) {
+  if (counter.size() != 4) throw py::value_error("counter must hold 4 words");
+  if (key.size() != 2) throw py::value_error("key must hold 2 words");
+  std::uint32_t out[4];
+  dr::philox4x32_10(counter.data(), key.data(), out);
+  return py::make_tuple(out[0], out[1], out[2], out[3]);
+}
+
+}  // namespace
+
+void bind_dropout(py::module_& m) {
+  using py::arg;
+  m.def("dropout", &dropout,
+        "Inverted dropout forward. Returns (y, packed mask or None). See deepoptim.functional.dropout.",
+        arg("x"), arg("p") = 0.5, arg("training") = true, arg("seed") = 0, arg("offset") = 0,
+        arg("return_mask") = true);
+  m.def("dropout_backward", &dropout_backward,
+        "Dropout backward from the packed mask, or from (seed, offset) with mask=None. See "
+        "deepoptim.functional.dropout_backward.",
+        arg("dy"), arg("mask"), arg("p") = 0.5, arg("seed") = py::none(), arg("offset") = 0);
+  m.def("philox4x32_10", &philox, "One Philox4x32-10 block (Salmon et al., 2011): 4 output words.",
+        arg("counter"), arg("key"));
+}
+
+}  // namespace deepoptim::bind

@@ -1,0 +1,195 @@
+// Bindings of batch normalization: check, allocate the outputs, release the GIL, call.
+// The documented entry points are deepoptim.functional.batch_norm / batch_norm_backward.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
+
+#include "checks.hpp"
+#include "deepoptim/norm.hpp"
+
+namespace deepoptim::bind {
+namespace {
+
+namespace nm = deepoptim::norm;
+
+struct Layout {
+  nm::Dims dims;
+  py::ssize_t channels;
+};
+
+Layout layout(const py::array& x, std::int64_t channel_axis) {
+  const py::ssize_t nd = x.ndim();
+  if (nd < 2) {
+    throw py::value_error("x must have at least 2 dimensions (N, C, ...), got shape " + shape_str(x));
+  }
+  const std::int64_t ax = channel_axis < 0 ? channel_axis + nd : channel_axis;
+  if (ax != 1 && ax != nd - 1) {
+    throw py::value_error("channel_axis must be 1 (N, C, ...) or -1 (channels-last), got " +
+                          std::to_string(channel_axis) + " for x of shape " + shape_str(x));
+  }
+  std::int64_t before = 1, after = 1;
+  for (py::ssize_t i = 0; i < ax; ++i) before *= x.shape(i);
+  for (py::ssize_t i = ax + 1; i < nd; ++i) after *= x.shape(i);
+  return {{before, static_cast<std::int64_t>(x.shape(ax)), after}, x.shape(ax)};
+}
+
+// An optional per-channel array: None, or (C,) of x's dtype, contiguous.
+py::array per_channel(py::handle h, const char* name, DType dt, py::ssize_t C, bool written,
+                      std::vector<Span>& spans) {
+  if (h.is_none()) return py::array();
+  py::array a = require_array(h, name);
+  require_dtype(a, dt, name, "x");
+  require_shape(a, {C}, name, "one value per channel");
+  require_contiguous(a, name);
+  if (written) require_writeable(a, name);
+  add_span(spans, a, written, name);
+  return a;
+}
+
+template <class T>
+T* ptr_or_null(const py::array& a) {
+  return a ? static_cast<T*>(const_cast<void*>(a.data())) : nullptr;
+}
+
+py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running_var,
+                     py::handle weight, py::handle bias, bool training, py::handle momentum_h,
+                     double eps, py::handle num_batches_tracked, std::int64_t channel_axis) {
+  py::array x = require_array(x_h, "x");
+  const DType dt = float_dtype(x, "x");
+  require_contiguous(x, "x");
+  const Layout L = layout(x, channel_axis);
+  check_finite_gt("eps", eps, 0.0);
+  const bool cumulative = momentum_h.is_none();
+  double momentum = 0.0;
+  if (!cumulative) {
+    if (!PyNumber_Check(momentum_h.ptr())) {
+      throw py::type_error("momentum must be a number or None, got " +
+                           std::string(py::str(py::type::handle_of(momentum_h).attr("__name__"))));
+    }
+    momentum = PyFloat_AsDouble(momentum_h.ptr());
+    if (PyErr_Occurred()) throw py::error_already_set();
+    check_in_range("momentum", momentum, 0.0, 1.0, true);
+  }
+
+  std::vector<Span> spans;
+  add_span(spans, x, false, "x");
+  py::array rm = per_channel(running_mean, "running_mean", dt, L.channels, training, spans);
+  py::array rv = per_channel(running_var, "running_var", dt, L.channels, training, spans);
+  py::array w = per_channel(weight, "weight", dt, L.channels, false, spans);
+  py::array b = per_channel(bias, "bias", dt, L.channels, false, spans);
+  if (bool(rm) != bool(rv)) {
+    throw py::value_error("running_mean and running_var must both be arrays or both be None");
+  }
+  if (!training && !rm) {
+    throw py::value_error("running_mean and running_var are required when training=False");
+  }
+  std::int64_t* nbt = nullptr;
+  if (!num_batches_tracked.is_none()) {
+    py::array n = require_array(num_batches_tracked, "num_batches_tracked");
+    if (!py::isinstance<py::array_t<std::int64_t>>(n) || n.size() != 1) {
+      throw py::type_error("num_batches_tracked must be an int64 array holding one value, got " +
+                           std::string(py::str(n.dtype())) + " of shape " + shape_str(n));
+    }
+    require_contiguous(n, "num_batches_tracked");
+    if (training) require_writeable(n, "num_batches_tracked");
+    add_span(spans, n, training, "num_batches_tracked");
+    nbt = static_cast<std::int64_t*>(n.mutable_data());
+  }
+  if (training && rm && cumulative && !nbt) {
+    throw py::value_error("num_batches_tracked is required when momentum=None (cumulative average)");
+  }
+  if (training && L.dims.count() <= 1) {
+    throw py::value_error("Expected more than 1 value per channel when training, got x of shape " +
+                          shape_str(x));
+  }
+  check_aliasing(spans);
+  if (training && !rm) nbt = nullptr;  // nothing tracked, as torch with track_running_stats=False
+
+  std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+  py::array y = dt == DType::F32 ? py::array(py::array_t<float>(shape)) : py::array(py::array_t<double>(shape));
+  py::array_t<double> save_mean(L.channels), save_invstd(L.channels);
+  std::vector<double> work(static_cast<std::size_t>(nm::workspace_size(L.dims)));
+
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    nm::ForwardArgs<T> a{static_cast<const T*>(x.data()), static_cast<T*>(y.mutable_data()),
+                         ptr_or_null<T>(w), ptr_or_null<T>(b), ptr_or_null<T>(rm), ptr_or_null<T>(rv),
+                         nbt, save_mean.mutable_data(), save_invstd.mutable_data(), work.data(),
+                         L.dims, training, cumulative, momentum, eps};
+    py::gil_scoped_release release;
+    nm::batch_norm_forward<T>(a);
+  };
+  if (dt == DType::F32) run(float{});
+  else run(double{});
+  return py::make_tuple(y, save_mean, save_invstd);
+}
+
+py::tuple batch_norm_backward(py::handle dy_h, py::handle x_h, py::handle mean_h, py::handle invstd_h,
+                              py::handle weight, bool training, std::int64_t channel_axis,
+                              bool need_dweight, bool need_dbias) {
+  py::array x = require_array(x_h, "x (cache.x)");
+  const DType dt = float_dtype(x, "x (cache.x)");
+  require_contiguous(x, "x (cache.x)");
+  py::array dy = require_array(dy_h, "dy");
+  require_dtype(dy, dt, "dy", "the forward's x");
+  require_shape(dy, std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), "dy", "the forward's x shape");
+  require_contiguous(dy, "dy");
+  const Layout L = layout(x, channel_axis);
+  std::vector<Span> spans;
+  py::array stats[2];
+  const char* names[2] = {"mean (cache.mean)", "invstd (cache.invstd)"};
+  py::handle hs[2] = {mean_h, invstd_h};
+  for (int i = 0; i < 2; ++i) {
+    stats[i] = require_array(hs[i], names[i]);
+    require_dtype(stats[i], DType::F64, names[i], "the cache statistics");
+    require_shape(stats[i], {L.channels}, names[i], "one value per channel");
+    require_contiguous(stats[i], names[i]);
+  }
+  py::array w = per_channel(weight, "weight (cache.weight)", dt, L.channels, false, spans);
+
+  std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+  auto alloc = [&](const std::vector<py::ssize_t>& s) {
+    return dt == DType::F32 ? py::array(py::array_t<float>(s)) : py::array(py::array_t<double>(s));
+  };
+  py::array dx = alloc(shape);
+  py::array dw = need_dweight ? alloc({L.channels}) : py::array();
+  py::array db = need_dbias ? alloc({L.channels}) : py::array();
+  std::vector<double> work(static_cast<std::size_t>(nm::workspace_size(L.dims)));
+
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    nm::BackwardArgs<T> a{static_cast<const T*>(dy.data()), static_cast<const T*>(x.data()),
+                          static_cast<T*>(dx.mutable_data()), ptr_or_null<T>(w),
+                          static_cast<const double*>(stats[0].data()),
+                          static_cast<const double*>(stats[1].data()), ptr_or_null<T>(dw),
+                          ptr_or_null<T>(db), work.data(), L.dims, training};
+    py::gil_scoped_release release;
+    nm::batch_norm_backward<T>(a);
+  };
+  if (dt == DType::F32) run(float{});
+  else run(double{});
+  return py::make_tuple(dx, dw ? py::object(dw) : py::object(py::none()),
+                        db ? py::object(db) : py::object(py::none()));
+}
+
+}  // namespace
+
+void bind_norm(py::module_& m) {
+  using py::arg;
+  m.def("batch_norm", &batch_norm,
+        "Batch norm forward. Returns (y, save_mean, save_invstd). See "
+        "deepoptim.functional.batch_norm.",
+        arg("x"), arg("running_mean"), arg("running_var"), arg("weight") = py::none(),
+        arg("bias") = py::none(), arg("training") = true, arg("momentum") = 0.1, arg("eps") = 1e-5,
+        arg("num_batches_tracked") = py::none(), arg("channel_axis") = 1);
+  m.def("batch_norm_backward", &batch_norm_backward,
+        "Batch norm backward. Returns (dx, dweight or None, dbias or None). See "
+        "deepoptim.functional.batch_norm_backward.",
+        arg("dy"), arg("x"), arg("mean"), arg("invstd"), arg("weight") = py::none(),
+        arg("training") = true, arg("channel_axis") = 1, arg("need_dweight") = true,
+        arg("need_dbias") = true);
+}
+
+}  // namespace deepoptim::bind

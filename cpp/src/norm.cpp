@@ -1,0 +1,296 @@
+// Batch normalization forward and backward. Math and layout: deepoptim/norm.hpp; the
+// NumPy twin python/deepoptim/reference/norm.py is the specification.
+//
+// Work units (see plan()): rows path (inner == 1, e.g. (N, C) or channels-last) gives a
+// unit a block of rows and all channels, so each row is read as one contiguous SIMD
+// vector; channel path (inner > 1, e.g. NCHW) gives a unit a block of rows of ONE
+// channel, each row a contiguous run of `inner` values. Per-unit partial sums go to the
+// workspace and are added in unit order, so threads never change a result.
+// Per-element work runs in double for float32 too: x - mean must not lose the bits that
+// a large common offset pushes out of a float.
+#include "deepoptim/norm.hpp"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+
+#include "deepoptim/dispatch.hpp"
+#include "deepoptim/parallel.hpp"
+
+namespace deepoptim::norm {
+namespace {
+
+struct Plan {
+  bool rows;           // inner == 1
+  std::int64_t rpu;    // rows (of outer) per unit
+  std::int64_t nrb;    // row blocks
+  std::int64_t units;  // nrb (rows path) or nrb * channels
+};
+
+Plan plan(const Dims& d) {
+  Plan p;
+  p.rows = d.inner == 1;
+  const std::int64_t per_row = p.rows ? std::max<std::int64_t>(d.channels, 1) : d.inner;
+  p.rpu = std::max<std::int64_t>(1, parallel::kBlock / per_row);
+  p.nrb = (d.outer + p.rpu - 1) / p.rpu;
+  p.units = p.rows ? p.nrb : p.nrb * d.channels;
+  return p;
+}
+
+// Per-channel sums of f(row values) for one unit, written to part[rb*C + c] (and to
+// part2 for a second quantity). Kinds of sums:
+enum class Sum { X, SqDev, DyAndDyDev };
+
+// rows path: one block of rows, all channels.
+template <class T, Sum KIND>
+DEEPOPTIM_INLINE void sums_rows(const T* __restrict x, const T* __restrict dy,
+                                const double* __restrict mean, double* __restrict part,
+                                double* __restrict part2, std::int64_t r0, std::int64_t r1,
+                                std::int64_t C) {
+  for (std::int64_t c = 0; c < C; ++c) part[c] = 0.0;
+  if constexpr (KIND == Sum::DyAndDyDev) {
+    for (std::int64_t c = 0; c < C; ++c) part2[c] = 0.0;
+  }
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + r * C;
+    const T* dyr = dy ? dy + r * C : nullptr;
+#pragma omp simd
+    for (std::int64_t c = 0; c < C; ++c) {
+      if constexpr (KIND == Sum::X) {
+        part[c] += double(xr[c]);
+      } else if constexpr (KIND == Sum::SqDev) {
+        const double dev = double(xr[c]) - mean[c];
+        part[c] += dev * dev;
+      } else {
+        const double g = double(dyr[c]);
+        part[c] += g;
+        part2[c] += g * (double(xr[c]) - mean[c]);
+      }
+    }
+  }
+}
+
+// channel path: one block of rows of one channel.
+template <class T, Sum KIND>
+DEEPOPTIM_INLINE void sums_channel(const T* __restrict x, const T* __restrict dy, double mean,
+                                   double* out, double* out2, std::int64_t r0, std::int64_t r1,
+                                   std::int64_t c, std::int64_t C, std::int64_t S) {
+  double acc = 0.0, acc2 = 0.0;
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + (r * C + c) * S;
+    const T* dyr = dy ? dy + (r * C + c) * S : nullptr;
+    if constexpr (KIND == Sum::X) {
+#pragma omp simd reduction(+ : acc)
+      for (std::int64_t s = 0; s < S; ++s) acc += double(xr[s]);
+    } else if constexpr (KIND == Sum::SqDev) {
+#pragma omp simd reduction(+ : acc)
+      for (std::int64_t s = 0; s < S; ++s) {
+        const double dev = double(xr[s]) - mean;
+        acc += dev * dev;
+      }
+    } else {
+#pragma omp simd reduction(+ : acc, acc2)
+      for (std::int64_t s = 0; s < S; ++s) {
+        const double g = double(dyr[s]);
+        acc += g;
+        acc2 += g * (double(xr[s]) - mean);
+      }
+    }
+  }
+  *out = acc;
+  if constexpr (KIND == Sum::DyAndDyDev) *out2 = acc2;
+}
+
+template <class T, Sum KIND>
+DEEPOPTIM_INLINE void sums_unit(const T* x, const T* dy, const double* mean, double* work,
+                                const Dims& d, const Plan& p, std::int64_t u) {
+  const std::int64_t C = d.channels;
+  double* part2 = work + p.nrb * C;
+  if (p.rows) {
+    const std::int64_t r0 = u * p.rpu, r1 = std::min(r0 + p.rpu, d.outer);
+    sums_rows<T, KIND>(x, dy, mean, work + u * C, part2 + u * C, r0, r1, C);
+  } else {
+    const std::int64_t rb = u / C, c = u % C;
+    const std::int64_t r0 = rb * p.rpu, r1 = std::min(r0 + p.rpu, d.outer);
+    sums_channel<T, KIND>(x, dy, mean ? mean[c] : 0.0, work + rb * C + c, part2 + rb * C + c,
+                          r0, r1, c, C, d.inner);
+  }
+}
+
+// y = (x - mean) * scale + shift, per channel, rounded once; for the backward the same
+// shape of expression: dx = a*dy + b*(x - mean) + k.
+template <class T, bool BACKWARD, bool USE_X>
+DEEPOPTIM_INLINE void apply_unit(const T* __restrict x, const T* __restrict dy, T* __restrict out,
+                                 const double* __restrict mean, const double* __restrict a,
+                                 const double* __restrict b, const double* __restrict k,
+                                 const Dims& d, const Plan& p, std::int64_t u) {
+  const std::int64_t C = d.channels, S = d.inner;
+  if (p.rows) {
+    const std::int64_t r0 = u * p.rpu, r1 = std::min(r0 + p.rpu, d.outer);
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const std::int64_t o = r * C;
+#pragma omp simd
+      for (std::int64_t c = 0; c < C; ++c) {
+        if constexpr (!BACKWARD) {
+          out[o + c] = T((double(x[o + c]) - mean[c]) * a[c] + b[c]);
+        } else if constexpr (USE_X) {
+          out[o + c] = T(a[c] * double(dy[o + c]) + b[c] * (double(x[o + c]) - mean[c]) + k[c]);
+        } else {
+          out[o + c] = T(a[c] * double(dy[o + c]));
+        }
+      }
+    }
+  } else {
+    const std::int64_t rb = u / C, c = u % C;
+    const std::int64_t r0 = rb * p.rpu, r1 = std::min(r0 + p.rpu, d.outer);
+    const double m = mean[c], ac = a[c], bc = b[c], kc = k ? k[c] : 0.0;
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const std::int64_t o = (r * C + c) * S;
+#pragma omp simd
+      for (std::int64_t s = 0; s < S; ++s) {
+        if constexpr (!BACKWARD) {
+          out[o + s] = T((double(x[o + s]) - m) * ac + bc);
+        } else if constexpr (USE_X) {
+          out[o + s] = T(ac * double(dy[o + s]) + bc * (double(x[o + s]) - m) + kc);
+        } else {
+          out[o + s] = T(ac * double(dy[o + s]));
+        }
+      }
+    }
+  }
+}
+
+// The cloned entry points: one per (dtype, kind).
+#define DEEPOPTIM_NORM_CLONES(T)                                                                  \
+  DEEPOPTIM_CLONES void sum_x(const T* x, double* w, const Dims& d, const Plan& p, std::int64_t u) { \
+    sums_unit<T, Sum::X>(x, nullptr, nullptr, w, d, p, u);                                         \
+  }                                                                                                \
+  DEEPOPTIM_CLONES void sum_sqdev(const T* x, const double* mean, double* w, const Dims& d,        \
+                                  const Plan& p, std::int64_t u) {                                 \
+    sums_unit<T, Sum::SqDev>(x, nullptr, mean, w, d, p, u);                                        \
+  }                                                                                                \
+  DEEPOPTIM_CLONES void sum_dy(const T* x, const T* dy, const double* mean, double* w,             \
+                               const Dims& d, const Plan& p, std::int64_t u) {                     \
+    sums_unit<T, Sum::DyAndDyDev>(x, dy, mean, w, d, p, u);                                        \
+  }                                                                                                \
+  DEEPOPTIM_CLONES void apply_forward(const T* x, T* y, const double* mean, const double* a,       \
+                                      const double* b, const Dims& d, const Plan& p,               \
+                                      std::int64_t u) {                                            \
+    apply_unit<T, false, true>(x, nullptr, y, mean, a, b, nullptr, d, p, u);                       \
+  }                                                                                                \
+  DEEPOPTIM_CLONES void apply_backward(const T* x, const T* dy, T* dx, const double* mean,         \
+                                       const double* a, const double* b, const double* k,          \
+                                       bool use_x, const Dims& d, const Plan& p, std::int64_t u) { \
+    if (use_x) apply_unit<T, true, true>(x, dy, dx, mean, a, b, k, d, p, u);                       \
+    else apply_unit<T, true, false>(x, dy, dx, mean, a, b, k, d, p, u);                            \
+  }
+
+DEEPOPTIM_NORM_CLONES(float)
+DEEPOPTIM_NORM_CLONES(double)
+#undef DEEPOPTIM_NORM_CLONES
+
+using VecMap = Eigen::Map<Eigen::ArrayXd>;
+using CVecMap = Eigen::Map<const Eigen::ArrayXd>;
+
+// Adds the per-unit partials of quantity q (nrb x C, row-major) in row-block order.
+void combine(const double* work, const Plan& p, std::int64_t C, int q, double* out) {
+  Eigen::Map<const Eigen::Array<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> part(
+      work + q * p.nrb * C, p.nrb, C);
+  VecMap acc(out, C);
+  acc.setZero();
+  for (std::int64_t rb = 0; rb < p.nrb; ++rb) acc += part.row(rb).transpose();
+}
+
+template <class T>
+Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> cvec(const T* v, std::int64_t n) {
+  return {v, n};
+}
+
+}  // namespace
+
+// Layout: two quantities of per-unit partials (2 * nrb * C), then six per-channel
+// scratch vectors of C doubles each.
+std::int64_t workspace_size(const Dims& d) {
+  const Plan p = plan(d);
+  return 2 * p.nrb * d.channels + 6 * d.channels;
+}
+
+namespace {
+double* scratch(double* work, const Plan& p, std::int64_t C, int i) { return work + 2 * p.nrb * C + i * C; }
+}  // namespace
+
+template <class T>
+void batch_norm_forward(const ForwardArgs<T>& a) {
+  const Dims& d = a.dims;
+  const std::int64_t C = d.channels, total = d.outer * d.channels * d.inner;
+  const Plan p = plan(d);
+  VecMap mean(a.save_mean, C), invstd(a.save_invstd, C);
+  VecMap scale(scratch(a.work, p, C, 0), C), shift(scratch(a.work, p, C, 1), C);
+  VecMap sqdev(scratch(a.work, p, C, 2), C);
+
+  if (a.training) {
+    const double n = double(d.count());
+    parallel::for_each_index(p.units, total, [&](std::int64_t u) { sum_x(a.x, a.work, d, p, u); });
+    combine(a.work, p, C, 0, a.save_mean);
+    mean /= n;
+    parallel::for_each_index(p.units, total,
+                             [&](std::int64_t u) { sum_sqdev(a.x, a.save_mean, a.work, d, p, u); });
+    combine(a.work, p, C, 0, sqdev.data());
+    invstd = ((sqdev / n) + a.eps).sqrt().inverse();
+    if (a.num_batches_tracked) *a.num_batches_tracked += 1;
+    if (a.running_mean) {
+      const double f = a.cumulative ? 1.0 / double(*a.num_batches_tracked) : a.momentum;
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> rm(a.running_mean, C), rv(a.running_var, C);
+      rm = (f * mean + (1.0 - f) * rm.template cast<double>()).template cast<T>();
+      rv = (f * (sqdev / (n - 1.0)) + (1.0 - f) * rv.template cast<double>()).template cast<T>();
+    }
+  } else {
+    mean = cvec(a.running_mean, C).template cast<double>();
+    invstd = (cvec(a.running_var, C).template cast<double>() + a.eps).sqrt().inverse();
+  }
+  if (a.weight) scale = invstd * cvec(a.weight, C).template cast<double>();
+  else scale = invstd;
+  if (a.bias) shift = cvec(a.bias, C).template cast<double>();
+  else shift.setZero();
+  parallel::for_each_index(p.units, total, [&](std::int64_t u) {
+    apply_forward(a.x, a.y, a.save_mean, scale.data(), shift.data(), d, p, u);
+  });
+}
+
+template <class T>
+void batch_norm_backward(const BackwardArgs<T>& a) {
+  const Dims& d = a.dims;
+  const std::int64_t C = d.channels, total = d.outer * d.channels * d.inner;
+  const Plan p = plan(d);
+  const double n = double(d.count());
+  parallel::for_each_index(p.units, total,
+                           [&](std::int64_t u) { sum_dy(a.x, a.dy, a.mean, a.work, d, p, u); });
+  VecMap sdy(scratch(a.work, p, C, 0), C), sdydev(scratch(a.work, p, C, 1), C);
+  VecMap A(scratch(a.work, p, C, 2), C), B(scratch(a.work, p, C, 3), C), K(scratch(a.work, p, C, 4), C);
+  combine(a.work, p, C, 0, sdy.data());
+  combine(a.work, p, C, 1, sdydev.data());
+  const CVecMap invstd(a.invstd, C);
+  using TVec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+  if (a.dbias) TVec(a.dbias, C) = sdy.template cast<T>();
+  if (a.dweight) TVec(a.dweight, C) = (sdydev * invstd).template cast<T>();
+
+  if (a.weight) A = cvec(a.weight, C).template cast<double>() * invstd;
+  else A = invstd;
+  B.setZero();
+  K.setZero();
+  if (a.training) {
+    // dx = w*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)), xhat = (x - mean)*invstd
+    B = -A * invstd * invstd * sdydev / n;
+    K = -A * sdy / n;
+  }
+  parallel::for_each_index(p.units, total, [&](std::int64_t u) {
+    apply_backward(a.x, a.dy, a.dx, a.mean, A.data(), B.data(), K.data(), a.training, d, p, u);
+  });
+}
+
+template void batch_norm_forward<float>(const ForwardArgs<float>&);
+template void batch_norm_forward<double>(const ForwardArgs<double>&);
+template void batch_norm_backward<float>(const BackwardArgs<float>&);
+template void batch_norm_backward<double>(const BackwardArgs<double>&);
+
+}  // namespace deepoptim::norm

@@ -1,0 +1,164 @@
+"""NumPy twins of the dropout kernels and their generator: the specification of
+``cpp/src/dropout.cpp``. Masks match the kernel's bit for bit.
+
+Element ``j = offset + i`` of a call is kept iff word ``j % 4`` of
+``philox4x32_10(counter=(lo32(j // 4), hi32(j // 4), 0, 0), key=(lo32(seed), hi32(seed)))``
+is ``>= floor(p * 2**32)``. A mask thus depends only on (seed, offset + index); advance
+``offset`` by the number of elements to get a fresh mask for the next call.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import numpy as np
+
+from deepoptim.reference import _checks
+
+_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+_W0, _W1 = 0x9E3779B9, 0xBB67AE85
+_LO = np.uint64(0xFFFFFFFF)
+_32 = np.uint64(32)
+
+
+def philox4x32_10(counter, key) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Philox4x32-10 (Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as
+    1, 2, 3", SC 2011), vectorized over counters.
+
+    Args:
+      counter: four words (ints or uint32 arrays of one shape). key: two ints.
+    Returns:
+      The four output words as uint32 arrays.
+
+    Example:
+      >>> [hex(int(w)) for w in philox4x32_10((0, 0, 0, 0), (0, 0))]
+      ['0x6627e8d5', '0xe169c58d', '0xbc57ac4c', '0x9b00dbd8']
+    """
+    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) for c in counter)
+    k0, k1 = int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + _W0) & 0xFFFFFFFF, (k1 + _W1) & 0xFFFFFFFF
+        p0, p1 = _M0 * c0, _M1 * c2  # < 2**64: no overflow
+        c0, c1, c2, c3 = (p1 >> _32) ^ c1 ^ np.uint64(k0), p1 & _LO, (p0 >> _32) ^ c3 ^ np.uint64(k1), p0 & _LO
+    return tuple(c.astype(np.uint32) for c in (c0, c1, c2, c3))  # type: ignore[return-value]
+
+
+def keep_threshold(p: float) -> int:
+    """``floor(p * 2**32)`` clamped to [0, 2**32]: an element is kept iff its word is >= this."""
+    return min(max(math.floor(p * 4294967296.0), 0), 2**32)
+
+
+def random_words(seed: int, offset: int, n: int) -> np.ndarray:
+    """The uint32 word of elements ``offset .. offset + n - 1`` of the stream ``seed``."""
+    if n == 0:
+        return np.zeros(0, np.uint32)
+    g0, g1 = offset >> 2, (offset + n + 3) >> 2
+    g = np.arange(g1 - g0, dtype=np.uint64) + np.uint64(g0)
+    words = np.stack(philox4x32_10((g & _LO, g >> _32, 0, 0), (seed & 0xFFFFFFFF, seed >> 32)), axis=1)
+    start = offset - 4 * g0
+    return words.reshape(-1)[start : start + n]
+
+
+def _keep(seed: int, offset: int, n: int, p: float) -> np.ndarray:
+    return random_words(seed, offset, n).astype(np.uint64) >= np.uint64(keep_threshold(p))
+
+
+def _scale(p: float) -> float:
+    return 1.0 / (1.0 - p) if p < 1.0 else 0.0
+
+
+def _check_p(p) -> float:
+    p = _checks.real("p", p)
+    _checks.in_range("p", p, 0.0, 1.0, True)
+    return p
+
+
+def dropout(
+    x: np.ndarray,
+    p: float = 0.5,
+    training: bool = True,
+    seed: int = 0,
+    offset: int = 0,
+    return_mask: bool = True,
+) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    r"""Inverted dropout (Srivastava et al., 2014)::
+
+        y = x * keep / (1 - p),   keep ~ Bernoulli(1 - p) from (seed, offset + index)
+
+    ``p == 0`` or ``training=False`` is the identity: x itself is returned (no copy) and
+    the mask is None. ``p == 1`` gives zeros. A dropped element is 0 even where x is NaN
+    or inf (torch's multiply would give NaN there).
+
+    Args:
+      x: float32 or float64, C-contiguous. p: drop probability in [0, 1].
+      seed, offset: ints in [0, 2**64) selecting the mask; a call covers the elements
+        ``offset .. offset + x.size - 1`` of the stream ``seed``.
+      return_mask: False skips building the mask (use ``dropout_backward`` with the seed).
+
+    Returns:
+      ``(y, mask)``: mask is the keep pattern packed 8 elements per byte, little-endian
+      within a byte (``numpy.packbits(keep.ravel(), bitorder="little")``), or None.
+
+    Example:
+      >>> import numpy as np
+      >>> y, mask = dropout(np.ones(8, np.float32), p=0.5, seed=1)
+      >>> y
+      array([2., 2., 2., 2., 2., 2., 0., 2.], dtype=float32)
+      >>> np.unpackbits(mask, bitorder="little")
+      array([1, 1, 1, 1, 1, 1, 0, 1], dtype=uint8)
+    """
+    _checks.array(x, "x")
+    _checks.float_dtype(x, "x")
+    _checks.contiguous(x, "x")
+    p = _check_p(p)
+    seed = _checks.uint64(seed, "seed")
+    offset = _checks.uint64(offset, "offset")
+    if offset + x.size >= 2**64:
+        raise ValueError("offset + x.size must be < 2**64")
+    if not training or p == 0.0:
+        return x, None
+    keep = _keep(seed, offset, x.size, p).reshape(x.shape)
+    y = np.where(keep, x * _scale(p), 0).astype(x.dtype)
+    mask = np.packbits(keep.reshape(-1), bitorder="little") if return_mask else None
+    return y, mask
+
+
+def dropout_backward(
+    dy: np.ndarray,
+    mask: Optional[np.ndarray],
+    p: float = 0.5,
+    seed: Optional[int] = None,
+    offset: int = 0,
+) -> np.ndarray:
+    r"""Gradient of :func:`dropout`: ``dx = dy * keep / (1 - p)``.
+
+    The keep pattern comes from ``mask`` (as returned by the forward) or, with
+    ``mask=None``, is regenerated from ``(seed, offset)``: then no mask need be stored.
+    With ``p == 0`` dy itself is returned.
+    """
+    _checks.array(dy, "dy")
+    _checks.float_dtype(dy, "dy")
+    _checks.contiguous(dy, "dy")
+    p = _check_p(p)
+    offset = _checks.uint64(offset, "offset")
+    if offset + dy.size >= 2**64:
+        raise ValueError("offset + x.size must be < 2**64")
+    n = dy.size
+    if mask is not None:
+        _checks.array(mask, "mask")
+        if mask.dtype != np.uint8:
+            raise TypeError(f"mask must be a uint8 array (the packed mask from dropout), got {mask.dtype}")
+        if mask.shape != ((n + 7) // 8,):
+            raise ValueError(f"mask must have shape ({(n + 7) // 8},) (one bit per element of dy), got {mask.shape}")
+        _checks.contiguous(mask, "mask")
+        keep = np.unpackbits(mask, count=n, bitorder="little").astype(bool)
+    elif seed is not None:
+        seed = _checks.uint64(seed, "seed")
+        keep = None if p == 0.0 else _keep(seed, offset, n, p)
+    elif p != 0.0:
+        raise ValueError("dropout_backward needs the mask, or the seed (and offset) to regenerate it")
+    if p == 0.0:
+        return dy
+    return np.where(keep.reshape(dy.shape), dy * _scale(p), 0).astype(dy.dtype)
