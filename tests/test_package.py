@@ -43,7 +43,7 @@ def test_functional_and_reference_are_twins(name):
     assert twin.__doc__ and twin.__doc__ in fast.__doc__
 
 
-@pytest.mark.parametrize("module", ["deepoptim.reference.optim"])
+@pytest.mark.parametrize("module", ["deepoptim.reference.optim", "deepoptim.reference.norm", "deepoptim.reference.dropout"])
 def test_docstring_examples_run(module):
     import importlib
 
