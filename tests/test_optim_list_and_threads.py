@@ -3,16 +3,11 @@ thread count."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from kernels import AWKWARD_SIZES, KERNELS, NAMES
+from threads import run_json
 
 SIZES = AWKWARD_SIZES + [50_000, 123_457]  # enough elements for the kernels to go parallel
 
@@ -73,17 +68,8 @@ print(json.dumps(out))
 """
 
 
-def _run(threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    res = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, os.path.dirname(__file__)],
-        env=env, capture_output=True, text=True, check=True,
-    )
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 def test_bitwise_identical_with_1_and_2_threads():
-    one, two = _run(1), _run(2)
+    one, two = run_json(_SCRIPT, 1), run_json(_SCRIPT, 2)
     assert one.pop("threads") == 1
     assert two.pop("threads") == 2
     assert len(one) == 2 * len(NAMES)

@@ -35,10 +35,11 @@ Layout layout(const py::array& x, std::int64_t channel_axis) {
   return {{before, static_cast<std::int64_t>(x.shape(ax)), after}, x.shape(ax)};
 }
 
-// An optional per-channel array: None, or (C,) of x's dtype, contiguous.
-py::array per_channel(py::handle h, const char* name, DType dt, py::ssize_t C, bool written,
-                      std::vector<Span>& spans) {
-  if (h.is_none()) return py::array();
+// An optional per-channel array: None, or (C,) of x's dtype, contiguous. Absent arrays
+// are py::none(), never a default py::array (which is a valid, empty float64 array).
+py::object per_channel(py::handle h, const char* name, DType dt, py::ssize_t C, bool written,
+                       std::vector<Span>& spans) {
+  if (h.is_none()) return py::none();
   py::array a = require_array(h, name);
   require_dtype(a, dt, name, "x");
   require_shape(a, {C}, name, "one value per channel");
@@ -49,8 +50,8 @@ py::array per_channel(py::handle h, const char* name, DType dt, py::ssize_t C, b
 }
 
 template <class T>
-T* ptr_or_null(const py::array& a) {
-  return a ? static_cast<T*>(const_cast<void*>(a.data())) : nullptr;
+T* ptr_or_null(const py::object& a) {
+  return a.is_none() ? nullptr : static_cast<T*>(const_cast<void*>(py::reinterpret_borrow<py::array>(a).data()));
 }
 
 py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running_var,
@@ -75,14 +76,14 @@ py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running
 
   std::vector<Span> spans;
   add_span(spans, x, false, "x");
-  py::array rm = per_channel(running_mean, "running_mean", dt, L.channels, training, spans);
-  py::array rv = per_channel(running_var, "running_var", dt, L.channels, training, spans);
-  py::array w = per_channel(weight, "weight", dt, L.channels, false, spans);
-  py::array b = per_channel(bias, "bias", dt, L.channels, false, spans);
-  if (bool(rm) != bool(rv)) {
+  const py::object rm = per_channel(running_mean, "running_mean", dt, L.channels, training, spans);
+  const py::object rv = per_channel(running_var, "running_var", dt, L.channels, training, spans);
+  const py::object w = per_channel(weight, "weight", dt, L.channels, false, spans);
+  const py::object b = per_channel(bias, "bias", dt, L.channels, false, spans);
+  if (rm.is_none() != rv.is_none()) {
     throw py::value_error("running_mean and running_var must both be arrays or both be None");
   }
-  if (!training && !rm) {
+  if (!training && rm.is_none()) {
     throw py::value_error("running_mean and running_var are required when training=False");
   }
   std::int64_t* nbt = nullptr;
@@ -97,7 +98,7 @@ py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running
     add_span(spans, n, training, "num_batches_tracked");
     nbt = static_cast<std::int64_t*>(n.mutable_data());
   }
-  if (training && rm && cumulative && !nbt) {
+  if (training && !rm.is_none() && cumulative && !nbt) {
     throw py::value_error("num_batches_tracked is required when momentum=None (cumulative average)");
   }
   if (training && L.dims.count() <= 1) {
@@ -105,7 +106,7 @@ py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running
                           shape_str(x));
   }
   check_aliasing(spans);
-  if (training && !rm) nbt = nullptr;  // nothing tracked, as torch with track_running_stats=False
+  if (training && rm.is_none()) nbt = nullptr;  // nothing tracked, as torch with track_running_stats=False
 
   std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
   py::array y = dt == DType::F32 ? py::array(py::array_t<float>(shape)) : py::array(py::array_t<double>(shape));
@@ -147,15 +148,15 @@ py::tuple batch_norm_backward(py::handle dy_h, py::handle x_h, py::handle mean_h
     require_shape(stats[i], {L.channels}, names[i], "one value per channel");
     require_contiguous(stats[i], names[i]);
   }
-  py::array w = per_channel(weight, "weight (cache.weight)", dt, L.channels, false, spans);
+  const py::object w = per_channel(weight, "weight (cache.weight)", dt, L.channels, false, spans);
 
   std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
   auto alloc = [&](const std::vector<py::ssize_t>& s) {
     return dt == DType::F32 ? py::array(py::array_t<float>(s)) : py::array(py::array_t<double>(s));
   };
   py::array dx = alloc(shape);
-  py::array dw = need_dweight ? alloc({L.channels}) : py::array();
-  py::array db = need_dbias ? alloc({L.channels}) : py::array();
+  const py::object dw = need_dweight ? py::object(alloc({L.channels})) : py::object(py::none());
+  const py::object db = need_dbias ? py::object(alloc({L.channels})) : py::object(py::none());
   std::vector<double> work(static_cast<std::size_t>(nm::workspace_size(L.dims)));
 
   auto run = [&](auto tag) {
@@ -170,8 +171,7 @@ py::tuple batch_norm_backward(py::handle dy_h, py::handle x_h, py::handle mean_h
   };
   if (dt == DType::F32) run(float{});
   else run(double{});
-  return py::make_tuple(dx, dw ? py::object(dw) : py::object(py::none()),
-                        db ? py::object(db) : py::object(py::none()));
+  return py::make_tuple(dx, dw, db);
 }
 
 }  // namespace

@@ -6,7 +6,7 @@ of the same name and signature in :mod:`deepoptim.reference`, which is its speci
 
 from __future__ import annotations
 
-from deepoptim import _core, functional, reference
+from deepoptim import _core, functional, layers, reference
 
 __version__: str = _core.__version__
 
@@ -21,4 +21,4 @@ def build_info() -> dict:
     return dict(_core.build_info())
 
 
-__all__ = ["__version__", "build_info", "functional", "reference"]
+__all__ = ["__version__", "build_info", "functional", "layers", "reference"]
