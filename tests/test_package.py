@@ -43,7 +43,9 @@ def test_functional_and_reference_are_twins(name):
     assert twin.__doc__ and twin.__doc__ in fast.__doc__
 
 
-@pytest.mark.parametrize("module", ["deepoptim.reference.optim", "deepoptim.reference.norm", "deepoptim.reference.dropout"])
+@pytest.mark.parametrize(
+    "module", ["deepoptim.reference.optim", "deepoptim.reference.norm", "deepoptim.reference.dropout", "deepoptim.layers"]
+)
 def test_docstring_examples_run(module):
     import importlib
 
@@ -68,3 +70,13 @@ def test_ci_runs_the_readmes_test_command():
     readme = (root / "README.md").read_text()
     assert ci.startswith("pip install") and "pytest" in ci
     assert f"```bash\n{ci}\n```" in readme
+
+
+def test_readme_python_examples_run():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README.md python block {i}", "exec"), {})

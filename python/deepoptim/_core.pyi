@@ -5,7 +5,7 @@ written ones writeable) or a list/tuple of them, one per tensor. The documented 
 points, with the math, are in deepoptim.functional.
 """
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -77,3 +77,42 @@ def adam(
     bias_correction: bool = True,
     eps_inside_sqrt: bool = False,
 ) -> None: ...
+def batch_norm(
+    x: npt.NDArray[np.floating],
+    running_mean: Optional[npt.NDArray[np.floating]],
+    running_var: Optional[npt.NDArray[np.floating]],
+    weight: Optional[npt.NDArray[np.floating]] = None,
+    bias: Optional[npt.NDArray[np.floating]] = None,
+    training: bool = True,
+    momentum: Optional[float] = 0.1,
+    eps: float = 1e-5,
+    num_batches_tracked: Optional[npt.NDArray[np.int64]] = None,
+    channel_axis: int = 1,
+) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+def batch_norm_backward(
+    dy: npt.NDArray[np.floating],
+    x: npt.NDArray[np.floating],
+    mean: npt.NDArray[np.float64],
+    invstd: npt.NDArray[np.float64],
+    weight: Optional[npt.NDArray[np.floating]] = None,
+    training: bool = True,
+    channel_axis: int = 1,
+    need_dweight: bool = True,
+    need_dbias: bool = True,
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.floating]], Optional[npt.NDArray[np.floating]]]: ...
+def dropout(
+    x: npt.NDArray[np.floating],
+    p: float = 0.5,
+    training: bool = True,
+    seed: int = 0,
+    offset: int = 0,
+    return_mask: bool = True,
+) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.uint8]]]: ...
+def dropout_backward(
+    dy: npt.NDArray[np.floating],
+    mask: Optional[npt.NDArray[np.uint8]],
+    p: float = 0.5,
+    seed: Optional[int] = None,
+    offset: int = 0,
+) -> npt.NDArray[np.floating]: ...
+def philox4x32_10(counter: Sequence[int], key: Sequence[int]) -> Tuple[int, int, int, int]: ...
