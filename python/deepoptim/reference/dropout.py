@@ -69,6 +69,11 @@ def _scale(p: float) -> float:
     return 1.0 / (1.0 - p) if p < 1.0 else 0.0
 
 
+def _scaled(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
+    # Only kept elements are multiplied: a dropped inf or NaN gives 0, silently.
+    return np.multiply(x, _scale(p), out=np.zeros_like(x), where=keep)
+
+
 def _check_p(p) -> float:
     p = _checks.real("p", p)
     _checks.in_range("p", p, 0.0, 1.0, True)
@@ -120,7 +125,7 @@ def dropout(
     if not training or p == 0.0:
         return x, None
     keep = _keep(seed, offset, x.size, p).reshape(x.shape)
-    y = np.where(keep, x * _scale(p), 0).astype(x.dtype)
+    y = _scaled(x, keep, p)
     mask = np.packbits(keep.reshape(-1), bitorder="little") if return_mask else None
     return y, mask
 
@@ -161,4 +166,4 @@ def dropout_backward(
         raise ValueError("dropout_backward needs the mask, or the seed (and offset) to regenerate it")
     if p == 0.0:
         return dy
-    return np.where(keep.reshape(dy.shape), dy * _scale(p), 0).astype(dy.dtype)
+    return _scaled(dy, keep.reshape(dy.shape), p)
