@@ -142,6 +142,30 @@ def _adam_hyper_full():
     )
 
 
+def _lamb_hyper():
+    return st.fixed_dictionaries(
+        dict(
+            lr=_unit(0.0, 0.1),
+            betas=st.tuples(st.sampled_from([0.0, 0.5, 0.9]), st.sampled_from([0.0, 0.9, 0.999])),
+            eps=st.sampled_from([1e-6, 1e-3]),
+            weight_decay=st.sampled_from([0.0, 1e-2, 0.1]),
+            bias_correction=st.booleans(),
+        )
+    )
+
+
+def _lars_hyper():
+    return st.fixed_dictionaries(
+        dict(
+            lr=_unit(0.0, 0.5),
+            momentum=st.sampled_from([0.0, 0.5, 0.9]),
+            weight_decay=st.sampled_from([0.0, 1e-4, 1e-2]),
+            trust_coefficient=st.sampled_from([1e-3, 0.02, 1.0]),
+            eps=st.sampled_from([0.0, 1e-8]),
+        )
+    )
+
+
 KERNELS: Dict[str, Kernel] = {
     k.name: k
     for k in [
@@ -170,6 +194,14 @@ KERNELS: Dict[str, Kernel] = {
             "adamw", ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"],
             lambda hp: {"exp_avgs": True, "exp_avg_sqs": True, "max_exp_avg_sqs": bool(hp.get("amsgrad"))},
             lambda: _adam_hyper([0.0, 1e-2, 0.1]), has_step=True, defaults={"amsgrad": True},
+        ),
+        Kernel(
+            "lamb", ["exp_avgs", "exp_avg_sqs"], lambda hp: {"exp_avgs": True, "exp_avg_sqs": True},
+            _lamb_hyper, has_step=True, defaults={"weight_decay": 0.01},
+        ),
+        Kernel(
+            "lars", ["momentum_buffers"], lambda hp: {"momentum_buffers": hp.get("momentum", 0.9) != 0.0},
+            _lars_hyper, has_step=False, defaults={"weight_decay": 1e-4},
         ),
     ]
 }

@@ -116,6 +116,8 @@ _FLAG_GRID = {
         dict(amsgrad=a, maximize=mx, bias_correction=bc, eps_inside_sqrt=ei)
         for a, mx, bc, ei in itertools.product([False, True], repeat=4)
     ],
+    "lamb": [dict(weight_decay=wd, bias_correction=bc) for wd, bc in itertools.product([0.0, 0.01], [False, True])],
+    "lars": [dict(momentum=mu, weight_decay=wd) for mu, wd in itertools.product([0.0, 0.9], [0.0, 1e-3])],
 }
 
 

@@ -147,7 +147,7 @@ def _cases(name):
         hp["weight_decay"] = -1.0
         return ValueError, r"weight_decay must be"
 
-    if name in ("adam", "adamw"):
+    if name in ("adam", "adamw", "lamb"):
         @case
         def beta1_is_one(rows, grads, hp):
             hp["betas"] = (1.0, 0.999)
@@ -158,13 +158,14 @@ def _cases(name):
             hp["betas"] = (0.9, -0.1)
             return ValueError, r"beta2 must be in \[0.0, 1.0\)"
 
+    if name in ("adam", "adamw"):
         @case
         def missing_amsgrad_state(rows, grads, hp):
             for r in rows:
                 r[3] = None
             return ValueError, r"max_exp_avg_sqs is required when amsgrad=True"
 
-    if name in ("adam", "adamw", "adagrad", "rmsprop"):
+    if name in ("adam", "adamw", "adagrad", "rmsprop", "lamb"):
         @case
         def eps_zero(rows, grads, hp):
             hp["eps"] = 0.0
@@ -197,6 +198,18 @@ def _cases(name):
             for r in rows:
                 r[1] = None
             return ValueError, r"momentum_buffers is required when momentum != 0"
+
+    if name in ("lamb", "lars"):
+        @case
+        def adapt_wrong_length(rows, grads, hp):
+            hp["adapt"] = [True]
+            return ValueError, r"adapt has 1 entries but params has 3"
+
+    if name == "lars":
+        @case
+        def trust_coefficient_zero(rows, grads, hp):
+            hp["trust_coefficient"] = 0.0
+            return ValueError, r"trust_coefficient must be a finite number > 0"
 
     if name == "rmsprop":
         @case

@@ -14,6 +14,7 @@ namespace deepoptim::bind {
 void bind_optim(py::module_& m);
 void bind_norm(py::module_& m);
 void bind_dropout(py::module_& m);
+void bind_reduce(py::module_& m);
 }
 
 #ifndef DEEPOPTIM_VERSION
@@ -46,4 +47,5 @@ PYBIND11_MODULE(_core, m) {
   deepoptim::bind::bind_optim(m);
   deepoptim::bind::bind_norm(m);
   deepoptim::bind::bind_dropout(m);
+  deepoptim::bind::bind_reduce(m);
 }

@@ -4,7 +4,10 @@
 // cpp/src/optim.cpp; the documented Python entry points are in deepoptim.functional.
 #include <pybind11/pybind11.h>
 
+#include <pybind11/numpy.h>
+
 #include <string>
+#include <vector>
 
 #include "checks.hpp"
 #include "deepoptim/optim.hpp"
@@ -198,6 +201,150 @@ void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle e
   run<AdamCall>(ops, h);
 }
 
+// ------------------------------------------------------------------ LAMB and LARS
+// `adapt`: None (every tensor), one bool (single form) or one bool per tensor: False
+// excludes a tensor (typically biases and normalization parameters) from the trust
+// ratio and from weight decay.
+std::vector<char> parse_adapt(py::handle adapt, std::int64_t ntensors, bool list_form) {
+  std::vector<char> out(static_cast<std::size_t>(ntensors), 1);
+  if (adapt.is_none()) return out;
+  if (!list_form) {
+    if (!PyBool_Check(adapt.ptr())) throw py::type_error("adapt must be a bool or None for a single array");
+    out[0] = adapt.ptr() == Py_True;
+    return out;
+  }
+  if (!(py::isinstance<py::list>(adapt) || py::isinstance<py::tuple>(adapt))) {
+    throw py::type_error("adapt must be a list/tuple of bools (one per tensor) or None");
+  }
+  const auto seq = py::reinterpret_borrow<py::sequence>(adapt);
+  if (static_cast<std::int64_t>(py::len(seq)) != ntensors) {
+    throw py::value_error("adapt has " + std::to_string(py::len(seq)) + " entries but params has " +
+                          std::to_string(ntensors));
+  }
+  for (std::int64_t t = 0; t < ntensors; ++t) {
+    const py::handle h = seq[static_cast<std::size_t>(t)];
+    if (!PyBool_Check(h.ptr())) throw py::type_error("adapt[" + std::to_string(t) + "] must be a bool");
+    out[static_cast<std::size_t>(t)] = h.ptr() == Py_True;
+  }
+  return out;
+}
+
+py::object trust_result(const std::vector<double>& trust, bool list_form) {
+  if (!list_form) return py::float_(trust[0]);
+  py::array_t<double> res(static_cast<py::ssize_t>(trust.size()));
+  std::copy(trust.begin(), trust.end(), res.mutable_data());
+  return std::move(res);
+}
+
+bool is_list_form(py::handle h) { return py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h); }
+
+py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
+                std::int64_t step, double lr, double beta1, double beta2, double eps,
+                double weight_decay, bool bias_correction, py::handle adapt) {
+  check_step(step);
+  check_finite_ge("lr", lr, 0.0);
+  check_in_range("beta1", beta1, 0.0, 1.0, false);
+  check_in_range("beta2", beta2, 0.0, 1.0, false);
+  check_finite_gt("eps", eps, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const Operands ops = parse_operands(
+      {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}},
+      {params, grads, exp_avgs, exp_avg_sqs});
+  const bool list_form = is_list_form(params);
+  const std::vector<char> ad = parse_adapt(adapt, ops.ntensors, list_form);
+  o::LambHyper h;
+  h.lr = lr;
+  h.beta1 = beta1;
+  h.beta2 = beta2;
+  h.eps = eps;
+  h.weight_decay = weight_decay;
+  h.step = step;
+  h.bias_correction = bias_correction;
+  std::vector<double> work(static_cast<std::size_t>(o::trust_workspace(ops.sizes.data(), ops.ntensors)));
+  std::vector<double> trust(static_cast<std::size_t>(ops.ntensors));
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<o::LambTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
+      const auto i = static_cast<std::size_t>(t);
+      ts[i] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2), ops.get<T>(t, 3), ops.sizes[i], ad[i] != 0};
+    }
+    py::gil_scoped_release release;
+    o::lamb<T>(ts.data(), ops.ntensors, h, work.data(), trust.data());
+  };
+  if (ops.dtype == DType::F32) run(float{});
+  else run(double{});
+  return trust_result(trust, list_form);
+}
+
+py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers, double lr,
+                double momentum, double weight_decay, double trust_coefficient, double eps,
+                py::handle adapt) {
+  check_finite_ge("lr", lr, 0.0);
+  check_finite_ge("momentum", momentum, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  check_finite_gt("trust_coefficient", trust_coefficient, 0.0);
+  check_finite_ge("eps", eps, 0.0);
+  const Operands ops = parse_operands(
+      {{"params", true, true}, {"grads", false, true}, {"momentum_buffers", true, momentum != 0.0, "momentum != 0"}},
+      {params, grads, momentum_buffers});
+  const bool list_form = is_list_form(params);
+  const std::vector<char> ad = parse_adapt(adapt, ops.ntensors, list_form);
+  o::LarsHyper h;
+  h.lr = lr;
+  h.momentum = momentum;
+  h.weight_decay = weight_decay;
+  h.trust_coefficient = trust_coefficient;
+  h.eps = eps;
+  std::vector<double> work(static_cast<std::size_t>(o::trust_workspace(ops.sizes.data(), ops.ntensors)));
+  std::vector<double> trust(static_cast<std::size_t>(ops.ntensors));
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<o::LarsTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
+      const auto i = static_cast<std::size_t>(t);
+      ts[i] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2), ops.sizes[i], ad[i] != 0};
+    }
+    py::gil_scoped_release release;
+    o::lars<T>(ts.data(), ops.ntensors, h, work.data(), trust.data());
+  };
+  if (ops.dtype == DType::F32) run(float{});
+  else run(double{});
+  return trust_result(trust, list_form);
+}
+
+// ----------------------------------------------------------------- regularization
+void add_penalty(py::handle grads, py::handle params, double l1, double l2) {
+  check_finite_ge("l1", l1, 0.0);
+  check_finite_ge("l2", l2, 0.0);
+  const Operands ops = parse_operands({{"grads", true, true}, {"params", false, true}}, {grads, params});
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<o::PenaltyTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
+      ts[static_cast<std::size_t>(t)] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.sizes[static_cast<std::size_t>(t)]};
+    }
+    py::gil_scoped_release release;
+    o::add_penalty<T>(ts.data(), ops.ntensors, l1, l2);
+  };
+  if (ops.dtype == DType::F32) run(float{});
+  else run(double{});
+}
+
+void soft_threshold(py::handle params, double threshold) {
+  check_finite_ge("threshold", threshold, 0.0);
+  const Operands ops = parse_operands({{"params", true, true}}, {params});
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<T*> ps(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) ps[static_cast<std::size_t>(t)] = ops.get<T>(t, 0);
+    py::gil_scoped_release release;
+    o::soft_threshold<T>(ps.data(), ops.sizes.data(), ops.ntensors, threshold);
+  };
+  if (ops.dtype == DType::F32) run(float{});
+  else run(double{});
+}
+
 }  // namespace
 
 void bind_optim(py::module_& m) {
@@ -228,6 +375,20 @@ void bind_optim(py::module_& m) {
         arg("beta1") = 0.9, arg("beta2") = 0.999, arg("eps") = 1e-8, arg("weight_decay") = 0.0,
         arg("amsgrad") = false, arg("maximize") = false, arg("decoupled_weight_decay") = false,
         arg("bias_correction") = true, arg("eps_inside_sqrt") = false);
+  m.def("lamb", &lamb,
+        "LAMB, in place; returns the trust ratios. See deepoptim.functional.lamb.", arg("params"),
+        arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), py::kw_only(), arg("step"), arg("lr") = 1e-3,
+        arg("beta1") = 0.9, arg("beta2") = 0.999, arg("eps") = 1e-6, arg("weight_decay") = 0.0,
+        arg("bias_correction") = true, arg("adapt") = none);
+  m.def("lars", &lars,
+        "LARS, in place; returns the local learning rates. See deepoptim.functional.lars.",
+        arg("params"), arg("grads"), arg("momentum_buffers") = none, py::kw_only(), arg("lr") = 1e-3,
+        arg("momentum") = 0.9, arg("weight_decay") = 0.0, arg("trust_coefficient") = 1e-3,
+        arg("eps") = 0.0, arg("adapt") = none);
+  m.def("add_penalty", &add_penalty, "grads += l1*sign(params) + l2*params, in place.",
+        arg("grads"), arg("params"), py::kw_only(), arg("l1") = 0.0, arg("l2") = 0.0);
+  m.def("soft_threshold", &soft_threshold, "params = sign(params)*max(|params| - threshold, 0).",
+        arg("params"), py::kw_only(), arg("threshold"));
 }
 
 }  // namespace deepoptim::bind

@@ -286,6 +286,165 @@ DEEPOPTIM_CLONES void adam_block(const AdamTensor<double>& t, std::int64_t b, st
   adam_block_impl(t, b, e, c, eps_inside);
 }
 
+// --------------------------------------------------------------------------- LAMB
+template <class T>
+struct LambCoef {
+  T beta1, one_minus_beta1, beta2, one_minus_beta2, inv_bc1, inv_bc2, eps, wd;
+};
+
+template <class T>
+LambCoef<T> lamb_coef(const LambHyper& h) {
+  double bc1 = 1.0, bc2 = 1.0;
+  if (h.bias_correction) {
+    bc1 = 1.0 - std::pow(h.beta1, double(h.step));
+    bc2 = 1.0 - std::pow(h.beta2, double(h.step));
+  }
+  return {T(h.beta1), T(1.0 - h.beta1), T(h.beta2), T(1.0 - h.beta2), T(1.0 / bc1), T(1.0 / bc2),
+          T(h.eps),   T(h.weight_decay)};
+}
+
+// r = (m/bc1) / (sqrt(v/bc2) + eps) + wd*p: the same expression in both passes.
+template <class T>
+DEEPOPTIM_INLINE T lamb_r(T m, T v, T p, const LambCoef<T>& c, T wd) {
+  return (m * c.inv_bc1) / (std::sqrt(v * c.inv_bc2) + c.eps) + wd * p;
+}
+
+// Pass 1: update m, v; partials of ||p||^2 and ||r||^2.
+template <class T>
+DEEPOPTIM_INLINE void lamb_pass1_impl(const LambTensor<T>& t, std::int64_t b, std::int64_t e,
+                                      const LambCoef<T>& c, double* pn, double* rn) {
+  const T* __restrict p = t.param + b;
+  const T* __restrict g = t.grad + b;
+  T* __restrict m = t.exp_avg + b;
+  T* __restrict v = t.exp_avg_sq + b;
+  const T wd = t.adapt ? c.wd : T(0);
+  double pacc = 0.0, racc = 0.0;
+  const std::int64_t n = e - b;
+#pragma omp simd reduction(+ : pacc, racc)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T mi = c.beta1 * m[i] + c.one_minus_beta1 * g[i];
+    const T vi = c.beta2 * v[i] + c.one_minus_beta2 * (g[i] * g[i]);
+    m[i] = mi;
+    v[i] = vi;
+    const T r = lamb_r(mi, vi, p[i], c, wd);
+    pacc += double(p[i]) * double(p[i]);
+    racc += double(r) * double(r);
+  }
+  *pn = pacc;
+  *rn = racc;
+}
+
+// Pass 2: p -= step * r.
+template <class T>
+DEEPOPTIM_INLINE void lamb_pass2_impl(const LambTensor<T>& t, std::int64_t b, std::int64_t e,
+                                      const LambCoef<T>& c, T step) {
+  T* __restrict p = t.param + b;
+  const T* __restrict m = t.exp_avg + b;
+  const T* __restrict v = t.exp_avg_sq + b;
+  const T wd = t.adapt ? c.wd : T(0);
+  const std::int64_t n = e - b;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) p[i] = p[i] - step * lamb_r(m[i], v[i], p[i], c, wd);
+}
+
+// --------------------------------------------------------------------------- LARS
+template <class T>
+DEEPOPTIM_INLINE void lars_norms_impl(const LarsTensor<T>& t, std::int64_t b, std::int64_t e,
+                                      double* pn, double* gn) {
+  const T* __restrict p = t.param + b;
+  const T* __restrict g = t.grad + b;
+  double pacc = 0.0, gacc = 0.0;
+  const std::int64_t n = e - b;
+#pragma omp simd reduction(+ : pacc, gacc)
+  for (std::int64_t i = 0; i < n; ++i) {
+    pacc += double(p[i]) * double(p[i]);
+    gacc += double(g[i]) * double(g[i]);
+  }
+  *pn = pacc;
+  *gn = gacc;
+}
+
+template <class T>
+DEEPOPTIM_INLINE void lars_update_impl(const LarsTensor<T>& t, std::int64_t b, std::int64_t e,
+                                       T mu, T scaled_lr, T wd) {
+  T* __restrict p = t.param + b;
+  const T* __restrict g = t.grad + b;
+  T* __restrict buf = t.momentum_buffer ? t.momentum_buffer + b : nullptr;
+  const std::int64_t n = e - b;
+  if (buf) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      const T v = mu * buf[i] + scaled_lr * (g[i] + wd * p[i]);
+      buf[i] = v;
+      p[i] = p[i] - v;
+    }
+  } else {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) p[i] = p[i] - scaled_lr * (g[i] + wd * p[i]);
+  }
+}
+
+// ----------------------------------------------------------------- regularization
+template <class T>
+DEEPOPTIM_INLINE void penalty_impl(const PenaltyTensor<T>& t, std::int64_t b, std::int64_t e, T l1, T l2) {
+  T* __restrict g = t.grad + b;
+  const T* __restrict p = t.param + b;
+  const std::int64_t n = e - b;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T s = p[i] > T(0) ? T(1) : (p[i] < T(0) ? T(-1) : T(0));
+    g[i] = g[i] + l1 * s + l2 * p[i];
+  }
+}
+
+template <class T>
+DEEPOPTIM_INLINE void soft_threshold_impl(T* __restrict p, std::int64_t n, T thr) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T a = std::fabs(p[i]) - thr;
+    const T mag = a > T(0) ? a : T(0);
+    p[i] = p[i] > T(0) ? mag : (p[i] < T(0) ? -mag : p[i]);  // keeps 0 and NaN as they are
+  }
+}
+
+#define DEEPOPTIM_EXTRA_CLONES(T)                                                                  \
+  DEEPOPTIM_CLONES void lamb_pass1(const LambTensor<T>& t, std::int64_t b, std::int64_t e,         \
+                                   const LambCoef<T>& c, double* pn, double* rn) {                 \
+    lamb_pass1_impl(t, b, e, c, pn, rn);                                                           \
+  }                                                                                                \
+  DEEPOPTIM_CLONES void lamb_pass2(const LambTensor<T>& t, std::int64_t b, std::int64_t e,         \
+                                   const LambCoef<T>& c, T step) {                                 \
+    lamb_pass2_impl(t, b, e, c, step);                                                             \
+  }                                                                                                \
+  DEEPOPTIM_CLONES void lars_norms(const LarsTensor<T>& t, std::int64_t b, std::int64_t e,         \
+                                   double* pn, double* gn) {                                       \
+    lars_norms_impl(t, b, e, pn, gn);                                                              \
+  }                                                                                                \
+  DEEPOPTIM_CLONES void lars_update(const LarsTensor<T>& t, std::int64_t b, std::int64_t e, T mu,  \
+                                    T lr, T wd) {                                                  \
+    lars_update_impl(t, b, e, mu, lr, wd);                                                         \
+  }                                                                                                \
+  DEEPOPTIM_CLONES void penalty_blk(const PenaltyTensor<T>& t, std::int64_t b, std::int64_t e,     \
+                                    T l1, T l2) {                                                  \
+    penalty_impl(t, b, e, l1, l2);                                                                 \
+  }                                                                                                \
+  DEEPOPTIM_CLONES void soft_threshold_blk(T* p, std::int64_t n, T thr) { soft_threshold_impl(p, n, thr); }
+
+DEEPOPTIM_EXTRA_CLONES(float)
+DEEPOPTIM_EXTRA_CLONES(double)
+#undef DEEPOPTIM_EXTRA_CLONES
+
+// Adds the per-block partials of each tensor in block order.
+template <class Tensor>
+void per_tensor_sums(const Tensor* ts, std::int64_t ntensors, const double* partial, double* out) {
+  std::int64_t k = 0;
+  for (std::int64_t t = 0; t < ntensors; ++t) {
+    double acc = 0.0;
+    for (std::int64_t j = 0, nb = parallel::num_blocks(ts[t].size); j < nb; ++j) acc += partial[k++];
+    out[t] = acc;
+  }
+}
+
 }  // namespace
 
 // -------------------------------------------------------------------------- drivers
@@ -324,6 +483,85 @@ void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& 
       });
 }
 
+std::int64_t trust_workspace(const std::int64_t* sizes, std::int64_t ntensors) {
+  return 2 * parallel::total_blocks(ntensors, [&](std::int64_t t) { return sizes[t]; }) + 2 * ntensors;
+}
+
+template <class T>
+void lamb(const LambTensor<T>* tensors, std::int64_t ntensors, const LambHyper& h, double* work,
+          double* trust) {
+  const LambCoef<T> c = lamb_coef<T>(h);
+  auto size_of = [&](std::int64_t t) { return tensors[t].size; };
+  const std::int64_t nb = parallel::total_blocks(ntensors, size_of);
+  double* pn = work;            // nb block partials of ||p||^2, then of ||r||^2,
+  double* rn = work + nb;       // then ntensors sums of each
+  double* psum = work + 2 * nb;
+  double* rsum = psum + ntensors;
+  parallel::for_each_block_indexed(ntensors, size_of, [&](std::int64_t t, std::int64_t k, std::int64_t b, std::int64_t e) {
+    lamb_pass1(tensors[t], b, e, c, pn + k, rn + k);
+  });
+  per_tensor_sums(tensors, ntensors, pn, psum);
+  per_tensor_sums(tensors, ntensors, rn, rsum);
+  for (std::int64_t t = 0; t < ntensors; ++t) {
+    const double pnorm = std::sqrt(psum[t]), rnorm = std::sqrt(rsum[t]);
+    trust[t] = (tensors[t].adapt && pnorm > 0.0 && rnorm > 0.0) ? pnorm / rnorm : 1.0;
+  }
+  parallel::for_each_block(ntensors, size_of, [&](std::int64_t t, std::int64_t b, std::int64_t e) {
+    lamb_pass2(tensors[t], b, e, c, T(h.lr * trust[t]));
+  });
+}
+
+template <class T>
+void lars(const LarsTensor<T>* tensors, std::int64_t ntensors, const LarsHyper& h, double* work,
+          double* trust) {
+  auto size_of = [&](std::int64_t t) { return tensors[t].size; };
+  const std::int64_t nb = parallel::total_blocks(ntensors, size_of);
+  double* pn = work;
+  double* gn = work + nb;
+  double* psum = work + 2 * nb;
+  double* gsum = psum + ntensors;
+  parallel::for_each_block_indexed(ntensors, size_of, [&](std::int64_t t, std::int64_t k, std::int64_t b, std::int64_t e) {
+    lars_norms(tensors[t], b, e, pn + k, gn + k);
+  });
+  per_tensor_sums(tensors, ntensors, pn, psum);
+  per_tensor_sums(tensors, ntensors, gn, gsum);
+  for (std::int64_t t = 0; t < ntensors; ++t) {
+    const double pnorm = std::sqrt(psum[t]), gnorm = std::sqrt(gsum[t]);
+    trust[t] = (tensors[t].adapt && pnorm > 0.0 && gnorm > 0.0)
+                   ? h.trust_coefficient * pnorm / (gnorm + h.weight_decay * pnorm + h.eps)
+                   : 1.0;
+  }
+  const T mu = T(h.momentum);
+  parallel::for_each_block(ntensors, size_of, [&](std::int64_t t, std::int64_t b, std::int64_t e) {
+    const T wd = tensors[t].adapt ? T(h.weight_decay) : T(0);
+    lars_update(tensors[t], b, e, mu, T(h.lr * trust[t]), wd);
+  });
+}
+
+template <class T>
+void add_penalty(const PenaltyTensor<T>* tensors, std::int64_t ntensors, double l1, double l2) {
+  parallel::for_each_block(ntensors, [&](std::int64_t t) { return tensors[t].size; },
+                           [&](std::int64_t t, std::int64_t b, std::int64_t e) {
+                             penalty_blk(tensors[t], b, e, T(l1), T(l2));
+                           });
+}
+
+template <class T>
+void soft_threshold(T* const* params, const std::int64_t* sizes, std::int64_t ntensors, double threshold) {
+  parallel::for_each_block(ntensors, [&](std::int64_t t) { return sizes[t]; },
+                           [&](std::int64_t t, std::int64_t b, std::int64_t e) {
+                             soft_threshold_blk(params[t] + b, e - b, T(threshold));
+                           });
+}
+
+template void lamb<float>(const LambTensor<float>*, std::int64_t, const LambHyper&, double*, double*);
+template void lamb<double>(const LambTensor<double>*, std::int64_t, const LambHyper&, double*, double*);
+template void lars<float>(const LarsTensor<float>*, std::int64_t, const LarsHyper&, double*, double*);
+template void lars<double>(const LarsTensor<double>*, std::int64_t, const LarsHyper&, double*, double*);
+template void add_penalty<float>(const PenaltyTensor<float>*, std::int64_t, double, double);
+template void add_penalty<double>(const PenaltyTensor<double>*, std::int64_t, double, double);
+template void soft_threshold<float>(float* const*, const std::int64_t*, std::int64_t, double);
+template void soft_threshold<double>(double* const*, const std::int64_t*, std::int64_t, double);
 template void sgd<float>(const SgdTensor<float>*, std::int64_t, const SgdHyper&);
 template void sgd<double>(const SgdTensor<double>*, std::int64_t, const SgdHyper&);
 template void adagrad<float>(const AdagradTensor<float>*, std::int64_t, const AdagradHyper&);

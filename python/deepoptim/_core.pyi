@@ -116,3 +116,37 @@ def dropout_backward(
     offset: int = 0,
 ) -> npt.NDArray[np.floating]: ...
 def philox4x32_10(counter: Sequence[int], key: Sequence[int]) -> Tuple[int, int, int, int]: ...
+def lamb(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    *,
+    step: int,
+    lr: float = 1e-3,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    bias_correction: bool = True,
+    adapt: Union[None, bool, Sequence[bool]] = None,
+) -> Union[float, npt.NDArray[np.float64]]: ...
+def lars(
+    params: _Arrays,
+    grads: _Arrays,
+    momentum_buffers: Optional[_Arrays] = None,
+    *,
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    trust_coefficient: float = 1e-3,
+    eps: float = 0.0,
+    adapt: Union[None, bool, Sequence[bool]] = None,
+) -> Union[float, npt.NDArray[np.float64]]: ...
+def add_penalty(grads: _Arrays, params: _Arrays, *, l1: float = 0.0, l2: float = 0.0) -> None: ...
+def soft_threshold(params: _Arrays, *, threshold: float) -> None: ...
+def norms(arrays: _Arrays, norm_type: float = 2.0) -> Union[float, npt.NDArray[np.float64]]: ...
+def all_finite(arrays: _Arrays) -> bool: ...
+def scale(arrays: _Arrays, factor: float) -> None: ...
+def clamp(arrays: _Arrays, lo: float, hi: float) -> None: ...
+def clip_grad_norm(grads: _Arrays, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> float: ...

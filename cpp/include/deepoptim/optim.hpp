@@ -125,4 +125,81 @@ struct AdamTensor {
 template <class T>
 void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& h);
 
+// --------------------------------------------------------------------------- LAMB
+// You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes"
+// (ICLR 2020). m, v as Adam; r = (m/bc1) / (sqrt(v/bc2) + eps) + wd*p;
+// trust = ||p|| / ||r|| (1 when either norm is 0 or the tensor is excluded);
+// p -= lr * trust * r. Excluded tensors (adapt == false) get no weight decay either.
+// Two passes: update m, v and add up both norms per block; then apply.
+struct LambHyper {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-6;
+  double weight_decay = 0.0;
+  std::int64_t step = 1;
+  bool bias_correction = true;
+};
+
+template <class T>
+struct LambTensor {
+  T* param;
+  const T* grad;
+  T* exp_avg;
+  T* exp_avg_sq;
+  std::int64_t size;
+  bool adapt;
+};
+
+// Doubles of workspace lamb() and lars() need: two partials per block, two sums per tensor.
+std::int64_t trust_workspace(const std::int64_t* sizes, std::int64_t ntensors);
+
+// trust: one double per tensor (out).
+template <class T>
+void lamb(const LambTensor<T>* tensors, std::int64_t ntensors, const LambHyper& h, double* work,
+          double* trust);
+
+// --------------------------------------------------------------------------- LARS
+// You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks" (2017).
+// local = eta * ||p|| / (||g|| + wd*||p|| + eps) (1 when either norm is 0 or excluded);
+// v = mu*v + lr*local*(g + wd*p);  p -= v   (momentum 0: p -= lr*local*(g + wd*p)).
+struct LarsHyper {
+  double lr = 1e-3;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  double trust_coefficient = 1e-3;
+  double eps = 0.0;
+};
+
+template <class T>
+struct LarsTensor {
+  T* param;
+  const T* grad;
+  T* momentum_buffer;  // null when momentum == 0
+  std::int64_t size;
+  bool adapt;
+};
+
+// work: trust_workspace(...) doubles; trust: one double per tensor (out: local).
+template <class T>
+void lars(const LarsTensor<T>* tensors, std::int64_t ntensors, const LarsHyper& h, double* work,
+          double* trust);
+
+// ----------------------------------------------------------------- regularization
+// Gradients of the L1 / L2 / elastic-net penalties l1*|p|_1 + l2/2*|p|^2 (seed 003):
+// g += l1*sign(p) + l2*p, with sign(0) = 0.
+template <class T>
+struct PenaltyTensor {
+  T* grad;
+  const T* param;
+  std::int64_t size;
+};
+
+template <class T>
+void add_penalty(const PenaltyTensor<T>* tensors, std::int64_t ntensors, double l1, double l2);
+
+// Proximal step of the L1 penalty: p = sign(p) * max(|p| - threshold, 0).
+template <class T>
+void soft_threshold(T* const* params, const std::int64_t* sizes, std::int64_t ntensors, double threshold);
+
 }  // namespace deepoptim::optim

@@ -27,11 +27,21 @@ inline constexpr std::int64_t kMinParallel = std::int64_t{1} << 15;
 
 inline std::int64_t num_blocks(std::int64_t n) { return (n + kBlock - 1) / kBlock; }
 
-// Calls body(tensor_index, begin, end) for every block of every tensor.
+// Total number of blocks of a tensor list: the size of a per-block partials buffer.
+template <class SizeOf>
+std::int64_t total_blocks(std::int64_t ntensors, SizeOf size_of) {
+  std::int64_t total = 0;
+  for (std::int64_t t = 0; t < ntensors; ++t) total += num_blocks(size_of(t));
+  return total;
+}
+
+// Calls body(tensor_index, block_index, begin, end) for every block of every tensor;
+// block_index counts blocks over the whole list in order (0 .. total_blocks - 1), so a
+// reduction can store one partial per block and add them in order afterwards.
 // size_of(t) gives the element count of tensor t. The body must only touch elements
 // [begin, end) of tensor t.
 template <class SizeOf, class Body>
-void for_each_block(std::int64_t ntensors, SizeOf size_of, Body body) {
+void for_each_block_indexed(std::int64_t ntensors, SizeOf size_of, Body body) {
   std::int64_t total_blocks = 0;
   std::int64_t total_elems = 0;
   for (std::int64_t t = 0; t < ntensors; ++t) {
@@ -53,11 +63,18 @@ void for_each_block(std::int64_t ntensors, SizeOf size_of, Body body) {
       const std::int64_t first = std::max<std::int64_t>(lo - seen, 0);
       const std::int64_t last = std::min<std::int64_t>(hi - seen, nb);
       for (std::int64_t k = first; k < last; ++k) {
-        body(t, k * kBlock, std::min((k + 1) * kBlock, n));
+        body(t, seen + k, k * kBlock, std::min((k + 1) * kBlock, n));
       }
       seen += nb;
     }
   }
+}
+
+// Calls body(tensor_index, begin, end) for every block of every tensor.
+template <class SizeOf, class Body>
+void for_each_block(std::int64_t ntensors, SizeOf size_of, Body body) {
+  for_each_block_indexed(ntensors, size_of,
+                         [&](std::int64_t t, std::int64_t, std::int64_t b, std::int64_t e) { body(t, b, e); });
 }
 
 // Calls body(i) for i in [0, n) over OpenMP threads, static schedule; `elems` is the

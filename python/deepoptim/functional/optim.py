@@ -140,8 +140,55 @@ def adamw(
     )
 
 
+def lamb(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    exp_avgs: ArrayOrList,
+    exp_avg_sqs: ArrayOrList,
+    *,
+    step: int,
+    lr: float = 1e-3,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    bias_correction: bool = True,
+    adapt=None,
+):
+    beta1, beta2 = _betas(betas)
+    return _core.lamb(
+        params, grads, exp_avgs, exp_avg_sqs, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+        weight_decay=weight_decay, bias_correction=bias_correction, adapt=adapt,
+    )
+
+
+def lars(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    momentum_buffers: OptArrayOrList = None,
+    *,
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    trust_coefficient: float = 1e-3,
+    eps: float = 0.0,
+    adapt=None,
+):
+    return _core.lars(
+        params, grads, momentum_buffers, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        trust_coefficient=trust_coefficient, eps=eps, adapt=adapt,
+    )
+
+
+def add_penalty(grads: ArrayOrList, params: ArrayOrList, *, l1: float = 0.0, l2: float = 0.0) -> None:
+    _core.add_penalty(grads, params, l1=l1, l2=l2)
+
+
+def soft_threshold(params: ArrayOrList, *, threshold: float) -> None:
+    _core.soft_threshold(params, threshold=threshold)
+
+
 # One source for the math: each wrapper's docstring is its twin's, introduced as such.
-for _fn in (sgd, adagrad, rmsprop, adam, adamw):
+for _fn in (sgd, adagrad, rmsprop, adam, adamw, lamb, lars, add_penalty, soft_threshold):
     _fn.__doc__ = (
         f"C++ kernel; the NumPy twin :func:`deepoptim.reference.{_fn.__name__}` is its "
         f"specification.\n\n{getattr(_twin, _fn.__name__).__doc__}"

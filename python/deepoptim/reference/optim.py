@@ -394,3 +394,183 @@ def adamw(
         maximize=maximize, decoupled_weight_decay=True, bias_correction=bias_correction,
         eps_inside_sqrt=eps_inside_sqrt,
     )
+
+
+def _adapt_flags(adapt, n: int, list_form: bool):
+    if adapt is None:
+        return [True] * n
+    if not list_form:
+        if not isinstance(adapt, bool):
+            raise TypeError("adapt must be a bool or None for a single array")
+        return [adapt]
+    if not isinstance(adapt, (list, tuple)):
+        raise TypeError("adapt must be a list/tuple of bools (one per tensor) or None")
+    if len(adapt) != n:
+        raise ValueError(f"adapt has {len(adapt)} entries but params has {n}")
+    for t, a in enumerate(adapt):
+        if not isinstance(a, bool):
+            raise TypeError(f"adapt[{t}] must be a bool")
+    return list(adapt)
+
+
+def _trust_result(trust, list_form: bool):
+    return np.array(trust, dtype=np.float64) if list_form else float(trust[0])
+
+
+def _sq_norm(a: np.ndarray) -> float:
+    return float(np.sum(np.square(a.astype(np.float64))))
+
+
+def lamb(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    exp_avgs: ArrayOrList,
+    exp_avg_sqs: ArrayOrList,
+    *,
+    step: int,
+    lr: float = 1e-3,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    bias_correction: bool = True,
+    adapt=None,
+):
+    r"""LAMB (You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
+    minutes", ICLR 2020), in place. Per tensor::
+
+        m = b1 * m + (1 - b1) * g;   v = b2 * v + (1 - b2) * g * g
+        r = (m / bc1) / (sqrt(v / bc2) + eps) + wd * p       (bc as in adam)
+        trust = ||p|| / ||r||      (1 if either norm is 0, or the tensor is excluded)
+        p = p - lr * trust * r
+
+    Norms are summed in float64. ``adapt`` (None, a bool, or one bool per tensor) set to
+    False excludes a tensor (biases, normalization parameters) from the trust ratio and
+    from weight decay.
+
+    Returns:
+      The trust ratios: a float for one array, a float64 array for a list.
+    """
+    _checks.step(step)
+    lr = _checks.real("lr", lr)
+    b1, b2 = _checks.betas(betas)
+    eps, weight_decay = _checks.real("eps", eps), _checks.real("weight_decay", weight_decay)
+    _checks.finite_ge("lr", lr, 0.0)
+    _checks.finite_gt("eps", eps, 0.0)
+    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    rows, list_form = _checks.operands(
+        [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
+         ("exp_avg_sqs", True, True, None)],
+        [params, grads, exp_avgs, exp_avg_sqs],
+    )
+    flags = _adapt_flags(adapt, len(rows), list_form)
+    bc1 = 1.0 - b1**step if bias_correction else 1.0
+    bc2 = 1.0 - b2**step if bias_correction else 1.0
+    inv_bc1, inv_bc2 = 1.0 / bc1, 1.0 / bc2
+    trust = []
+    with _ieee():
+        for (p, g, m, v), on in zip(rows, flags):
+            wd = weight_decay if on else 0.0
+            mi = b1 * m + (1.0 - b1) * g
+            vi = b2 * v + (1.0 - b2) * (g * g)
+            m[...] = mi
+            v[...] = vi
+            r = (mi * inv_bc1) / (np.sqrt(vi * inv_bc2) + eps) + wd * p
+            pn, rn = math.sqrt(_sq_norm(p)), math.sqrt(_sq_norm(r))
+            ratio = pn / rn if (on and pn > 0.0 and rn > 0.0) else 1.0
+            p[...] = p - (lr * ratio) * r
+            trust.append(ratio)
+    return _trust_result(trust, list_form)
+
+
+def lars(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    momentum_buffers: OptArrayOrList = None,
+    *,
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    trust_coefficient: float = 1e-3,
+    eps: float = 0.0,
+    adapt=None,
+):
+    r"""LARS (You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks",
+    2017), in place. Per tensor::
+
+        local = eta * ||p|| / (||g|| + wd * ||p|| + eps)   (1 if either norm is 0, or excluded)
+        v = mu * v + lr * local * (g + wd * p);   p = p - v
+        (momentum == 0:  p = p - lr * local * (g + wd * p))
+
+    ``eta`` is ``trust_coefficient``. ``adapt`` False excludes a tensor from the local
+    learning rate and from weight decay.
+
+    Returns:
+      The local learning rates: a float for one array, a float64 array for a list.
+    """
+    lr, momentum = _checks.real("lr", lr), _checks.real("momentum", momentum)
+    weight_decay = _checks.real("weight_decay", weight_decay)
+    trust_coefficient = _checks.real("trust_coefficient", trust_coefficient)
+    eps = _checks.real("eps", eps)
+    _checks.finite_ge("lr", lr, 0.0)
+    _checks.finite_ge("momentum", momentum, 0.0)
+    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    _checks.finite_gt("trust_coefficient", trust_coefficient, 0.0)
+    _checks.finite_ge("eps", eps, 0.0)
+    rows, list_form = _checks.operands(
+        [("params", True, True, None), ("grads", False, True, None),
+         ("momentum_buffers", True, momentum != 0.0, "momentum != 0")],
+        [params, grads, momentum_buffers],
+    )
+    flags = _adapt_flags(adapt, len(rows), list_form)
+    trust = []
+    with _ieee():
+        for (p, g, buf), on in zip(rows, flags):
+            pn, gn = math.sqrt(_sq_norm(p)), math.sqrt(_sq_norm(g))
+            local = trust_coefficient * pn / (gn + weight_decay * pn + eps) if (on and pn > 0.0 and gn > 0.0) else 1.0
+            wd = weight_decay if on else 0.0
+            if buf is not None:
+                v = momentum * buf + (lr * local) * (g + wd * p)
+                buf[...] = v
+                p[...] = p - v
+            else:
+                p[...] = p - (lr * local) * (g + wd * p)
+            trust.append(local)
+    return _trust_result(trust, list_form)
+
+
+def add_penalty(grads: ArrayOrList, params: ArrayOrList, *, l1: float = 0.0, l2: float = 0.0) -> None:
+    r"""Adds the gradient of the elastic-net penalty :math:`l_1 \|p\|_1 + \frac{l_2}{2}\|p\|_2^2`
+    to ``grads``, in place (seed 003's L1, L2 and elastic-net regularization)::
+
+        g = g + l1 * sign(p) + l2 * p          (sign(0) = 0)
+
+    Seed 003 writes the elastic net as ``lambda/2 * (||p||^2 + ||p||_1)``: that is
+    ``l2 = lambda, l1 = lambda / 2`` (its code's ``lambda * (p + sign(p))`` doubles the L1 part).
+    """
+    l1, l2 = _checks.real("l1", l1), _checks.real("l2", l2)
+    _checks.finite_ge("l1", l1, 0.0)
+    _checks.finite_ge("l2", l2, 0.0)
+    rows, _ = _checks.operands([("grads", True, True, None), ("params", False, True, None)], [grads, params])
+    with _ieee():
+        for g, p in rows:
+            # sign by comparisons, as in the kernel: sign(NaN) = 0 (np.sign would give NaN)
+            s = np.where(p > 0, 1, np.where(p < 0, -1, 0)).astype(p.dtype)
+            g[...] = g + l1 * s + l2 * p
+
+
+def soft_threshold(params: ArrayOrList, *, threshold: float) -> None:
+    r"""The proximal step of the L1 penalty, in place::
+
+        p = sign(p) * max(|p| - threshold, 0)
+
+    With ``threshold = lr * l1`` after a plain gradient step this is proximal gradient
+    descent (ISTA) on the L1-regularized loss: it sets small weights exactly to zero,
+    which the subgradient form ``add_penalty(l1=...)`` never does.
+    """
+    threshold = _checks.real("threshold", threshold)
+    _checks.finite_ge("threshold", threshold, 0.0)
+    rows, _ = _checks.operands([("params", True, True, None)], [params])
+    with _ieee():
+        for (p,) in rows:
+            mag = np.maximum(np.abs(p) - threshold, 0).astype(p.dtype)
+            p[...] = np.where(p > 0, mag, np.where(p < 0, -mag, p))
