@@ -30,6 +30,14 @@ class _Layer:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)  # type: ignore[attr-defined]
 
+    def parameters(self) -> Dict[str, np.ndarray]:
+        """The trainable arrays by name (none by default)."""
+        return {}
+
+    def gradients(self) -> Dict[str, np.ndarray]:
+        """The gradients of :meth:`parameters`, same names (none by default)."""
+        return {}
+
 
 def _load_arrays(target: Dict[str, np.ndarray], state: dict, what: str) -> None:
     """Copies state[k] into target[k] for every k, after checking all of them."""
