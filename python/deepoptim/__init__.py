@@ -6,7 +6,7 @@ of the same name and signature in :mod:`deepoptim.reference`, which is its speci
 
 from __future__ import annotations
 
-from deepoptim import _core, functional, layers, reference
+from deepoptim import _core, clip, functional, layers, nn, optim, reference, regularization, schedules
 
 __version__: str = _core.__version__
 
@@ -21,4 +21,15 @@ def build_info() -> dict:
     return dict(_core.build_info())
 
 
-__all__ = ["__version__", "build_info", "functional", "layers", "reference"]
+__all__ = [
+    "__version__",
+    "build_info",
+    "clip",
+    "functional",
+    "layers",
+    "nn",
+    "optim",
+    "reference",
+    "regularization",
+    "schedules",
+]

@@ -198,6 +198,14 @@ class Optimizer:
         """Grads in the params' structure -> one list per group; checks shapes and dtypes
         of all of them before anything is updated."""
         s = self._structure
+        if s == "groups" and isinstance(grads, Mapping) and all(g["keyed"] for g in self.param_groups):
+            # One flat dict name -> grad (e.g. model.gradients()) for named groups: split by name.
+            names = [n for g in self.param_groups for n in g["names"]]
+            missing = [n for n in names if n not in grads]
+            extra = sorted(set(grads) - set(names))
+            if missing or extra:
+                raise ValueError(f"grads: missing {missing}, unexpected {extra}")
+            grads = [{n: grads[n] for n in g["names"]} for g in self.param_groups]
         if s == "groups":
             if not isinstance(grads, (list, tuple)) or len(grads) != len(self.param_groups):
                 raise ValueError(
@@ -237,7 +245,7 @@ class Optimizer:
 
     def step(self, grads) -> bool:
         """Applies one update to every parameter. ``grads`` has the structure of the params
-        (list, dict, or one list/dict per group). Returns False if the non-finite guard
+        (list, dict, or one list/dict per group; with named groups also one flat dict). Returns False if the non-finite guard
         skipped the step (parameters and state untouched), True otherwise."""
         per_group = self._grads_by_group(grads)
         flat = [a for lst in per_group for a in lst]
