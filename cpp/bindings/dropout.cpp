@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -45,8 +46,27 @@ py::array like(const py::array& x, DType dt) {
   return dt == DType::F32 ? py::array(py::array_t<float>(shape)) : py::array(py::array_t<double>(shape));
 }
 
+// The output array: `out` checked (x's shape and dtype, contiguous, writeable; it may be
+// x itself, since every element is read before it is written, but may not partly
+// overlap it), or a new array.
+py::array output(py::handle out_h, const py::array& x, DType dt, const char* xname) {
+  if (out_h.is_none()) return like(x, dt);
+  py::array out = require_array(out_h, "out");
+  require_dtype(out, dt, "out", xname);
+  require_shape(out, std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), "out", std::string(xname) + "'s shape");
+  require_contiguous(out, "out");
+  require_writeable(out, "out");
+  if (out.data() != x.data()) {
+    std::vector<Span> spans;
+    add_span(spans, x, false, xname);
+    add_span(spans, out, true, "out");
+    check_aliasing(spans);
+  }
+  return out;
+}
+
 py::tuple dropout(py::handle x_h, double p, bool training, py::handle seed_h, py::handle offset_h,
-                  bool return_mask) {
+                  bool return_mask, py::handle out_h) {
   py::array x = require_array(x_h, "x");
   const DType dt = float_dtype(x, "x");
   require_contiguous(x, "x");
@@ -54,9 +74,13 @@ py::tuple dropout(py::handle x_h, double p, bool training, py::handle seed_h, py
   const std::uint64_t seed = as_u64(seed_h, "seed");
   const std::uint64_t offset = as_u64(offset_h, "offset");
   check_offset_range(offset, x.size());
-  if (!training || p == 0.0) return py::make_tuple(x, py::none());  // identity, no copy
+  py::array y = output(out_h, x, dt, "x");
+  if (!training || p == 0.0) {  // the identity: x itself, or a copy into out
+    if (out_h.is_none()) return py::make_tuple(x, py::none());
+    if (y.data() != x.data()) std::memcpy(y.mutable_data(), x.data(), static_cast<std::size_t>(x.nbytes()));
+    return py::make_tuple(y, py::none());
+  }
 
-  py::array y = like(x, dt);
   py::array_t<std::uint8_t> mask(return_mask ? (x.size() + 7) / 8 : 0);
   auto run = [&](auto tag) {
     using T = decltype(tag);
@@ -72,7 +96,7 @@ py::tuple dropout(py::handle x_h, double p, bool training, py::handle seed_h, py
 }
 
 py::array dropout_backward(py::handle dy_h, py::handle mask_h, double p, py::handle seed_h,
-                           py::handle offset_h) {
+                           py::handle offset_h, py::handle out_h) {
   py::array dy = require_array(dy_h, "dy");
   const DType dt = float_dtype(dy, "dy");
   require_contiguous(dy, "dy");
@@ -95,9 +119,13 @@ py::array dropout_backward(py::handle dy_h, py::handle mask_h, double p, py::han
   } else if (p != 0.0) {
     throw py::value_error("dropout_backward needs the mask, or the seed (and offset) to regenerate it");
   }
-  if (p == 0.0) return dy;  // the forward was the identity
+  py::array dx = output(out_h, dy, dt, "dy");
+  if (p == 0.0) {  // the forward was the identity
+    if (out_h.is_none()) return dy;
+    if (dx.data() != dy.data()) std::memcpy(dx.mutable_data(), dy.data(), static_cast<std::size_t>(dy.nbytes()));
+    return dx;
+  }
 
-  py::array dx = like(dy, dt);
   auto run = [&](auto tag) {
     using T = decltype(tag);
     dr::BackwardArgs<T> a{static_cast<const T*>(dy.data()), static_cast<T*>(dx.mutable_data()), mask,
@@ -125,11 +153,12 @@ void bind_dropout(py::module_& m) {
   m.def("dropout", &dropout,
         "Inverted dropout forward. Returns (y, packed mask or None). See deepoptim.functional.dropout.",
         arg("x"), arg("p") = 0.5, arg("training") = true, arg("seed") = 0, arg("offset") = 0,
-        arg("return_mask") = true);
+        arg("return_mask") = true, arg("out") = py::none());
   m.def("dropout_backward", &dropout_backward,
         "Dropout backward from the packed mask, or from (seed, offset) with mask=None. See "
         "deepoptim.functional.dropout_backward.",
-        arg("dy"), arg("mask"), arg("p") = 0.5, arg("seed") = py::none(), arg("offset") = 0);
+        arg("dy"), arg("mask"), arg("p") = 0.5, arg("seed") = py::none(), arg("offset") = 0,
+        arg("out") = py::none());
   m.def("philox4x32_10", &philox, "One Philox4x32-10 block (Salmon et al., 2011): 4 output words.",
         arg("counter"), arg("key"));
 }

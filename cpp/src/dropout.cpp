@@ -1,8 +1,8 @@
 // Inverted dropout with Philox4x32-10 masks. Math, mask format and references:
 // deepoptim/dropout.hpp; the NumPy twin python/deepoptim/reference/dropout.py.
 //
-// Each 4096-element block first fills a stack buffer with the Philox words of its
-// elements (one Philox call per 4 elements; the group loop vectorizes: every group is
+// Each 4096-element block first fills a stack buffer with the 16-bit draws of its
+// elements (one Philox call per 8 elements; the group loop vectorizes: every group is
 // independent), then applies them. Blocks are multiples of 8 elements, so no mask byte
 // is shared by two threads.
 #include "deepoptim/dropout.hpp"
@@ -40,10 +40,11 @@ DEEPOPTIM_INLINE void philox(std::uint32_t& c0, std::uint32_t& c1, std::uint32_t
   }
 }
 
-// words[j - 4*g0] for every element j in [j0, j1) of the sequence, g0 = j0 / 4.
-DEEPOPTIM_INLINE void fill_words(std::uint32_t* __restrict words, std::uint64_t j0,
+// draws[j - 8*g0] for every element j in [j0, j1) of the sequence, g0 = j0 / 8: the
+// four words of group g, each split low half first (little-endian order of the halves).
+DEEPOPTIM_INLINE void fill_draws(std::uint16_t* __restrict draws, std::uint64_t j0,
                                  std::uint64_t j1, std::uint64_t seed) {
-  const std::uint64_t g0 = j0 >> 2, g1 = (j1 + 3) >> 2;
+  const std::uint64_t g0 = j0 >> 3, g1 = (j1 + 7) >> 3;
   const std::uint32_t k0 = std::uint32_t(seed), k1 = std::uint32_t(seed >> 32);
   const std::int64_t ng = std::int64_t(g1 - g0);
 #pragma omp simd
@@ -51,41 +52,49 @@ DEEPOPTIM_INLINE void fill_words(std::uint32_t* __restrict words, std::uint64_t 
     const std::uint64_t g = g0 + std::uint64_t(i);
     std::uint32_t c0 = std::uint32_t(g), c1 = std::uint32_t(g >> 32), c2 = 0, c3 = 0;
     philox(c0, c1, c2, c3, k0, k1);
-    words[4 * i + 0] = c0;
-    words[4 * i + 1] = c1;
-    words[4 * i + 2] = c2;
-    words[4 * i + 3] = c3;
+    draws[8 * i + 0] = std::uint16_t(c0);
+    draws[8 * i + 1] = std::uint16_t(c0 >> 16);
+    draws[8 * i + 2] = std::uint16_t(c1);
+    draws[8 * i + 3] = std::uint16_t(c1 >> 16);
+    draws[8 * i + 4] = std::uint16_t(c2);
+    draws[8 * i + 5] = std::uint16_t(c2 >> 16);
+    draws[8 * i + 6] = std::uint16_t(c3);
+    draws[8 * i + 7] = std::uint16_t(c3 >> 16);
   }
 }
 
 struct Coef {
-  std::uint64_t threshold;
+  std::uint32_t threshold;  // up to 2^16 inclusive
   double scale;  // 1/(1-p) in double, rounded to T by the users
 };
 
 template <class T>
 DEEPOPTIM_INLINE void forward_block(const ForwardArgs<T>& a, const Coef& c, std::int64_t b,
                                     std::int64_t e) {
-  alignas(64) std::uint32_t words[parallel::kBlock + 8];
+  alignas(64) std::uint16_t draws[parallel::kBlock + 16];
   const std::uint64_t j0 = a.offset + std::uint64_t(b);
-  fill_words(words, j0, j0 + std::uint64_t(e - b), a.seed);
-  const std::uint32_t* w = words + (j0 & 3);
+  fill_draws(draws, j0, j0 + std::uint64_t(e - b), a.seed);
+  const std::uint16_t* w = draws + (j0 & 7);
   const T scale = T(c.scale);
   const T* __restrict x = a.x + b;
   T* __restrict y = a.y + b;
   const std::int64_t n = e - b;
 #pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) y[i] = std::uint64_t(w[i]) >= c.threshold ? x[i] * scale : T(0);
+  for (std::int64_t i = 0; i < n; ++i) y[i] = std::uint32_t(w[i]) >= c.threshold ? x[i] * scale : T(0);
   if (a.mask) {
     std::uint8_t* __restrict m = a.mask + b / 8;
-    const std::int64_t nbytes = (n + 7) / 8;
-    for (std::int64_t k = 0; k < nbytes; ++k) {
-      std::uint8_t byte = 0;
-      const std::int64_t lim = std::min<std::int64_t>(8, n - 8 * k);
-      for (std::int64_t bit = 0; bit < lim; ++bit) {
-        byte |= std::uint8_t((std::uint64_t(w[8 * k + bit]) >= c.threshold) << bit);
-      }
-      m[k] = byte;
+    const std::int64_t full = n / 8;
+    const std::uint32_t thr = c.threshold;
+#pragma omp simd
+    for (std::int64_t k = 0; k < full; ++k) {
+      unsigned byte = 0;
+      for (int bit = 0; bit < 8; ++bit) byte |= unsigned(std::uint32_t(w[8 * k + bit]) >= thr) << bit;
+      m[k] = std::uint8_t(byte);
+    }
+    if (n > 8 * full) {
+      unsigned byte = 0;
+      for (std::int64_t i = 8 * full; i < n; ++i) byte |= unsigned(std::uint32_t(w[i]) >= thr) << (i - 8 * full);
+      m[full] = std::uint8_t(byte);
     }
   }
 }
@@ -98,17 +107,23 @@ DEEPOPTIM_INLINE void backward_block(const BackwardArgs<T>& a, const Coef& c, st
   T* __restrict dx = a.dx + b;
   const std::int64_t n = e - b;
   if (a.mask) {
+    // One byte, eight elements: the inner loop is a fixed 8-wide vector operation.
     const std::uint8_t* __restrict m = a.mask + b / 8;
+    const std::int64_t full = n / 8;
+    for (std::int64_t k = 0; k < full; ++k) {
+      const unsigned byte = m[k];
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) dx[i] = ((m[i >> 3] >> (i & 7)) & 1) ? dy[i] * scale : T(0);
+      for (int bit = 0; bit < 8; ++bit) dx[8 * k + bit] = ((byte >> bit) & 1u) ? dy[8 * k + bit] * scale : T(0);
+    }
+    for (std::int64_t i = 8 * full; i < n; ++i) dx[i] = ((m[i >> 3] >> (i & 7)) & 1) ? dy[i] * scale : T(0);
     return;
   }
-  alignas(64) std::uint32_t words[parallel::kBlock + 8];
+  alignas(64) std::uint16_t draws[parallel::kBlock + 16];
   const std::uint64_t j0 = a.offset + std::uint64_t(b);
-  fill_words(words, j0, j0 + std::uint64_t(n), a.seed);
-  const std::uint32_t* w = words + (j0 & 3);
+  fill_draws(draws, j0, j0 + std::uint64_t(n), a.seed);
+  const std::uint16_t* w = draws + (j0 & 7);
 #pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) dx[i] = std::uint64_t(w[i]) >= c.threshold ? dy[i] * scale : T(0);
+  for (std::int64_t i = 0; i < n; ++i) dx[i] = std::uint32_t(w[i]) >= c.threshold ? dy[i] * scale : T(0);
 }
 
 DEEPOPTIM_CLONES void forward_blk(const ForwardArgs<float>& a, const Coef& c, std::int64_t b, std::int64_t e) {
@@ -124,7 +139,7 @@ DEEPOPTIM_CLONES void backward_blk(const BackwardArgs<double>& a, const Coef& c,
   backward_block(a, c, b, e);
 }
 
-Coef coef(double p) { return {keep_threshold(p), p < 1.0 ? 1.0 / (1.0 - p) : 0.0}; }
+Coef coef(double p) { return {std::uint32_t(keep_threshold(p)), p < 1.0 ? 1.0 / (1.0 - p) : 0.0}; }
 
 }  // namespace
 
@@ -138,8 +153,8 @@ void philox4x32_10(const std::uint32_t counter[4], const std::uint32_t key[2], s
 }
 
 std::uint64_t keep_threshold(double p) {
-  const double t = std::floor(p * 4294967296.0);
-  return t <= 0.0 ? 0 : (t >= 4294967296.0 ? (std::uint64_t(1) << 32) : std::uint64_t(t));
+  const double t = std::floor(p * 65536.0);
+  return t <= 0.0 ? 0 : (t >= 65536.0 ? 65536 : std::uint64_t(t));
 }
 
 template <class T>

@@ -107,6 +107,7 @@ def dropout(
     seed: int = 0,
     offset: int = 0,
     return_mask: bool = True,
+    out: Optional[npt.NDArray[np.floating]] = None,
 ) -> Tuple[npt.NDArray[np.floating], Optional[npt.NDArray[np.uint8]]]: ...
 def dropout_backward(
     dy: npt.NDArray[np.floating],
@@ -114,6 +115,7 @@ def dropout_backward(
     p: float = 0.5,
     seed: Optional[int] = None,
     offset: int = 0,
+    out: Optional[npt.NDArray[np.floating]] = None,
 ) -> npt.NDArray[np.floating]: ...
 def philox4x32_10(counter: Sequence[int], key: Sequence[int]) -> Tuple[int, int, int, int]: ...
 def lamb(

@@ -1,11 +1,13 @@
 // Inverted dropout (Srivastava et al., 2014) with a counter-based generator.
 //
-// Element j of a call (j = offset + flat index) is kept iff word (j mod 4) of
-// Philox4x32-10(counter = (lo32(j/4), hi32(j/4), 0, 0), key = (lo32(seed), hi32(seed)))
-// is >= floor(p * 2^32) (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
-// SC 2011). A mask therefore depends only on (seed, offset + index): not on the thread
-// count, the block split, or how a long sequence is cut into calls. Kept values are
-// scaled by 1/(1-p).
+// Element j of a call (j = offset + flat index) draws 16 bits: half (j mod 2, low half
+// first) of word ((j mod 8) / 2) of
+// Philox4x32-10(counter = (lo32(j/8), hi32(j/8), 0, 0), key = (lo32(seed), hi32(seed)))
+// (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011), and is kept
+// iff that draw is >= floor(p * 2^16). One Philox call serves 8 elements: the generator is
+// the cost of dropout, and 16 bits resolve p to 1/65536 (a keep-rate bias below 1.6e-5).
+// A mask depends only on (seed, offset + index): not on the thread count, the block
+// split, or how a long sequence is cut into calls. Kept values are scaled by 1/(1-p).
 //
 // Masks are packed bits, little-endian within each byte (numpy.packbits(bitorder=
 // "little")): bit k of byte b is element 8b+k.

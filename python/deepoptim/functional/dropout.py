@@ -19,8 +19,9 @@ def dropout(
     seed: int = 0,
     offset: int = 0,
     return_mask: bool = True,
+    out: Optional[np.ndarray] = None,
 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    return _core.dropout(x, p, training, seed, offset, return_mask)
+    return _core.dropout(x, p, training, seed, offset, return_mask, out)
 
 
 def dropout_backward(
@@ -29,8 +30,9 @@ def dropout_backward(
     p: float = 0.5,
     seed: Optional[int] = None,
     offset: int = 0,
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
-    return _core.dropout_backward(dy, mask, p, seed, offset)
+    return _core.dropout_backward(dy, mask, p, seed, offset, out)
 
 
 # The module reference.dropout is shadowed by the function of that name in the package,

@@ -1,10 +1,13 @@
 """NumPy twins of the dropout kernels and their generator: the specification of
 ``cpp/src/dropout.cpp``. Masks match the kernel's bit for bit.
 
-Element ``j = offset + i`` of a call is kept iff word ``j % 4`` of
-``philox4x32_10(counter=(lo32(j // 4), hi32(j // 4), 0, 0), key=(lo32(seed), hi32(seed)))``
-is ``>= floor(p * 2**32)``. A mask thus depends only on (seed, offset + index); advance
-``offset`` by the number of elements to get a fresh mask for the next call.
+Element ``j = offset + i`` of a call draws 16 bits: half ``j % 2`` (low half first) of
+word ``(j % 8) // 2`` of
+``philox4x32_10(counter=(lo32(j // 8), hi32(j // 8), 0, 0), key=(lo32(seed), hi32(seed)))``,
+and is kept iff the draw is ``>= floor(p * 2**16)``. One Philox call serves eight
+elements (the generator is what dropout costs); 16 bits resolve p to 1/65536. A mask
+depends only on (seed, offset + index); advance ``offset`` by the number of elements to
+get a fresh mask for the next call.
 """
 
 from __future__ import annotations
@@ -46,23 +49,26 @@ def philox4x32_10(counter, key) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
 
 def keep_threshold(p: float) -> int:
-    """``floor(p * 2**32)`` clamped to [0, 2**32]: an element is kept iff its word is >= this."""
-    return min(max(math.floor(p * 4294967296.0), 0), 2**32)
+    """``floor(p * 2**16)`` clamped to [0, 2**16]: an element is kept iff its draw is >= this."""
+    return min(max(math.floor(p * 65536.0), 0), 2**16)
 
 
-def random_words(seed: int, offset: int, n: int) -> np.ndarray:
-    """The uint32 word of elements ``offset .. offset + n - 1`` of the stream ``seed``."""
+def random_draws(seed: int, offset: int, n: int) -> np.ndarray:
+    """The 16-bit draws (uint16) of elements ``offset .. offset + n - 1`` of the stream ``seed``."""
     if n == 0:
-        return np.zeros(0, np.uint32)
-    g0, g1 = offset >> 2, (offset + n + 3) >> 2
+        return np.zeros(0, np.uint16)
+    g0, g1 = offset >> 3, (offset + n + 7) >> 3
     g = np.arange(g1 - g0, dtype=np.uint64) + np.uint64(g0)
     words = np.stack(philox4x32_10((g & _LO, g >> _32, 0, 0), (seed & 0xFFFFFFFF, seed >> 32)), axis=1)
-    start = offset - 4 * g0
-    return words.reshape(-1)[start : start + n]
+    lo = (words & 0xFFFF).astype(np.uint16)
+    hi = (words >> 16).astype(np.uint16)
+    draws = np.stack([lo, hi], axis=2).reshape(-1)  # word 0 low, word 0 high, word 1 low, ...
+    start = offset - 8 * g0
+    return draws[start : start + n]
 
 
 def _keep(seed: int, offset: int, n: int, p: float) -> np.ndarray:
-    return random_words(seed, offset, n).astype(np.uint64) >= np.uint64(keep_threshold(p))
+    return random_draws(seed, offset, n).astype(np.uint32) >= np.uint32(keep_threshold(p))
 
 
 def _scale(p: float) -> float:
@@ -72,6 +78,26 @@ def _scale(p: float) -> float:
 def _scaled(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
     # Only kept elements are multiplied: a dropped inf or NaN gives 0, silently.
     return np.multiply(x, _scale(p), out=np.zeros_like(x), where=keep)
+
+
+def _output(out, x: np.ndarray, xname: str) -> Optional[np.ndarray]:
+    # Same checks as the C++ binding: x's shape and dtype, contiguous, writeable, and
+    # either x itself (elementwise in place is safe) or not overlapping it at all.
+    if out is None:
+        return None
+    _checks.array(out, "out")
+    if out.dtype != x.dtype:
+        raise TypeError(f"out must have the dtype of {xname} ({x.dtype}), got {out.dtype}")
+    if out.shape != x.shape:
+        raise ValueError(f"out must have shape {x.shape} ({xname}'s shape), got {out.shape}")
+    _checks.contiguous(out, "out")
+    _checks.writeable(out, "out")
+    if out.__array_interface__["data"][0] != x.__array_interface__["data"][0]:
+        spans: list = []
+        _checks.add_span(spans, x, False, xname)
+        _checks.add_span(spans, out, True, "out")
+        _checks.aliasing(spans)
+    return out
 
 
 def _check_p(p) -> float:
@@ -87,6 +113,7 @@ def dropout(
     seed: int = 0,
     offset: int = 0,
     return_mask: bool = True,
+    out: Optional[np.ndarray] = None,
 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     r"""Inverted dropout (Srivastava et al., 2014)::
 
@@ -101,6 +128,8 @@ def dropout(
       seed, offset: ints in [0, 2**64) selecting the mask; a call covers the elements
         ``offset .. offset + x.size - 1`` of the stream ``seed``.
       return_mask: False skips building the mask (use ``dropout_backward`` with the seed).
+      out: where to write y (x's shape and dtype; may be x itself for in-place dropout).
+        Reusing a buffer avoids the page faults of a fresh allocation on every call.
 
     Returns:
       ``(y, mask)``: mask is the keep pattern packed 8 elements per byte, little-endian
@@ -110,9 +139,9 @@ def dropout(
       >>> import numpy as np
       >>> y, mask = dropout(np.ones(8, np.float32), p=0.5, seed=1)
       >>> y
-      array([2., 2., 2., 2., 2., 2., 0., 2.], dtype=float32)
+      array([0., 2., 0., 2., 0., 2., 2., 2.], dtype=float32)
       >>> np.unpackbits(mask, bitorder="little")
-      array([1, 1, 1, 1, 1, 1, 0, 1], dtype=uint8)
+      array([0, 1, 0, 1, 0, 1, 1, 1], dtype=uint8)
     """
     _checks.array(x, "x")
     _checks.float_dtype(x, "x")
@@ -122,12 +151,19 @@ def dropout(
     offset = _checks.uint64(offset, "offset")
     if offset + x.size >= 2**64:
         raise ValueError("offset + x.size must be < 2**64")
+    out = _output(out, x, "x")
     if not training or p == 0.0:
-        return x, None
+        if out is None:
+            return x, None
+        out[...] = x
+        return out, None
     keep = _keep(seed, offset, x.size, p).reshape(x.shape)
     y = _scaled(x, keep, p)
     mask = np.packbits(keep.reshape(-1), bitorder="little") if return_mask else None
-    return y, mask
+    if out is None:
+        return y, mask
+    out[...] = y
+    return out, mask
 
 
 def dropout_backward(
@@ -136,12 +172,14 @@ def dropout_backward(
     p: float = 0.5,
     seed: Optional[int] = None,
     offset: int = 0,
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     r"""Gradient of :func:`dropout`: ``dx = dy * keep / (1 - p)``.
 
     The keep pattern comes from ``mask`` (as returned by the forward) or, with
     ``mask=None``, is regenerated from ``(seed, offset)``: then no mask need be stored.
-    With ``p == 0`` dy itself is returned.
+    With ``p == 0`` dy itself is returned (or copied into ``out``). ``out``: where to write
+    dx, as in :func:`dropout`.
     """
     _checks.array(dy, "dy")
     _checks.float_dtype(dy, "dy")
@@ -164,6 +202,9 @@ def dropout_backward(
         keep = None if p == 0.0 else _keep(seed, offset, n, p)
     elif p != 0.0:
         raise ValueError("dropout_backward needs the mask, or the seed (and offset) to regenerate it")
-    if p == 0.0:
-        return dy
-    return _scaled(dy, keep.reshape(dy.shape), p)
+    out = _output(out, dy, "dy")
+    dx = dy if p == 0.0 else _scaled(dy, keep.reshape(dy.shape), p)
+    if out is None:
+        return dx
+    out[...] = dx
+    return out
