@@ -38,7 +38,7 @@ void check_aliasing(std::vector<Span>& spans) {
     if (reach_written && s.begin < reach_written->end) other = reach_written;
     else if (s.written && reach_any && s.begin < reach_any->end) other = reach_any;
     if (other) {
-      throw py::value_error(other->name + " and " + s.name +
+      throw py::value_error(other->label() + " and " + s.label() +
                             " share memory; every array the kernel writes must be distinct "
                             "from all the others");
     }
@@ -54,6 +54,19 @@ void add_span(std::vector<Span>& spans, const py::array& a, bool written, const 
 }
 
 const char* dtype_str(DType dt) { return dt == DType::F32 ? "float32" : "float64"; }
+
+// The dtype check of the hot path: the numpy type number and byte order, read from the
+// descriptor, with no temporary dtype objects.
+template <class NameFn>
+DType fast_float_dtype(const py::array& a, NameFn name) {
+  const py::dtype d = a.dtype();
+  const int num = d.num();
+  const char order = d.byteorder();
+  const bool native = order == '=' || order == '|' || (order == '<' && PY_LITTLE_ENDIAN) || (order == '>' && !PY_LITTLE_ENDIAN);
+  if (native && num == py::detail::npy_api::NPY_FLOAT_) return DType::F32;
+  if (native && num == py::detail::npy_api::NPY_DOUBLE_) return DType::F64;
+  return float_dtype(a, name());
+}
 
 py::array require_array(py::handle h, const std::string& name) {
   if (!py::isinstance<py::array>(h)) {
@@ -159,24 +172,25 @@ Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::h
     return list_form ? std::string(ops[k].name) + "[" + std::to_string(t) + "]" : std::string(ops[k].name);
   };
 
-  // Pass 2: every array, checked fully before any pointer is handed out.
-  std::string lead_dtype_owner;
+  // Pass 2: every array, checked fully before any pointer is handed out. Argument names
+  // are strings built only when an error is raised: they would cost more than the
+  // checks themselves on a small call.
+  std::size_t lead_k = 0;
   for (std::int64_t t = 0; t < ntensors; ++t) {
     py::array p_arr;
     for (std::size_t k = 0; k < ops.size(); ++k) {
       if (!ops[k].used) continue;
       const py::handle h = item(k, t);
-      const std::string name = arg_name(k, t);
       if (!py::isinstance<py::array>(h)) {
-        throw py::type_error(name + " must be a numpy.ndarray, got " + type_name(h));
+        throw py::type_error(arg_name(k, t) + " must be a numpy.ndarray, got " + type_name(h));
       }
       const auto a = py::reinterpret_borrow<py::array>(h);
-      const DType dt = float_dtype(a, name);
+      const DType dt = fast_float_dtype(a, [&] { return arg_name(k, t); });
       if (t == 0 && k == 0) {
         out.dtype = dt;
-        lead_dtype_owner = name;
+        lead_k = k;
       } else if (dt != out.dtype) {
-        throw py::type_error(name + " has dtype " + dtype_name(a) + " but " + lead_dtype_owner +
+        throw py::type_error(arg_name(k, t) + " has dtype " + dtype_name(a) + " but " + arg_name(lead_k, 0) +
                              " has dtype " + dtype_str(out.dtype) +
                              "; all arrays of one call must share a dtype");
       }
@@ -184,18 +198,26 @@ Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::h
         p_arr = a;
       } else if (a.ndim() != p_arr.ndim() ||
                  !std::equal(a.shape(), a.shape() + a.ndim(), p_arr.shape())) {
-        throw py::value_error(name + " has shape " + shape_str(a) + " but " + arg_name(0, t) +
+        throw py::value_error(arg_name(k, t) + " has shape " + shape_str(a) + " but " + arg_name(0, t) +
                               " has shape " + shape_str(p_arr));
       }
-      require_contiguous(a, name);
-      if (ops[k].written) require_writeable(a, name);
-      add_span(spans, a, ops[k].written, name);
+      const int flags = a.flags();
+      const bool aligned = reinterpret_cast<std::uintptr_t>(a.data()) % static_cast<std::uintptr_t>(a.itemsize()) == 0;
+      if (!(flags & py::array::c_style) || !aligned) require_contiguous(a, arg_name(k, t));
+      if (ops[k].written && !a.writeable()) require_writeable(a, arg_name(k, t));
+      if (a.nbytes() > 0) {
+        const auto begin = reinterpret_cast<std::uintptr_t>(a.data());
+        spans.push_back({begin, begin + static_cast<std::uintptr_t>(a.nbytes()), ops[k].written, {}, k, t});
+      }
       out.ptrs[static_cast<std::size_t>(t) * ops.size() + k] = const_cast<void*>(a.data());
       out.keep_alive.push_back(a);
     }
     out.sizes[static_cast<std::size_t>(t)] = static_cast<std::int64_t>(p_arr.size());
   }
-  check_aliasing(spans);
+  if (spans.size() > 1) {
+    for (Span& sp : spans) sp.name_of = [&, k = sp.k, t = sp.t] { return arg_name(k, t); };
+    check_aliasing(spans);
+  }
   return out;
 }
 

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -67,7 +68,11 @@ const char* dtype_str(DType dt);
 struct Span {
   std::uintptr_t begin, end;
   bool written;
-  std::string name;
+  std::string name;                       // or, on the hot path, built on demand:
+  std::size_t k = 0;                      //   operand index and
+  std::int64_t t = 0;                     //   tensor index for name_of
+  std::function<std::string()> name_of;   // set when name is left empty
+  std::string label() const { return name_of ? name_of() : name; }
 };
 void add_span(std::vector<Span>& spans, const py::array& a, bool written, const std::string& name);
 void check_aliasing(std::vector<Span>& spans);

@@ -352,43 +352,42 @@ void bind_optim(py::module_& m) {
   const auto none = py::none();
   m.def("sgd", &sgd,
         "SGD with momentum, in place. Arrays or lists of arrays. See deepoptim.functional.sgd.",
-        arg("params"), arg("grads"), arg("momentum_buffers") = none, py::kw_only(),
-        arg("lr") = 1e-3, arg("momentum") = 0.0, arg("dampening") = 0.0,
+        arg("params"), arg("grads"), arg("momentum_buffers") = none, arg("lr") = 1e-3, arg("momentum") = 0.0, arg("dampening") = 0.0,
         arg("weight_decay") = 0.0, arg("nesterov") = false, arg("maximize") = false,
         arg("first_step") = false, arg("momentum_form") = "torch");
   m.def("adagrad", &adagrad,
         "Adagrad, in place. Arrays or lists of arrays. See deepoptim.functional.adagrad.",
-        arg("params"), arg("grads"), arg("state_sums"), py::kw_only(), arg("step"),
+        arg("params"), arg("grads"), arg("state_sums"), arg("step"),
         arg("lr") = 1e-2, arg("lr_decay") = 0.0, arg("weight_decay") = 0.0,
         arg("initial_accumulator_value") = 0.0, arg("eps") = 1e-10, arg("maximize") = false);
   m.def("rmsprop", &rmsprop,
         "RMSprop, in place. Arrays or lists of arrays. See deepoptim.functional.rmsprop.",
         arg("params"), arg("grads"), arg("square_avgs"), arg("grad_avgs") = none,
-        arg("momentum_buffers") = none, py::kw_only(), arg("lr") = 1e-2, arg("alpha") = 0.99,
+        arg("momentum_buffers") = none, arg("lr") = 1e-2, arg("alpha") = 0.99,
         arg("eps") = 1e-8, arg("weight_decay") = 0.0, arg("momentum") = 0.0,
         arg("centered") = false, arg("maximize") = false);
   m.def("adam", &adam,
         "Adam / AdamW / AMSGrad, in place. Arrays or lists of arrays. See "
         "deepoptim.functional.adam.",
         arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"),
-        arg("max_exp_avg_sqs") = none, py::kw_only(), arg("step"), arg("lr") = 1e-3,
+        arg("max_exp_avg_sqs") = none, arg("step"), arg("lr") = 1e-3,
         arg("beta1") = 0.9, arg("beta2") = 0.999, arg("eps") = 1e-8, arg("weight_decay") = 0.0,
         arg("amsgrad") = false, arg("maximize") = false, arg("decoupled_weight_decay") = false,
         arg("bias_correction") = true, arg("eps_inside_sqrt") = false);
   m.def("lamb", &lamb,
         "LAMB, in place; returns the trust ratios. See deepoptim.functional.lamb.", arg("params"),
-        arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), py::kw_only(), arg("step"), arg("lr") = 1e-3,
+        arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr") = 1e-3,
         arg("beta1") = 0.9, arg("beta2") = 0.999, arg("eps") = 1e-6, arg("weight_decay") = 0.0,
         arg("bias_correction") = true, arg("adapt") = none);
   m.def("lars", &lars,
         "LARS, in place; returns the local learning rates. See deepoptim.functional.lars.",
-        arg("params"), arg("grads"), arg("momentum_buffers") = none, py::kw_only(), arg("lr") = 1e-3,
+        arg("params"), arg("grads"), arg("momentum_buffers") = none, arg("lr") = 1e-3,
         arg("momentum") = 0.9, arg("weight_decay") = 0.0, arg("trust_coefficient") = 1e-3,
         arg("eps") = 0.0, arg("adapt") = none);
   m.def("add_penalty", &add_penalty, "grads += l1*sign(params) + l2*params, in place.",
-        arg("grads"), arg("params"), py::kw_only(), arg("l1") = 0.0, arg("l2") = 0.0);
+        arg("grads"), arg("params"), arg("l1") = 0.0, arg("l2") = 0.0);
   m.def("soft_threshold", &soft_threshold, "params = sign(params)*max(|params| - threshold, 0).",
-        arg("params"), py::kw_only(), arg("threshold"));
+        arg("params"), arg("threshold"));
 }
 
 }  // namespace deepoptim::bind

@@ -39,11 +39,8 @@ def sgd(
     first_step: bool = False,
     momentum_form: str = "torch",
 ) -> None:
-    _core.sgd(
-        params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
-        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-        first_step=first_step, momentum_form=momentum_form,
-    )
+    _core.sgd(params, grads, momentum_buffers, lr, momentum, dampening, weight_decay, nesterov, maximize,
+              first_step, momentum_form)
 
 
 def adagrad(
@@ -59,11 +56,8 @@ def adagrad(
     eps: float = 1e-10,
     maximize: bool = False,
 ) -> None:
-    _core.adagrad(
-        params, grads, state_sums, step=step, lr=lr, lr_decay=lr_decay,
-        weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
-        eps=eps, maximize=maximize,
-    )
+    _core.adagrad(params, grads, state_sums, step, lr, lr_decay, weight_decay, initial_accumulator_value, eps,
+                  maximize)
 
 
 def rmsprop(
@@ -81,10 +75,8 @@ def rmsprop(
     centered: bool = False,
     maximize: bool = False,
 ) -> None:
-    _core.rmsprop(
-        params, grads, square_avgs, grad_avgs, momentum_buffers, lr=lr, alpha=alpha, eps=eps,
-        weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize,
-    )
+    _core.rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps, weight_decay, momentum,
+                  centered, maximize)
 
 
 def adam(
@@ -105,13 +97,10 @@ def adam(
     bias_correction: bool = True,
     eps_inside_sqrt: bool = False,
 ) -> None:
-    beta1, beta2 = _betas(betas)
-    _core.adam(
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr, beta1=beta1,
-        beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-        decoupled_weight_decay=decoupled_weight_decay, bias_correction=bias_correction,
-        eps_inside_sqrt=eps_inside_sqrt,
-    )
+    if betas.__class__ is not tuple or len(betas) != 2:
+        betas = _betas(betas)
+    _core.adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, betas[0], betas[1], eps,
+               weight_decay, amsgrad, maximize, decoupled_weight_decay, bias_correction, eps_inside_sqrt)
 
 
 def adamw(
@@ -131,13 +120,10 @@ def adamw(
     bias_correction: bool = True,
     eps_inside_sqrt: bool = False,
 ) -> None:
-    beta1, beta2 = _betas(betas)
-    _core.adam(
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr, beta1=beta1,
-        beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-        decoupled_weight_decay=True, bias_correction=bias_correction,
-        eps_inside_sqrt=eps_inside_sqrt,
-    )
+    if betas.__class__ is not tuple or len(betas) != 2:
+        betas = _betas(betas)
+    _core.adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, betas[0], betas[1], eps,
+               weight_decay, amsgrad, maximize, True, bias_correction, eps_inside_sqrt)
 
 
 def lamb(
