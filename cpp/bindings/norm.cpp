@@ -14,6 +14,14 @@ namespace {
 
 namespace nm = deepoptim::norm;
 
+// A per-thread workspace that only grows: the kernels write every slot before reading
+// it, so there is nothing to zero, and no allocation (nor page faults) per call.
+double* workspace(std::int64_t n) {
+  thread_local std::vector<double> buf;
+  if (buf.size() < static_cast<std::size_t>(n)) buf.resize(static_cast<std::size_t>(n));
+  return buf.data();
+}
+
 struct Layout {
   nm::Dims dims;
   py::ssize_t channels;
@@ -111,13 +119,13 @@ py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running
   std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
   py::array y = dt == DType::F32 ? py::array(py::array_t<float>(shape)) : py::array(py::array_t<double>(shape));
   py::array_t<double> save_mean(L.channels), save_invstd(L.channels);
-  std::vector<double> work(static_cast<std::size_t>(nm::workspace_size(L.dims)));
+  double* work = workspace(nm::workspace_size(L.dims));
 
   auto run = [&](auto tag) {
     using T = decltype(tag);
     nm::ForwardArgs<T> a{static_cast<const T*>(x.data()), static_cast<T*>(y.mutable_data()),
                          ptr_or_null<T>(w), ptr_or_null<T>(b), ptr_or_null<T>(rm), ptr_or_null<T>(rv),
-                         nbt, save_mean.mutable_data(), save_invstd.mutable_data(), work.data(),
+                         nbt, save_mean.mutable_data(), save_invstd.mutable_data(), work,
                          L.dims, training, cumulative, momentum, eps};
     py::gil_scoped_release release;
     nm::batch_norm_forward<T>(a);
@@ -157,7 +165,7 @@ py::tuple batch_norm_backward(py::handle dy_h, py::handle x_h, py::handle mean_h
   py::array dx = alloc(shape);
   const py::object dw = need_dweight ? py::object(alloc({L.channels})) : py::object(py::none());
   const py::object db = need_dbias ? py::object(alloc({L.channels})) : py::object(py::none());
-  std::vector<double> work(static_cast<std::size_t>(nm::workspace_size(L.dims)));
+  double* work = workspace(nm::workspace_size(L.dims));
 
   auto run = [&](auto tag) {
     using T = decltype(tag);
@@ -165,7 +173,7 @@ py::tuple batch_norm_backward(py::handle dy_h, py::handle x_h, py::handle mean_h
                           static_cast<T*>(dx.mutable_data()), ptr_or_null<T>(w),
                           static_cast<const double*>(stats[0].data()),
                           static_cast<const double*>(stats[1].data()), ptr_or_null<T>(dw),
-                          ptr_or_null<T>(db), work.data(), L.dims, training};
+                          ptr_or_null<T>(db), work, L.dims, training};
     py::gil_scoped_release release;
     nm::batch_norm_backward<T>(a);
   };

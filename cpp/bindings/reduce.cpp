@@ -3,7 +3,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <omp.h>
+
 #include <cmath>
+#include <string>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -127,9 +130,66 @@ double clip_grad_norm(py::handle grads, double max_norm, double norm_type, bool 
   return total;
 }
 
+// probe(read, update, store): each a list of operands, an operand one array or (list
+// form) a list of arrays, one per tensor, as in the kernel being measured.
+double probe(py::list read, py::list update, py::list store) {
+  std::vector<std::string> names;
+  std::vector<py::handle> args;
+  std::vector<int> kind;  // 0 read, 1 update, 2 store
+  auto add = [&](py::list l, const char* what, int k) {
+    for (std::size_t i = 0; i < l.size(); ++i) {
+      names.push_back(std::string(what) + "[" + std::to_string(i) + "]");
+      args.push_back(l[i]);
+      kind.push_back(k);
+    }
+  };
+  add(read, "read", 0);
+  add(update, "update", 1);
+  add(store, "store", 2);
+  if (args.empty()) throw py::value_error("probe needs at least one array");
+  std::vector<Operand> ops;
+  for (std::size_t i = 0; i < args.size(); ++i) ops.push_back({names[i].c_str(), kind[i] != 0, true});
+  const Operands parsed = parse_operands(ops, args);
+  double total = 0.0;
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const std::size_t nt = static_cast<std::size_t>(parsed.ntensors);
+    std::vector<const T*> r;
+    std::vector<T*> u, st;
+    std::vector<rd::ProbeTensor<T>> ts(nt);
+    for (std::size_t t = 0; t < nt; ++t) {
+      for (std::size_t i = 0; i < args.size(); ++i) {
+        T* p = parsed.get<T>(static_cast<std::int64_t>(t), i);
+        if (kind[i] == 0) r.push_back(p);
+        else if (kind[i] == 1) u.push_back(p);
+        else st.push_back(p);
+      }
+    }
+    const int nr = int(read.size()), nu = int(update.size()), ns = int(store.size());
+    for (std::size_t t = 0; t < nt; ++t) {
+      ts[t] = {r.data() + t * nr, u.data() + t * nu, st.data() + t * ns, nr, nu, ns, parsed.sizes[t]};
+    }
+    py::gil_scoped_release release;
+    total = rd::probe<T>(ts.data(), parsed.ntensors);
+  };
+  if (parsed.dtype == DType::F32) run(float{});
+  else run(double{});
+  return total;
+}
+
 }  // namespace
 
 void bind_reduce(py::module_& m) {
+  m.def("probe", &probe,
+        "Bandwidth probe for benchmarks: per element r = sum(read); update += r; store = r. "
+        "Moves the bytes of a kernel with the same operands. Returns sum(r).",
+        py::arg("read"), py::arg("update"), py::arg("store"));
+  m.def(
+      "set_num_threads", [](int n) {
+        if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
+        omp_set_num_threads(n);
+      },
+      "Threads for the following kernel calls (omp_set_num_threads).", py::arg("n"));
   using py::arg;
   m.def("norms", &norms, "Per-tensor norms (float for one array, float64 array for a list).",
         arg("arrays"), arg("norm_type") = 2.0);

@@ -27,11 +27,16 @@ struct Plan {
   std::int64_t units;  // nrb (rows path) or nrb * channels
 };
 
+// Rows-path units hold ~32K values (8 blocks): their partials are a C-vector each, so
+// small units would move as many partial sums as data (a (256, 1024) batch had 64 units
+// of 1024 doubles per pass). Either way the split depends only on the shape.
+constexpr std::int64_t kRowsUnit = 8 * parallel::kBlock;
+
 Plan plan(const Dims& d) {
   Plan p;
   p.rows = d.inner == 1;
   const std::int64_t per_row = p.rows ? std::max<std::int64_t>(d.channels, 1) : d.inner;
-  p.rpu = std::max<std::int64_t>(1, parallel::kBlock / per_row);
+  p.rpu = std::max<std::int64_t>(1, (p.rows ? kRowsUnit : parallel::kBlock) / per_row);
   p.nrb = (d.outer + p.rpu - 1) / p.rpu;
   p.units = p.rows ? p.nrb : p.nrb * d.channels;
   return p;

@@ -1,0 +1,36 @@
+"""The ``deepoptim`` command: ``deepoptim bench ...`` (and ``python -m deepoptim bench ...``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+USAGE = """usage: deepoptim <command> [options]
+
+commands:
+  bench   benchmark the kernels against NumPy, torch and a bandwidth probe
+  demo    run the source documents' experiments and write plots and a report
+
+'deepoptim <command> --help' for the options of a command."""
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "bench":
+        from deepoptim.bench import main as bench_main
+
+        return bench_main(rest)
+    if cmd == "demo":
+        from deepoptim.demo import main as demo_main
+
+        return demo_main(rest)
+    print(f"deepoptim: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,461 @@
+"""The benchmark engine behind ``deepoptim bench`` and ``bench/run.py``.
+
+Every case checks deepoptim's result against its NumPy twin before timing anything, then
+times, interleaved (one call of each implementation per round, so that machine drift hits
+all of them alike):
+
+- ``deepoptim``: the kernel through :mod:`deepoptim.functional`;
+- ``probe``: the in-place bandwidth probe (``_core.probe``), a trivial C++ loop reading,
+  updating and storing the same arrays as the kernel, the same way: the memory-bound
+  ceiling;
+- ``numpy``: the NumPy twin (skipped above 10M elements: seconds per call);
+- ``torch fused`` / ``torch foreach`` / ``torch loop``: torch's implementations, when
+  torch is installed.
+
+Reported per implementation: median and min time per call, bytes moved per element, GB/s,
+``of probe`` (probe time / time: the fraction of the probe's bandwidth reached) and
+``x torch`` (torch's best fused-or-default time / time). Ratios are taken within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+import deepoptim
+from deepoptim import _core
+from deepoptim import functional as F
+from deepoptim import reference as R
+
+try:  # optional: the torch comparisons
+    import torch
+except ImportError:  # pragma: no cover - exercised where torch is absent
+    torch = None
+
+_NUMPY_MAX = 10_000_000
+
+
+@dataclasses.dataclass
+class Case:
+    """One benchmark: ``setup()`` allocates the data and returns the implementations
+    (name -> zero-argument callable), after checking deepoptim against the twin."""
+
+    name: str
+    kernel: str
+    size: int
+    bytes_per_elem: float
+    setup: Callable[[], Dict[str, Callable[[], object]]]
+
+
+def _fmt_size(n: int) -> str:
+    for unit, v in (("M", 1_000_000), ("K", 1_000)):
+        if n >= v and n % v == 0:
+            return f"{n // v}{unit}"
+    return str(n)
+
+
+def _check(a, b, what: str) -> None:
+    for x, y in zip(a if isinstance(a, (list, tuple)) else [a], b if isinstance(b, (list, tuple)) else [b]):
+        if x is None and y is None:
+            continue
+        np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-5 * (1 + float(np.max(np.abs(y), initial=0))),
+                                   err_msg=f"{what}: deepoptim disagrees with its twin")
+
+
+# ---------------------------------------------------------------------------- optimizers
+# name: (state arrays, step?, deepoptim kwargs, torch class, torch kwargs, bytes/elem fp32)
+_OPTIM = {
+    "adam": (2, True, dict(lr=1e-3), "Adam", dict(lr=1e-3), 28),
+    "adamw": (2, True, dict(lr=1e-3), "AdamW", dict(lr=1e-3), 28),
+    "sgd": (1, False, dict(lr=1e-3, momentum=0.9), "SGD", dict(lr=1e-3, momentum=0.9), 20),
+    "adagrad": (1, True, dict(lr=1e-2), "Adagrad", dict(lr=1e-2), 20),
+    "rmsprop": (1, False, dict(lr=1e-2), "RMSprop", dict(lr=1e-2), 20),
+    "lamb": (2, True, dict(lr=1e-3, weight_decay=1e-2), None, {}, 40),
+    "lars": (1, False, dict(lr=1e-3, momentum=0.9, weight_decay=1e-4), None, {}, 28),
+}
+
+
+def _optim_case(name: str, ntensors: int, each: int, with_numpy: bool) -> Case:
+    nstate, has_step, kw, tname, tkw, nbytes = _OPTIM[name]
+
+    def setup():
+        rng = np.random.default_rng(0)
+        p = [rng.standard_normal(each).astype(np.float32) for _ in range(ntensors)]
+        g = [rng.standard_normal(each).astype(np.float32) * 0.1 for _ in range(ntensors)]
+        st = [[np.zeros(each, np.float32) for _ in range(ntensors)] for _ in range(nstate)]
+        fast, twin = getattr(F, name), getattr(R, name)
+        extra = (lambda s: {"step": s}) if has_step else (lambda s: {})
+        # Check: one step of each from the same start agrees.
+        p2, st2 = [a.copy() for a in p], [[a.copy() for a in col] for col in st]
+        fast(p, g, *st, **kw, **extra(1))
+        twin(p2, g, *st2, **kw, **extra(1))
+        _check(p, p2, name)
+        counter = {"t": 1}
+
+        def ours():
+            counter["t"] += 1
+            fast(p, g, *st, **kw, **extra(counter["t"]))
+
+        # The probe moves the kernel's traffic the way the kernel does: one pass reading g
+        # and updating p and the states; LAMB's two passes (update m, v reading p and g;
+        # then update p reading m, v); LARS's norm pass then its update pass.
+        reads, updates = [g], [p] + st
+        impls = {"deepoptim": ours, "probe": lambda: _core.probe(reads, updates, [])}
+        if name == "lamb":
+            impls["probe"] = lambda: (_core.probe([g, p], st, []), _core.probe(st, [p], []))
+        if name == "lars":
+            impls["probe"] = lambda: (_core.probe([p, g], [], []), _core.probe(reads, updates, []))
+        if with_numpy and ntensors * each <= _NUMPY_MAX:
+            impls["numpy"] = lambda: twin(p2, g, *st2, **kw, **extra(2))
+        if torch is not None and tname is not None:
+            variants = {"fused": dict(fused=True), "foreach": dict(foreach=True), "loop": dict(foreach=False)}
+            if tname == "RMSprop":
+                del variants["fused"]  # torch 2.13 has no fused RMSprop on CPU
+            for vname, vkw in variants.items():
+                tp = [torch.from_numpy(a.copy()) for a in p]
+                for t, a in zip(tp, g):
+                    t.grad = torch.from_numpy(a)
+                opt = getattr(torch.optim, tname)(tp, **tkw, **vkw)
+                opt.step()  # creates the state outside the timing
+                impls[f"torch {vname}"] = opt.step
+        return impls
+
+    label = f"{name}/{_fmt_size(each)}" if ntensors == 1 else f"{name}/{ntensors}x{_fmt_size(each)}"
+    return Case(label, name, ntensors * each, nbytes, setup)
+
+
+def _overhead_case() -> Case:
+    """A 1K-element Adam step through deepoptim.functional: call overhead plus ~1K elements of work."""
+
+    def setup():
+        p, g, m, v = (np.ones(1000, np.float32) for _ in range(4))
+        impls = {"deepoptim": lambda: F.adam(p, g, m, v, step=1), "probe": lambda: _core.probe([g], [p, m, v], [])}
+        if torch is not None:
+            tp = torch.ones(1000)
+            tp.grad = torch.ones(1000)
+            opt = torch.optim.Adam([tp], fused=True)
+            opt.step()
+            impls["torch fused"] = opt.step
+        return impls
+
+    return Case("overhead/adam-1K-call", "overhead", 1000, 28, setup)
+
+
+# ---------------------------------------------------------------------------- layers
+def _bn_case(shape, channel_axis: int, label: str) -> Case:
+    # Our passes: forward 2 reads of x (mean, variance), 1 read x + write y; backward
+    # 1 read dy, x (sums), 1 read dy, x + write dx: 9 array passes of 4 bytes.
+    def setup():
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(shape).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        C = shape[channel_axis]
+        w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
+        rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+        y, cache = F.batch_norm(x, rm.copy(), rv.copy(), w, b, channel_axis=channel_axis)
+        y2, cache2 = R.batch_norm(x, rm.copy(), rv.copy(), w, b, channel_axis=channel_axis)
+        _check(y, y2, "batch_norm")
+        _check(list(F.batch_norm_backward(dy, cache)), list(R.batch_norm_backward(dy, cache2)), "batch_norm_backward")
+        out = np.empty_like(x)
+
+        def ours():
+            _, c = F.batch_norm(x, rm, rv, w, b, channel_axis=channel_axis)
+            F.batch_norm_backward(dy, c)
+
+        def probe():
+            _core.probe([x], [], [])
+            _core.probe([x], [], [])
+            _core.probe([x], [], [out])
+            _core.probe([dy, x], [], [])
+            _core.probe([dy, x], [], [out])
+
+        def twin():
+            _, c = R.batch_norm(x, rm, rv, w, b, channel_axis=channel_axis)
+            R.batch_norm_backward(dy, c)
+
+        impls = {"deepoptim": ours, "probe": probe, "numpy": twin}
+        if torch is not None:
+            tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+            if channel_axis == -1:  # channels-last memory, logical NCHW, as torch users have it
+                tx, tdy = tx.permute(0, 3, 1, 2), tdy.permute(0, 3, 1, 2)
+            tw, tb = torch.ones(C, requires_grad=True), torch.zeros(C, requires_grad=True)
+            trm, trv = torch.zeros(C), torch.ones(C)
+
+            def tf():
+                xx = tx.detach().requires_grad_(True)
+                torch.nn.functional.batch_norm(xx, trm, trv, tw, tb, training=True).backward(tdy)
+
+            impls["torch"] = tf
+        return impls
+
+    return Case(f"batchnorm/{label}", "batchnorm", int(np.prod(shape)), 36, setup)
+
+
+def _dropout_case(n: int) -> Case:
+    # forward: read x, write y and the mask (1 bit); backward: read dy and the mask, write dx.
+    def setup():
+        x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+        y, dx = np.empty_like(x), np.empty_like(x)
+        a, ma = F.dropout(x, 0.5, seed=1)
+        b, mb = R.dropout(x, 0.5, seed=1)
+        if a.tobytes() != b.tobytes() or ma.tobytes() != mb.tobytes():
+            raise AssertionError("dropout: deepoptim's mask differs from its twin's")
+        state = {"offset": 0}
+
+        def ours():
+            _, mask = F.dropout(x, 0.5, seed=1, offset=state["offset"], out=y)
+            F.dropout_backward(y, mask, 0.5, out=dx)
+            state["offset"] += n
+
+        def numpy_plain():  # what a NumPy user writes: a float keep-mask from np.random
+            keep = np.random.default_rng(state["offset"]).random(n, dtype=np.float32) >= 0.5
+            yy = x * keep * np.float32(2.0)
+            return yy * keep * np.float32(2.0)
+
+        impls = {
+            "deepoptim": ours,
+            "probe": lambda: (_core.probe([x], [], [y]), _core.probe([y], [], [dx])),
+            "numpy": numpy_plain,
+        }
+        if torch is not None:
+            tx = torch.from_numpy(x)
+
+            def tf():
+                xx = tx.detach().requires_grad_(True)
+                yy = torch.nn.functional.dropout(xx, 0.5, training=True)
+                yy.backward(yy.detach())
+
+            impls["torch"] = tf
+        return impls
+
+    return Case(f"dropout/{_fmt_size(n)}", "dropout", n, 16.25, setup)
+
+
+def suite(quick: bool = False) -> List[Case]:
+    """The cases, in run order. ``quick``: a few small sizes, for a smoke run."""
+    if quick:
+        return [
+            _optim_case("adam", 1, 100_000, True),
+            _optim_case("adam", 20, 5_000, True),
+            _optim_case("sgd", 1, 100_000, True),
+            _overhead_case(),
+            _bn_case((8, 16, 8, 8), 1, "NCHW(8,16,8,8)"),
+            _dropout_case(100_000),
+        ]
+    cases = [_optim_case("adam", 1, n, True) for n in (1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)]
+    cases += [_optim_case("adamw", 1, n, True) for n in (1_000_000, 10_000_000)]
+    cases.append(_optim_case("adam", 1000, 10_000, True))
+    for name in ("sgd", "adagrad", "rmsprop", "lamb", "lars"):
+        cases += [_optim_case(name, 1, n, True) for n in (1_000_000, 10_000_000)]
+    cases.append(_optim_case("sgd", 1000, 10_000, True))
+    cases.append(_overhead_case())
+    cases += [
+        _bn_case((32, 64, 56, 56), 1, "NCHW(32,64,56,56)"),
+        _bn_case((32, 56, 56, 64), -1, "NHWC(32,56,56,64)"),
+        _bn_case((256, 1024), 1, "NC(256,1024)"),
+        _dropout_case(10_000_000),
+    ]
+    return cases
+
+
+# ---------------------------------------------------------------------------- timing
+def _time_case(impls: Dict[str, Callable[[], object]], repeats: int, min_sample_s: float) -> Dict[str, dict]:
+    # Calibrate: enough calls per sample that a sample lasts min_sample_s (small sizes).
+    numbers = {}
+    for k, f in impls.items():
+        f()  # warm-up
+        t0 = time.perf_counter()
+        f()
+        once = max(time.perf_counter() - t0, 1e-7)
+        numbers[k] = max(1, min(10_000, int(min_sample_s / once)))
+    samples: Dict[str, List[float]] = {k: [] for k in impls}
+    for _ in range(repeats):
+        for k, f in impls.items():
+            n = numbers[k]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            samples[k].append((time.perf_counter() - t0) / n)
+    return {k: {"median_s": statistics.median(v), "min_s": min(v), "number": numbers[k], "samples": len(v)}
+            for k, v in samples.items()}
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="case", file=sys.stderr, leave=False)
+    except ImportError:
+        class _Text:
+            def __init__(self):
+                self.n = 0
+
+            def set_description(self, d):
+                self.d = d
+
+            def update(self, k):
+                self.n += k
+                print(f"\r[{self.n}/{total}] {getattr(self, 'd', '')}", end="", file=sys.stderr, flush=True)
+
+            def close(self):
+                print(file=sys.stderr)
+
+        return _Text()
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.*)", f.read())
+            cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": getattr(torch, "__version__", None),
+        "deepoptim": dict(deepoptim.build_info()),
+        "platform": platform.platform(),
+    }
+
+
+def run(cases: List[Case], repeats: int = 11, min_sample_s: float = 2e-3, progress: bool = True) -> List[dict]:
+    """Checks and times every case; one row per (case, implementation)."""
+    rows: List[dict] = []
+    bar = _progress(len(cases), progress)
+    for case in cases:
+        if bar is not None:
+            bar.set_description(case.name)
+        impls = case.setup()
+        res = _time_case(impls, repeats, min_sample_s)
+        probe = res.get("probe", {}).get("median_s")
+        torch_ref = next((res[k]["median_s"] for k in ("torch fused", "torch") if k in res), None)
+        for impl, r in res.items():
+            med = r["median_s"]
+            rows.append({
+                "case": case.name, "kernel": case.kernel, "size": case.size, "impl": impl,
+                "bytes_per_elem": case.bytes_per_elem, "median_s": med, "min_s": r["min_s"],
+                "gbps": case.bytes_per_elem * case.size / med / 1e9,
+                "of_probe": probe / med if probe else None,
+                "x_torch": torch_ref / med if torch_ref else None,
+                "calls_per_sample": r["number"], "samples": r["samples"],
+            })
+        del impls
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return rows
+
+
+def table(rows: List[dict]) -> str:
+    """A readable table: one block per case."""
+    out = []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        rs = [r for r in rows if r["case"] == case]
+        out.append(f"\n{case}  ({rs[0]['size']:,} elements, {rs[0]['bytes_per_elem']:g} B/elem)")
+        out.append(f"  {'impl':<15}{'median':>11}{'min':>11}{'GB/s':>8}{'of probe':>10}{'x torch':>9}")
+        for r in rs:
+            med, mn = r["median_s"], r["min_s"]
+            unit, k = ("us", 1e6) if med < 1e-3 else ("ms", 1e3)
+            op = f"{r['of_probe']:.0%}" if r["of_probe"] else "-"
+            xt = f"{r['x_torch']:.2f}" if r["x_torch"] else "-"
+            out.append(f"  {r['impl']:<15}{med * k:>8.2f} {unit}{mn * k:>8.2f} {unit}{r['gbps']:>8.1f}{op:>10}{xt:>9}")
+    return "\n".join(out)
+
+
+def plot(rows: List[dict], path: str) -> None:
+    """GB/s by size per implementation, one panel per kernel with several sizes."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit('--plot needs matplotlib: pip install "deepoptim[demo]" (or pip install matplotlib)')
+    single = [r for r in rows if "x" not in r["case"].split("/")[1]]
+    kernels = [k for k in dict.fromkeys(r["kernel"] for r in single)
+               if len({r["size"] for r in single if r["kernel"] == k}) > 1]
+    if not kernels:
+        kernels = list(dict.fromkeys(r["kernel"] for r in rows))
+    fig, axes = plt.subplots(1, len(kernels), figsize=(5.5 * len(kernels), 4), squeeze=False)
+    for ax, k in zip(axes[0], kernels):
+        rs = [r for r in single if r["kernel"] == k] or [r for r in rows if r["kernel"] == k]
+        for impl in dict.fromkeys(r["impl"] for r in rs):
+            pts = sorted((r["size"], r["gbps"]) for r in rs if r["impl"] == impl)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl,
+                    linewidth=2.5 if impl == "deepoptim" else 1.2, linestyle="--" if impl == "probe" else "-")
+        ax.set_xscale("log")
+        ax.set_xlabel("elements")
+        ax.set_ylabel("GB/s (bytes moved / time)")
+        ax.set_title(f"{k} (float32)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    info = deepoptim.build_info()
+    fig.suptitle(f"deepoptim {info['version']} ({info['isa']}, {info['max_threads']} threads)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="deepoptim bench", description="Benchmark deepoptim's kernels against "
+                                 "NumPy, torch and an in-place bandwidth probe (ratios taken in the same run).")
+    ap.add_argument("--quick", action="store_true", help="small sizes, few repeats: a smoke run of a few seconds")
+    ap.add_argument("--filter", default=None, help="only cases whose name matches this regular expression")
+    ap.add_argument("--threads", type=int, default=None, help="threads for deepoptim and torch")
+    ap.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 11, quick 3)")
+    ap.add_argument("--json", default=None, metavar="PATH", help="write the results and machine description here")
+    ap.add_argument("--plot", default=None, metavar="PATH", help="write a PNG chart of GB/s by size here")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a = ap.parse_args(argv)
+    if a.threads is not None:
+        if a.threads < 1:
+            ap.error("--threads must be >= 1")
+        _core.set_num_threads(a.threads)
+        if torch is not None:
+            torch.set_num_threads(a.threads)
+    cases = suite(a.quick)
+    if a.filter:
+        try:
+            rx = re.compile(a.filter)
+        except re.error as e:
+            ap.error(f"--filter is not a valid regular expression: {e}")
+        cases = [c for c in cases if rx.search(c.name)]
+        if not cases:
+            ap.error(f"--filter {a.filter!r} matches no case")
+    for path in (a.json, a.plot):
+        if path and not os.access(os.path.dirname(os.path.abspath(path)) or ".", os.W_OK):
+            ap.error(f"cannot write {path}")
+    repeats = a.repeats or (3 if a.quick else 11)
+    rows = run(cases, repeats=repeats, min_sample_s=5e-4 if a.quick else 2e-3, progress=not a.no_progress)
+    print(table(rows))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"machine": machine(), "config": {"quick": a.quick, "repeats": repeats, "threads": a.threads,
+                       "filter": a.filter}, "results": rows}, f, indent=1)
+        print(f"\nresults: {a.json}")
+    if a.plot:
+        plot(rows, a.plot)
+        print(f"chart: {a.plot}")
+    return 0
+
+
+__all__ = ["Case", "suite", "run", "table", "plot", "machine", "main"]

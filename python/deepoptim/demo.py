@@ -1,0 +1,518 @@
+"""``deepoptim demo``: the source documents' experiments, run for real, with pictures.
+
+1. ``linear``: linear regression on the seeds' synthetic data (y = 2x + noise, seed
+   004/000; y = 3x + 2 + noise, seed 003) with GD, SGD, mini-batch SGD, momentum,
+   Nesterov, AdaGrad, RMSProp and Adam; loss curves and final parameters against the
+   closed-form least-squares solution.
+2. ``schedules``: every learning-rate schedule over one horizon (seeds 002, 003), and
+   what each does to the linear-regression loss.
+3. ``gradients``: vanishing and exploding gradients (seeds 000, 002) in a 20-layer MLP:
+   sigmoid vs ReLU, with and without BatchNorm, with and without global-norm clipping;
+   per-layer gradient norms at initialization and during training, and the loss curves.
+4. ``mlp``: an MLP classifier with BatchNorm and Dropout trained with SGD-momentum, Adam
+   and AdamW; train/validation accuracy curves (synthetic data by default, scikit-learn's
+   digits with ``--dataset digits``).
+
+Writes PNGs, ``summary.json`` and ``report.md`` into ``--out`` (default ./deepoptim-demo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+import deepoptim
+from deepoptim import clip, nn, schedules
+from deepoptim.optim import SGD, Adagrad, Adam, AdamW, RMSprop
+
+EXPERIMENTS = ("linear", "schedules", "gradients", "mlp")
+
+
+class DemoError(Exception):
+    """A problem the user can fix (bad arguments, missing extra): printed, exit code 2."""
+
+
+def _need_extras():
+    missing = []
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        missing.append("matplotlib")
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        missing.append("tqdm")
+    if missing:
+        raise DemoError(
+            f"the demo needs {' and '.join(missing)}: install them with\n"
+            f'    pip install "deepoptim[demo]"\n(or: pip install {" ".join(missing)})'
+        )
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def _bar(iterable, desc: str, quiet: bool, total: Optional[int] = None):
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, disable=quiet, leave=False, file=sys.stderr)
+
+
+# ------------------------------------------------------------------ 1. linear regression
+def _linear_data(kind: str, n: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, str]:
+    x = rng.uniform(0, 2, n)
+    if kind == "2x":  # seeds 004 and 000
+        y, label = 2 * x + rng.standard_normal(n) * 0.5, "y = 2x + noise"
+    else:  # seed 003
+        y, label = 3 * x + 2 + rng.standard_normal(n) * 0.5, "y = 3x + 2 + noise"
+    return np.stack([x, np.ones(n)], 1), y, label
+
+
+def _mse_grad(A, w, y):
+    r = A @ w - y
+    return float(np.mean(r * r)), 2.0 * A.T @ r / len(y)
+
+
+def _cos(lr: float, T: int):
+    return schedules.cosine(lr, total_steps=T)
+
+
+LINEAR_METHODS: Dict[str, Tuple[Optional[int], Callable[[dict, int], object]]] = {
+    # name: (batch size: None = full batch, optimizer factory(params, total steps)). The
+    # plain gradient descents keep a constant rate (seed 001's forms); momentum and the
+    # adaptive methods decay theirs with a cosine, so they settle at the optimum instead
+    # of a mini-batch noise floor.
+    "GD (full batch)": (None, lambda p, T: SGD(p, lr=0.4)),
+    "SGD (batch 1)": (1, lambda p, T: SGD(p, lr=0.01)),
+    "mini-batch SGD (32)": (32, lambda p, T: SGD(p, lr=0.05)),
+    "momentum": (32, lambda p, T: SGD(p, lr=_cos(0.02, T), momentum=0.9)),
+    "Nesterov": (32, lambda p, T: SGD(p, lr=_cos(0.02, T), momentum=0.9, nesterov=True)),
+    "AdaGrad": (32, lambda p, T: Adagrad(p, lr=_cos(2.0, T))),
+    "RMSProp": (32, lambda p, T: RMSprop(p, lr=_cos(0.1, T))),
+    "Adam": (32, lambda p, T: Adam(p, lr=_cos(0.3, T))),
+}
+
+
+def _train_linear(A, y, make_opt, batch, epochs, seed):
+    w = {"w": np.zeros(2)}
+    per_epoch = 1 if batch is None else -(-len(y) // batch)
+    opt = make_opt(w, epochs * per_epoch)
+    losses = []
+    for e in range(epochs):
+        for xb, yb in nn.minibatches(A, y, batch, seed=seed + e):
+            _, g = _mse_grad(xb, w["w"], yb)
+            opt.step({"w": g})
+        losses.append(_mse_grad(A, w["w"], y)[0])
+    return w["w"], losses
+
+
+def exp_linear(out: str, quick: bool, seed: int, quiet: bool) -> dict:
+    import matplotlib.pyplot as plt
+
+    epochs = 30 if quick else 100
+    n = 200 if quick else 1000
+    rng = np.random.default_rng(seed)
+    summary = {}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, kind in zip(axes, ("2x", "3x+2")):
+        A, y, label = _linear_data(kind, n, rng)
+        w_ls = np.linalg.lstsq(A, y, rcond=None)[0]
+        loss_ls = _mse_grad(A, w_ls, y)[0]
+        rows = {}
+        for name in _bar(LINEAR_METHODS, f"linear {kind}", quiet):
+            batch, make = LINEAR_METHODS[name]
+            w, losses = _train_linear(A, y, make, batch, epochs, seed)
+            rows[name] = {"slope": float(w[0]), "intercept": float(w[1]), "final_loss": losses[-1],
+                          "loss_over_optimum": losses[-1] / loss_ls}
+            ax.plot(np.arange(1, epochs + 1), np.array(losses) - loss_ls + 1e-12, label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("MSE - least-squares MSE")
+        ax.set_title(f"{label}: least squares slope {w_ls[0]:.3f}, intercept {w_ls[1]:.3f}")
+        ax.legend(fontsize=7)
+        ax.grid(True, alpha=0.3)
+        summary[kind] = {"least_squares": {"slope": float(w_ls[0]), "intercept": float(w_ls[1]), "loss": loss_ls},
+                         "methods": rows}
+    fig.suptitle("Linear regression: distance to the least-squares optimum")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "linear_loss.png"), dpi=100)
+    plt.close(fig)
+    return {"images": ["linear_loss.png"], **summary}
+
+
+# ------------------------------------------------------------------ 2. schedules
+def _schedule_zoo(lr: float, T: int) -> Dict[str, Callable[[int], float]]:
+    return {
+        "constant": schedules.constant(lr),
+        "step decay": schedules.step_decay(lr, step_size=max(1, T // 4), gamma=0.5),
+        "multi-step": schedules.multi_step(lr, milestones=[T // 2, 3 * T // 4], gamma=0.2),
+        "exponential": schedules.exponential(lr, gamma=0.01 ** (1 / T)),
+        "polynomial (seed 002)": schedules.polynomial(lr, total_steps=T, power=2.0),
+        "linear (seed 003)": schedules.polynomial(lr, total_steps=T, power=1.0),
+        "cosine": schedules.cosine(lr, total_steps=T),
+        "warmup + cosine": schedules.warmup(schedules.cosine(lr, total_steps=T - T // 10), warmup_steps=T // 10),
+        "cosine restarts": schedules.cosine_restarts(lr, first_period=max(1, T // 7), period_mult=2),
+        "one-cycle": schedules.one_cycle(lr, total_steps=T),
+    }
+
+
+def exp_schedules(out: str, quick: bool, seed: int, quiet: bool) -> dict:
+    import matplotlib.pyplot as plt
+
+    T = 200 if quick else 1000
+    rng = np.random.default_rng(seed + 1)
+    A, y, label = _linear_data("3x+2", 256, rng)
+    loss_ls = _mse_grad(A, np.linalg.lstsq(A, y, rcond=None)[0], y)[0]
+    zoo = _schedule_zoo(0.05, T)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    results = {}
+    for name in _bar(zoo, "schedules", quiet):
+        s = zoo[name]
+        axes[0].plot([s(k) for k in range(T)], label=name)
+        w = {"w": np.zeros(2)}
+        opt = SGD(w, lr=s)
+        losses = []
+        for k in range(T):
+            idx = rng.integers(0, len(y), 16)
+            loss, g = _mse_grad(A[idx], w["w"], y[idx])
+            opt.step({"w": g})
+            losses.append(_mse_grad(A, w["w"], y)[0])
+        axes[1].plot(np.array(losses) - loss_ls + 1e-12, label=name, linewidth=1)
+        results[name] = {"final_loss": losses[-1], "loss_over_optimum": losses[-1] / loss_ls}
+    # Seed 002's restart rule, driven by the loss itself.
+    restart = schedules.RestartOnThreshold(schedules.exponential(0.05, gamma=0.99), threshold=loss_ls * 1.05,
+                                           threshold_decay=0.99, min_steps_between=T // 10)
+    w = {"w": np.zeros(2)}
+    opt = SGD(w, lr=restart)
+    lrs, losses = [], []
+    for k in range(T):
+        lrs.append(opt.lr[0])
+        idx = rng.integers(0, len(y), 16)
+        _, g = _mse_grad(A[idx], w["w"], y[idx])
+        opt.step({"w": g})
+        losses.append(_mse_grad(A, w["w"], y)[0])
+        restart.step(losses[-1])
+    axes[0].plot(lrs, label="restart on threshold (seed 002)", color="black", linestyle=":")
+    axes[1].plot(np.array(losses) - loss_ls + 1e-12, label="restart on threshold", color="black", linestyle=":")
+    results["restart on threshold"] = {"final_loss": losses[-1], "loss_over_optimum": losses[-1] / loss_ls,
+                                       "restarts": restart.restarts}
+    axes[0].set_title("learning rate by step")
+    axes[0].set_xlabel("step")
+    axes[1].set_title(f"{label}, mini-batch SGD: MSE - optimum")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("step")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "schedules.png"), dpi=100)
+    plt.close(fig)
+    return {"images": ["schedules.png"], "horizon": T, "schedules": results}
+
+
+# ------------------------------------------------------------------ 3. gradients
+def _deep_mlp(act: str, bn: bool, depth: int, width: int, seed: int):
+    layers = []
+    d_in = 10
+    for i in range(depth):
+        layers.append(nn.Linear(d_in, width, seed=seed + i))
+        if bn:
+            layers.append(nn.BatchNorm(width))
+        layers.append(nn.Sigmoid() if act == "sigmoid" else nn.ReLU())
+        d_in = width
+    layers.append(nn.Linear(d_in, 2, seed=seed + depth))
+    return nn.Sequential(*layers)
+
+
+def _scale_init(model, gain: float) -> None:
+    """Multiplies every Linear weight by ``gain``: torch's default init has std
+    1/sqrt(3*fan_in); gain sqrt(6) gives He's sqrt(2/fan_in) for ReLU."""
+    for m in model.modules:
+        if isinstance(m, nn.Linear):
+            m.weight *= gain
+
+
+def _layer_grad_norms(model) -> List[float]:
+    return [float(np.linalg.norm(m.grad_weight)) for m in model.modules if isinstance(m, nn.Linear)]
+
+
+def exp_gradients(out: str, quick: bool, seed: int, quiet: bool) -> dict:
+    import matplotlib.pyplot as plt
+
+    depth, width = 20, 32
+    steps = 60 if quick else 300
+    rng = np.random.default_rng(seed + 2)
+    X = rng.standard_normal((512, 10)).astype(np.float32)
+    y = (np.sin(X[:, 0] * 2) + X[:, 1] > 0).astype(np.int64)
+    he = math.sqrt(6.0)
+    configs = {  # name: (activation, BatchNorm, init gain, clip)
+        "sigmoid": ("sigmoid", False, 1.0, False),
+        "sigmoid + BatchNorm": ("sigmoid", True, 1.0, False),
+        "ReLU, He init": ("relu", False, he, False),
+        "ReLU + BatchNorm": ("relu", True, 1.0, False),
+        "ReLU, 1.5x He init (exploding)": ("relu", False, 1.5 * he, False),
+        "same + clip norm 1": ("relu", False, 1.5 * he, True),
+    }
+    results = {}
+    init_norms, curves, during = {}, {}, {}
+    errstate = np.errstate(all="ignore")  # the exploding run overflows on purpose
+    errstate.__enter__()
+    for name in _bar(configs, "gradients", quiet):
+        act, bn, gain, clipped = configs[name]
+        model = _deep_mlp(act, bn, depth, width, seed)
+        _scale_init(model, gain)
+        opt = SGD(model.parameters(), lr=0.05, momentum=0.9)
+        losses, norms = [], []
+        for k in range(steps):
+            idx = rng.integers(0, len(y), 64)
+            loss, d = nn.softmax_cross_entropy(model(X[idx]), y[idx])
+            model.backward(d)
+            ln = _layer_grad_norms(model)
+            if k == 0:
+                init_norms[name] = ln
+            norms.append(ln)
+            grads = model.gradients()
+            if clipped:
+                clip.clip_grad_norm(grads, max_norm=1.0)
+            opt.step(grads)
+            losses.append(loss if math.isfinite(loss) else float("nan"))
+        curves[name] = losses
+        during[name] = np.array(norms)
+        results[name] = {
+            "first_layer_grad_norm_at_init": init_norms[name][0],
+            "last_layer_grad_norm_at_init": init_norms[name][-1],
+            "final_loss": float(np.nanmean(losses[-10:])) if not all(map(math.isnan, losses[-10:])) else None,
+            "diverged": not all(math.isfinite(v) for v in losses),
+        }
+    errstate.__exit__(None, None, None)
+    fig, ax = plt.subplots(2, 2, figsize=(14, 9))
+    axes = [ax[0, 0], ax[0, 1], ax[1, 0], ax[1, 1]]
+    for name, ln in init_norms.items():
+        axes[0].plot(np.arange(1, len(ln) + 1), np.maximum(ln, 1e-30), marker=".", label=name)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("layer (1 = input side)")
+    axes[0].set_ylabel("|dL/dW| at initialization")
+    axes[0].set_title(f"{depth}-layer MLP: gradient norm per layer at init")
+    for name, losses in curves.items():
+        axes[1].plot(losses, label=name, linewidth=1)
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("training loss")
+    axes[1].set_title("training loss (a line that stops: the run diverged to inf/NaN)")
+    axes[1].set_yscale("log")
+    for a, name in ((axes[2], "sigmoid"), (axes[3], "same + clip norm 1")):
+        with np.errstate(all="ignore"):
+            img = np.log10(np.maximum(np.nan_to_num(during[name].T, nan=1e30, posinf=1e30), 1e-30))
+        im = a.imshow(img, aspect="auto", cmap="viridis", origin="lower")
+        a.set_xlabel("step")
+        a.set_ylabel("layer")
+        a.set_title(f"{'exploding init, clipped' if 'clip' in name else name}: log10 |dL/dW| per layer"
+                    + (" (before clipping)" if "clip" in name else ""))
+        fig.colorbar(im, ax=a)
+    for a in axes[:2]:
+        a.grid(True, alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "gradients.png"), dpi=100)
+    plt.close(fig)
+    return {"images": ["gradients.png"], "depth": depth, "configs": results}
+
+
+# ------------------------------------------------------------------ 4. MLP classifier
+def _synthetic_classes(n: int, seed: int):
+    """Three noisy concentric rings in the first two of 10 features: needs hidden layers."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    r = labels + 1 + rng.standard_normal(n) * 0.25
+    th = rng.uniform(0, 2 * np.pi, n)
+    X = np.hstack([np.stack([r * np.cos(th), r * np.sin(th)], 1), rng.standard_normal((n, 8)) * 0.5])
+    return X.astype(np.float32), labels
+
+
+def _dataset(name: str, quick: bool, seed: int):
+    if name == "digits":
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise DemoError("--dataset digits needs scikit-learn: pip install scikit-learn")
+        d = load_digits()
+        X = (d.data / 16.0).astype(np.float32)
+        perm = np.random.default_rng(seed).permutation(len(X))
+        X, y = X[perm], d.target[perm].astype(np.int64)
+        cut = int(0.8 * len(X))
+        return X[:cut], y[:cut], X[cut:], y[cut:], "scikit-learn digits (8x8 images, 10 classes)"
+    n = 1500 if quick else 6000
+    Xtr, ytr = _synthetic_classes(n, seed + 10)
+    Xva, yva = _synthetic_classes(n // 3, seed + 11)
+    return Xtr, ytr, Xva, yva, "synthetic: 3 concentric rings + 8 noise features"
+
+
+def exp_mlp(out: str, quick: bool, seed: int, quiet: bool, dataset: str = "synthetic") -> dict:
+    import matplotlib.pyplot as plt
+
+    Xtr, ytr, Xva, yva, desc = _dataset(dataset, quick, seed)
+    k = int(max(ytr.max(), yva.max())) + 1
+    epochs = 6 if quick else 20
+    opts = {
+        "SGD-momentum": lambda p: SGD(p, lr=0.05, momentum=0.9),
+        "Adam": lambda p: Adam(p, lr=2e-3),
+        "AdamW": lambda p: AdamW(p, lr=2e-3, weight_decay=1e-2),
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    results = {}
+    for name in _bar(opts, "mlp", quiet):
+        model = nn.Sequential(
+            nn.Linear(Xtr.shape[1], 128, seed=seed + 1), nn.BatchNorm(128), nn.ReLU(), nn.Dropout(0.2, seed=seed + 2),
+            nn.Linear(128, 64, seed=seed + 3), nn.BatchNorm(64), nn.ReLU(), nn.Dropout(0.2, seed=seed + 4),
+            nn.Linear(64, k, seed=seed + 5),
+        )
+        opt = opts[name](model.parameters())
+        tr, va = [], []
+        for e in range(epochs):
+            model.train()
+            for xb, yb in nn.minibatches(Xtr, ytr, 64, seed=seed + e):
+                _, d = nn.softmax_cross_entropy(model(xb), yb)
+                model.backward(d)
+                opt.step(model.gradients())
+            model.eval()
+            tr.append(nn.accuracy(model(Xtr), ytr))
+            va.append(nn.accuracy(model(Xva), yva))
+        axes[0].plot(np.arange(1, epochs + 1), tr, marker=".", label=name)
+        axes[1].plot(np.arange(1, epochs + 1), va, marker=".", label=name)
+        results[name] = {"train_accuracy": tr[-1], "val_accuracy": va[-1], "curve_val": va}
+    for ax, t in zip(axes, ("training accuracy", "validation accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(t)
+        ax.set_title(t)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"MLP with BatchNorm and Dropout on {desc}")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "mlp_accuracy.png"), dpi=100)
+    plt.close(fig)
+    return {"images": ["mlp_accuracy.png"], "dataset": desc, "epochs": epochs, "optimizers": results}
+
+
+# ------------------------------------------------------------------ driver
+def _report(out: str, summary: dict) -> None:
+    lines = [f"# deepoptim demo\n", f"deepoptim {summary['deepoptim']['version']} "
+             f"({summary['deepoptim']['isa']}), seed {summary['seed']}, quick={summary['quick']}.\n"]
+    if "linear" in summary["experiments"]:
+        lines.append("## Linear regression (seeds 000, 003, 004)\n\n![linear](linear_loss.png)\n")
+        for kind, v in summary["experiments"]["linear"].items():
+            if kind == "images":
+                continue
+            ls = v["least_squares"]
+            lines.append(f"\n{kind}: least squares slope {ls['slope']:.4f}, intercept {ls['intercept']:.4f}, "
+                         f"MSE {ls['loss']:.4f}\n\n| method | slope | intercept | final MSE / optimum |\n|---|---|---|---|")
+            for m, r in v["methods"].items():
+                lines.append(f"| {m} | {r['slope']:.4f} | {r['intercept']:.4f} | {r['loss_over_optimum']:.4f} |")
+    if "schedules" in summary["experiments"]:
+        lines.append("\n## Learning-rate schedules (seeds 002, 003)\n\n![schedules](schedules.png)\n")
+    if "gradients" in summary["experiments"]:
+        g = summary["experiments"]["gradients"]
+        lines.append("\n## Vanishing and exploding gradients (seeds 000, 002)\n\n![gradients](gradients.png)\n\n"
+                     "| network | first-layer grad norm at init | last-layer | diverged |\n|---|---|---|---|")
+        for n, r in g["configs"].items():
+            lines.append(f"| {n} | {r['first_layer_grad_norm_at_init']:.3g} | {r['last_layer_grad_norm_at_init']:.3g} "
+                         f"| {r['diverged']} |")
+    if "mlp" in summary["experiments"]:
+        m = summary["experiments"]["mlp"]
+        lines.append(f"\n## MLP classifier with BatchNorm and Dropout ({m['dataset']})\n\n![mlp](mlp_accuracy.png)\n\n"
+                     "| optimizer | train accuracy | validation accuracy |\n|---|---|---|")
+        for n, r in m["optimizers"].items():
+            lines.append(f"| {n} | {r['train_accuracy']:.3f} | {r['val_accuracy']:.3f} |")
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _terminal_summary(summary: dict) -> str:
+    ex = summary["experiments"]
+    out = ["", "deepoptim demo: summary"]
+    if "linear" in ex:
+        r = ex["linear"]["3x+2"]["methods"]
+        out.append("  linear regression (y = 3x + 2): final MSE / least-squares MSE")
+        out += [f"    {m:<22} {v['loss_over_optimum']:.4f}   slope {v['slope']:.3f}  intercept {v['intercept']:.3f}"
+                for m, v in r.items()]
+    if "schedules" in ex:
+        sch = ex["schedules"]["schedules"]
+        out.append("  schedules, final MSE / least-squares MSE: " + ", ".join(
+            f"{n} {v['loss_over_optimum']:.4f}" for n, v in sch.items()))
+    if "gradients" in ex:
+        c = ex["gradients"]["configs"]
+        out.append("  gradients, first-layer |dL/dW| at init: " + ", ".join(
+            f"{n} {v['first_layer_grad_norm_at_init']:.2g}" for n, v in c.items()))
+    if "mlp" in ex:
+        out.append("  MLP validation accuracy: " + ", ".join(
+            f"{n} {v['val_accuracy']:.3f}" for n, v in ex["mlp"]["optimizers"].items()))
+    return "\n".join(out)
+
+
+def run(which: List[str], out: str, quick: bool, seed: int, quiet: bool = False, dataset: str = "synthetic") -> dict:
+    """Runs the chosen experiments and writes images, summary.json and report.md to ``out``."""
+    _need_extras()
+    os.makedirs(out, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise DemoError(f"cannot write to {out}")
+    t0 = time.perf_counter()
+    funcs = {"linear": exp_linear, "schedules": exp_schedules, "gradients": exp_gradients, "mlp": exp_mlp}
+    experiments = {}
+    for name in which:
+        if name == "mlp":
+            experiments[name] = exp_mlp(out, quick, seed, quiet, dataset)
+        else:
+            experiments[name] = funcs[name](out, quick, seed, quiet)
+    summary = {"deepoptim": dict(deepoptim.build_info()), "seed": seed, "quick": quick,
+               "seconds": round(time.perf_counter() - t0, 2), "experiments": experiments}
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    _report(out, summary)
+    return summary
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="deepoptim demo", description="Run the source documents' experiments "
+                                 "(linear regression, schedules, vanishing/exploding gradients, an MLP) and "
+                                 "write plots, summary.json and report.md.")
+    ap.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
+                    help=f"any of {', '.join(EXPERIMENTS)} (default: all)")
+    ap.add_argument("--out", default="deepoptim-demo", help="output folder (default: ./deepoptim-demo)")
+    ap.add_argument("--seed", type=int, default=0, help="random seed (the run is deterministic given it)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: finishes in seconds")
+    ap.add_argument("--dataset", choices=("synthetic", "digits"), default="synthetic",
+                    help="data for the MLP experiment (digits needs scikit-learn)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = ap.parse_args(argv)
+    bad = [e for e in a.experiments if e not in EXPERIMENTS]
+    if bad:
+        print(f"deepoptim demo: unknown experiment {', '.join(map(repr, bad))}; choose from {', '.join(EXPERIMENTS)}",
+              file=sys.stderr)
+        return 2
+    which = list(dict.fromkeys(a.experiments)) or list(EXPERIMENTS)
+    out = os.path.abspath(a.out)
+    try:
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise DemoError(f"--out {a.out} exists and is not a folder")
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as e:
+            raise DemoError(f"cannot create --out {a.out}: {e.strerror}")
+        if not os.access(out, os.W_OK):
+            raise DemoError(f"cannot write to --out {a.out}")
+        summary = run(which, out, a.quick, a.seed, a.quiet, a.dataset)
+    except DemoError as e:
+        print(f"deepoptim demo: {e}", file=sys.stderr)
+        return 2
+    print(_terminal_summary(summary))
+    print(f"\nwrote {', '.join(sorted(i for e in summary['experiments'].values() for i in e['images']))}, "
+          f"summary.json and report.md to {out} ({summary['seconds']} s)")
+    return 0
+
+
+__all__ = ["run", "main", "EXPERIMENTS"]
