@@ -382,7 +382,9 @@ def table(rows: List[dict]) -> str:
 
 
 def plot(rows: List[dict], path: str) -> None:
-    """GB/s by size per implementation, one panel per kernel with several sizes."""
+    """Two panels: GB/s by size for the kernel measured at the most sizes (Adam in the full
+    suite), one line per implementation; and GB/s of deepoptim, the probe, the best torch
+    and NumPy for every case at its largest size."""
     try:
         import matplotlib
 
@@ -390,24 +392,51 @@ def plot(rows: List[dict], path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit('--plot needs matplotlib: pip install "deepoptim[demo]" (or pip install matplotlib)')
-    single = [r for r in rows if "x" not in r["case"].split("/")[1]]
-    kernels = [k for k in dict.fromkeys(r["kernel"] for r in single)
-               if len({r["size"] for r in single if r["kernel"] == k}) > 1]
-    if not kernels:
-        kernels = list(dict.fromkeys(r["kernel"] for r in rows))
-    fig, axes = plt.subplots(1, len(kernels), figsize=(5.5 * len(kernels), 4), squeeze=False)
-    for ax, k in zip(axes[0], kernels):
-        rs = [r for r in single if r["kernel"] == k] or [r for r in rows if r["kernel"] == k]
+    single = [r for r in rows if "x" not in r["case"].split("/")[1] and r["kernel"] != "overhead"]
+    sizes_of = {k: {r["size"] for r in single if r["kernel"] == k} for k in dict.fromkeys(r["kernel"] for r in single)}
+    main_kernel = max(sizes_of, key=lambda k: len(sizes_of[k])) if sizes_of else None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5), gridspec_kw={"width_ratios": [1, 1.6]})
+    if main_kernel:
+        rs = [r for r in single if r["kernel"] == main_kernel]
         for impl in dict.fromkeys(r["impl"] for r in rs):
             pts = sorted((r["size"], r["gbps"]) for r in rs if r["impl"] == impl)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl,
-                    linewidth=2.5 if impl == "deepoptim" else 1.2, linestyle="--" if impl == "probe" else "-")
-        ax.set_xscale("log")
-        ax.set_xlabel("elements")
-        ax.set_ylabel("GB/s (bytes moved / time)")
-        ax.set_title(f"{k} (float32)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+            ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl,
+                     linewidth=2.5 if impl == "deepoptim" else 1.2, linestyle="--" if impl == "probe" else "-")
+        ax1.set_xscale("log")
+        ax1.set_xlabel("elements (one float32 tensor)")
+        ax1.set_ylabel("GB/s (bytes moved / time)")
+        ax1.set_title(f"{main_kernel}: bandwidth by size")
+        ax1.grid(True, alpha=0.3)
+        ax1.legend(fontsize=8)
+    # Every case at its largest size (and the many-tensor cases), grouped bars.
+    cases = []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        k = next(r["kernel"] for r in rows if r["case"] == case)
+        if k == "overhead":
+            continue
+        biggest = max(r["size"] for r in rows if r["kernel"] == k and "x" not in r["case"].split("/")[1]) \
+            if any("x" not in r["case"].split("/")[1] for r in rows if r["kernel"] == k) else None
+        size = next(r["size"] for r in rows if r["case"] == case)
+        if k == "batchnorm" or "x" in case.split("/")[1] or size == biggest:
+            cases.append(case)
+    groups = ("deepoptim", "probe", "torch (best)", "numpy")
+    width = 0.2
+    for gi, grp in enumerate(groups):
+        vals = []
+        for case in cases:
+            rs = {r["impl"]: r for r in rows if r["case"] == case}
+            if grp == "torch (best)":
+                ts = [r["gbps"] for i, r in rs.items() if i.startswith("torch")]
+                vals.append(max(ts) if ts else 0.0)
+            else:
+                vals.append(rs[grp]["gbps"] if grp in rs else 0.0)
+        ax2.bar(np.arange(len(cases)) + (gi - 1.5) * width, vals, width, label=grp)
+    ax2.set_xticks(np.arange(len(cases)))
+    ax2.set_xticklabels(cases, rotation=35, ha="right", fontsize=8)
+    ax2.set_ylabel("GB/s (bytes moved / time)")
+    ax2.set_title("every case (largest size): deepoptim vs the probe and its peers")
+    ax2.grid(True, axis="y", alpha=0.3)
+    ax2.legend(fontsize=8)
     info = deepoptim.build_info()
     fig.suptitle(f"deepoptim {info['version']} ({info['isa']}, {info['max_threads']} threads)")
     fig.tight_layout()
