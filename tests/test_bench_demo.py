@@ -116,3 +116,10 @@ def test_demo_without_its_extras_says_what_to_install(monkeypatch, capsys, tmp_p
     assert demo.main(["linear", "--quick", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert 'pip install "deepoptim[demo]"' in err and "matplotlib" in err
+
+
+def test_digits_dataset_without_scikit_learn_says_so(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    assert demo.main(["mlp", "--quick", "--quiet", "--dataset", "digits", "--out", str(tmp_path)]) == 2
+    assert "--dataset digits needs scikit-learn: pip install scikit-learn" in capsys.readouterr().err

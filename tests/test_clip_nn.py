@@ -132,13 +132,9 @@ def test_sequential_state_dict_round_trip():
 
 
 def _rings(n, seed):
-    """Three concentric rings in 2 features plus 8 noise features: not linearly separable."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, n)
-    r = labels + 1 + rng.standard_normal(n) * 0.25
-    th = rng.uniform(0, 2 * np.pi, n)
-    X = np.hstack([np.stack([r * np.cos(th), r * np.sin(th)], 1), rng.standard_normal((n, 8)) * 0.5])
-    return X.astype(np.float32), labels
+    from deepoptim.demo import synthetic_rings
+
+    return synthetic_rings(n, seed)
 
 
 def _train(model, X, y, steps, lr=3e-3):

@@ -59,6 +59,15 @@ def _need_extras():
     matplotlib.use("Agg")
 
 
+def _save(fig, out: str, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=100)
+    plt.close(fig)
+    return name
+
+
 def _bar(iterable, desc: str, quiet: bool, total: Optional[int] = None):
     from tqdm import tqdm
 
@@ -141,9 +150,7 @@ def exp_linear(out: str, quick: bool, seed: int, quiet: bool) -> dict:
         summary[kind] = {"least_squares": {"slope": float(w_ls[0]), "intercept": float(w_ls[1]), "loss": loss_ls},
                          "methods": rows}
     fig.suptitle("Linear regression: distance to the least-squares optimum")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "linear_loss.png"), dpi=100)
-    plt.close(fig)
+    _save(fig, out, "linear_loss.png")
     return {"images": ["linear_loss.png"], **summary}
 
 
@@ -211,9 +218,7 @@ def exp_schedules(out: str, quick: bool, seed: int, quiet: bool) -> dict:
     for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "schedules.png"), dpi=100)
-    plt.close(fig)
+    _save(fig, out, "schedules.png")
     return {"images": ["schedules.png"], "horizon": T, "schedules": results}
 
 
@@ -318,15 +323,16 @@ def exp_gradients(out: str, quick: bool, seed: int, quiet: bool) -> dict:
     for a in axes[:2]:
         a.grid(True, alpha=0.3)
         a.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "gradients.png"), dpi=100)
-    plt.close(fig)
+    _save(fig, out, "gradients.png")
     return {"images": ["gradients.png"], "depth": depth, "configs": results}
 
 
 # ------------------------------------------------------------------ 4. MLP classifier
-def _synthetic_classes(n: int, seed: int):
-    """Three noisy concentric rings in the first two of 10 features: needs hidden layers."""
+def synthetic_rings(n: int, seed: int):
+    """The demo's default classification data: three noisy concentric rings (radius 1, 2,
+    3; noise 0.25) in the first two of 10 features, the other 8 pure noise (std 0.5).
+    Not linearly separable: a linear model stays near chance (1/3). Returns (X float32
+    (n, 10), labels int64 (n,))."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 3, n)
     r = labels + 1 + rng.standard_normal(n) * 0.25
@@ -348,8 +354,8 @@ def _dataset(name: str, quick: bool, seed: int):
         cut = int(0.8 * len(X))
         return X[:cut], y[:cut], X[cut:], y[cut:], "scikit-learn digits (8x8 images, 10 classes)"
     n = 1500 if quick else 6000
-    Xtr, ytr = _synthetic_classes(n, seed + 10)
-    Xva, yva = _synthetic_classes(n // 3, seed + 11)
+    Xtr, ytr = synthetic_rings(n, seed + 10)
+    Xva, yva = synthetic_rings(n // 3, seed + 11)
     return Xtr, ytr, Xva, yva, "synthetic: 3 concentric rings + 8 noise features"
 
 
@@ -393,9 +399,7 @@ def exp_mlp(out: str, quick: bool, seed: int, quiet: bool, dataset: str = "synth
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.suptitle(f"MLP with BatchNorm and Dropout on {desc}")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "mlp_accuracy.png"), dpi=100)
-    plt.close(fig)
+    _save(fig, out, "mlp_accuracy.png")
     return {"images": ["mlp_accuracy.png"], "dataset": desc, "epochs": epochs, "optimizers": results}
 
 
@@ -515,4 +519,4 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-__all__ = ["run", "main", "EXPERIMENTS"]
+__all__ = ["run", "main", "EXPERIMENTS", "synthetic_rings"]
