@@ -4,7 +4,6 @@ numbers make sense), through their command-line entry points."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 

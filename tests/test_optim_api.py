@@ -248,7 +248,6 @@ def test_add_param_group_reset_and_lr_property():
     assert opt.lr == [0.5, 0.5]
     opt.param_groups[1]["lr"] = 0.25
     assert opt.lr == [0.5, 0.25]
-    rng = np.random.default_rng(9)
     opt.step([{"w1": np.ones((5, 4))}, {"w2": np.ones((3, 5))}])
     assert opt.param_groups[0]["_state"]["momentum_buffer"][0].any()
     opt.reset_state()

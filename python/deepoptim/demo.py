@@ -405,7 +405,7 @@ def exp_mlp(out: str, quick: bool, seed: int, quiet: bool, dataset: str = "synth
 
 # ------------------------------------------------------------------ driver
 def _report(out: str, summary: dict) -> None:
-    lines = [f"# deepoptim demo\n", f"deepoptim {summary['deepoptim']['version']} "
+    lines = ["# deepoptim demo\n", f"deepoptim {summary['deepoptim']['version']} "
              f"({summary['deepoptim']['isa']}), seed {summary['seed']}, quick={summary['quick']}.\n"]
     if "linear" in summary["experiments"]:
         lines.append("## Linear regression (seeds 000, 003, 004)\n\n![linear](linear_loss.png)\n")

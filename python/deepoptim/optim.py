@@ -173,7 +173,6 @@ class Optimizer:
         """One kernel call updating every parameter of ``group`` in place."""
         raise NotImplementedError
 
-    _kernel_weight_decay = True  # False: the base class applies weight decay (decoupled)
 
     # ------------------------------------------------------------ learning rate
     @property
