@@ -62,8 +62,8 @@ class Kernel:
             kw["first_step"] = step == 1
         return kw
 
-    def call(self, fn, params, grads, states, hp: dict, step: int) -> None:
-        fn(params, grads, *states, **self.kwargs(hp, step))
+    def call(self, fn, params, grads, states, hp: dict, step: int):
+        return fn(params, grads, *states, **self.kwargs(hp, step))
 
 
 def _unit(lo=0.0, hi=1.0):

@@ -238,6 +238,27 @@ py::object trust_result(const std::vector<double>& trust, bool list_form) {
 
 bool is_list_form(py::handle h) { return py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h); }
 
+// Runs a trust-ratio kernel (LAMB, LARS) over checked operands: parses `adapt`, builds
+// the tensor list with make(tag, t, adapt_t), gives kernel(tensors, work, trust) its
+// workspace without the GIL, and returns the per-tensor ratios.
+template <class Make, class Kernel>
+py::object run_trust(const Operands& ops, py::handle params, py::handle adapt, Make make, Kernel kernel) {
+  const bool list_form = is_list_form(params);
+  const std::vector<char> ad = parse_adapt(adapt, ops.ntensors, list_form);
+  std::vector<double> work(static_cast<std::size_t>(o::trust_workspace(ops.sizes.data(), ops.ntensors)));
+  std::vector<double> trust(static_cast<std::size_t>(ops.ntensors));
+  auto run = [&](auto tag) {
+    using Tensor = decltype(make(tag, std::int64_t{0}, true));
+    std::vector<Tensor> ts(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) ts[static_cast<std::size_t>(t)] = make(tag, t, ad[static_cast<std::size_t>(t)] != 0);
+    py::gil_scoped_release release;
+    kernel(ts.data(), work.data(), trust.data());
+  };
+  if (ops.dtype == DType::F32) run(float{});
+  else run(double{});
+  return trust_result(trust, list_form);
+}
+
 py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
                 std::int64_t step, double lr, double beta1, double beta2, double eps,
                 double weight_decay, bool bias_correction, py::handle adapt) {
@@ -250,8 +271,6 @@ py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::ha
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}},
       {params, grads, exp_avgs, exp_avg_sqs});
-  const bool list_form = is_list_form(params);
-  const std::vector<char> ad = parse_adapt(adapt, ops.ntensors, list_form);
   o::LambHyper h;
   h.lr = lr;
   h.beta1 = beta1;
@@ -260,21 +279,14 @@ py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::ha
   h.weight_decay = weight_decay;
   h.step = step;
   h.bias_correction = bias_correction;
-  std::vector<double> work(static_cast<std::size_t>(o::trust_workspace(ops.sizes.data(), ops.ntensors)));
-  std::vector<double> trust(static_cast<std::size_t>(ops.ntensors));
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    std::vector<o::LambTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
-    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
-      const auto i = static_cast<std::size_t>(t);
-      ts[i] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2), ops.get<T>(t, 3), ops.sizes[i], ad[i] != 0};
-    }
-    py::gil_scoped_release release;
-    o::lamb<T>(ts.data(), ops.ntensors, h, work.data(), trust.data());
-  };
-  if (ops.dtype == DType::F32) run(float{});
-  else run(double{});
-  return trust_result(trust, list_form);
+  return run_trust(
+      ops, params, adapt,
+      [&](auto tag, std::int64_t t, bool a) {
+        using T = decltype(tag);
+        return o::LambTensor<T>{ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2), ops.get<T>(t, 3),
+                                ops.sizes[static_cast<std::size_t>(t)], a};
+      },
+      [&](auto* ts, double* work, double* trust) { o::lamb(ts, ops.ntensors, h, work, trust); });
 }
 
 py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers, double lr,
@@ -288,29 +300,20 @@ py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"momentum_buffers", true, momentum != 0.0, "momentum != 0"}},
       {params, grads, momentum_buffers});
-  const bool list_form = is_list_form(params);
-  const std::vector<char> ad = parse_adapt(adapt, ops.ntensors, list_form);
   o::LarsHyper h;
   h.lr = lr;
   h.momentum = momentum;
   h.weight_decay = weight_decay;
   h.trust_coefficient = trust_coefficient;
   h.eps = eps;
-  std::vector<double> work(static_cast<std::size_t>(o::trust_workspace(ops.sizes.data(), ops.ntensors)));
-  std::vector<double> trust(static_cast<std::size_t>(ops.ntensors));
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    std::vector<o::LarsTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
-    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
-      const auto i = static_cast<std::size_t>(t);
-      ts[i] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2), ops.sizes[i], ad[i] != 0};
-    }
-    py::gil_scoped_release release;
-    o::lars<T>(ts.data(), ops.ntensors, h, work.data(), trust.data());
-  };
-  if (ops.dtype == DType::F32) run(float{});
-  else run(double{});
-  return trust_result(trust, list_form);
+  return run_trust(
+      ops, params, adapt,
+      [&](auto tag, std::int64_t t, bool a) {
+        using T = decltype(tag);
+        return o::LarsTensor<T>{ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2),
+                                ops.sizes[static_cast<std::size_t>(t)], a};
+      },
+      [&](auto* ts, double* work, double* trust) { o::lars(ts, ops.ntensors, h, work, trust); });
 }
 
 // ----------------------------------------------------------------- regularization
