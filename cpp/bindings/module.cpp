@@ -34,6 +34,8 @@ PYBIND11_MODULE(_core, m) {
         d["dispatch"] = deepoptim::dispatch_mode();
         d["openmp"] = _OPENMP;
         d["max_threads"] = omp_get_max_threads();
+        // In a child forked after threads ran, kernels run on one thread (parallel.hpp).
+        d["forked_child_single_thread"] = deepoptim::parallel::in_forked_child();
         d["block_size"] = deepoptim::parallel::kBlock;
         d["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +
                      "." + std::to_string(EIGEN_MINOR_VERSION);

@@ -25,6 +25,24 @@ inline constexpr std::int64_t kBlock = 4096;
 // Below this many elements in a call a second thread costs more than it saves.
 inline constexpr std::int64_t kMinParallel = std::int64_t{1} << 15;
 
+// True in a process forked (without exec) after OpenMP threads were started.
+// GNU libgomp's thread pool does not survive fork(): a child that enters a parallel
+// region waits forever for threads that no longer exist. A pthread_atfork child handler
+// (installed when the kernels are loaded, parallel.cpp) sets this flag, and from then on
+// every kernel runs on the calling thread without entering any OpenMP construct, as
+// PyTorch does for its own pool. Results are unchanged: they never depend on the
+// partition (see above).
+// A child forked before any parallel region ran keeps its threads.
+bool in_forked_child() noexcept;
+void note_threads_started() noexcept;
+
+// Whether a call touching `elems` elements should open a parallel region.
+inline bool use_threads(std::int64_t elems) {
+  if (elems < kMinParallel || in_forked_child()) return false;
+  note_threads_started();
+  return true;
+}
+
 inline std::int64_t num_blocks(std::int64_t n) { return (n + kBlock - 1) / kBlock; }
 
 // Total number of blocks of a tensor list: the size of a per-block partials buffer.
@@ -49,7 +67,7 @@ void for_each_block_indexed(std::int64_t ntensors, SizeOf size_of, Body body) {
     total_elems += size_of(t);
   }
   if (total_blocks == 0) return;
-  if (total_elems < kMinParallel) {  // small calls: no parallel region at all (~1 us saved)
+  if (!use_threads(total_elems)) {  // small calls: no parallel region at all (~1 us saved)
     std::int64_t seen = 0;
     for (std::int64_t t = 0; t < ntensors; ++t) {
       const std::int64_t n = size_of(t);
@@ -92,7 +110,11 @@ void for_each_block(std::int64_t ntensors, SizeOf size_of, Body body) {
 // reductions the body writes a partial per i; the caller adds them in i order.
 template <class Body>
 void for_each_index(std::int64_t n, std::int64_t elems, Body body) {
-#pragma omp parallel for schedule(static) if (elems >= kMinParallel)
+  if (!use_threads(elems)) {
+    for (std::int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
   for (std::int64_t i = 0; i < n; ++i) body(i);
 }
 
