@@ -56,10 +56,18 @@ def test_forward_matches_twin_bitwise(n, p, seed, offset, dtype):
         assert m1.dtype == np.uint8 and m1.shape == ((n + 7) // 8,)
         assert m1.tobytes() == m2.tobytes()
         keep = _bits(m1, n)
-        scale = np.asarray(1.0 / (1.0 - p) if p < 1 else 0.0).astype(dtype)
+        scale = np.asarray(_realized_scale(p)).astype(dtype)
         np.testing.assert_array_equal(y1, np.where(keep, x * scale, 0))
         # Bits past n in the last byte are zero.
         assert not np.unpackbits(m1, bitorder="little")[n:].any()
+
+
+def _realized_scale(p):
+    """1 / the keep rate 16-bit draws realize: 1 - round(p * 2**16) / 2**16."""
+    if p >= 1:
+        return 0.0
+    t = min(int(np.floor(p * 65536 + 0.5)), 65535)
+    return 65536 / (65536 - t)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -113,7 +121,7 @@ def test_backward_from_mask_and_from_seed(impl, dtype):
         y, mask = impl.dropout(x, p, seed=9, offset=13)
         dx = impl.dropout_backward(dy, mask, p)
         keep = _bits(mask, x.size).reshape(x.shape)
-        scale = np.asarray(1 / (1 - p) if p < 1 else 0.0).astype(dtype)
+        scale = np.asarray(_realized_scale(p)).astype(dtype)
         np.testing.assert_array_equal(dx, np.where(keep, dy * scale, 0))
         regenerated = impl.dropout_backward(dy, None, p, seed=9, offset=13)
         assert regenerated.tobytes() == dx.tobytes()
@@ -162,7 +170,10 @@ def test_keep_rate_like_torch():
     ours, _ = F.dropout(x, p, seed=1)
     torch.manual_seed(0)
     theirs = torch.nn.functional.dropout(torch.from_numpy(x), p).numpy()
-    assert set(np.unique(ours)) == set(np.unique(theirs)) == {0.0, np.float32(1 / 0.7)}
+    assert set(np.unique(theirs)) == {0.0, np.float32(1 / 0.7)}
+    # Ours scales by the keep rate 16-bit draws realize (unbiased), within 2**-16 of torch's.
+    assert set(np.unique(ours)) == {0.0, np.float32(_realized_scale(p))}
+    assert abs(_realized_scale(p) * 0.7 - 1) < 2**-16
     sigma = np.sqrt(p * (1 - p) / n)
     assert abs((ours > 0).mean() - (theirs > 0).mean()) < 7 * sigma
 
@@ -175,7 +186,7 @@ BAD_FORWARD = [
     (dict(seed=2**64), ValueError, r"seed must be in \[0, 2\*\*64\)"),
     (dict(seed=1.5), TypeError, r"seed must be an int"),
     (dict(offset=-3), ValueError, r"offset must be in"),
-    (dict(offset=2**64 - 2), ValueError, r"offset \+ x.size must be < 2\*\*64"),
+    (dict(offset=2**64 - 2), ValueError, r"offset \+ size must be < 2\*\*64"),
     (dict(x=np.ones(10, np.int64)), TypeError, r"x must have dtype float32 or float64"),
     (dict(x=np.ones(20, np.float32)[::2]), ValueError, r"x must be C-contiguous"),
     (dict(x=[1.0, 2.0]), TypeError, r"x must be a numpy.ndarray"),
@@ -208,3 +219,57 @@ def test_backward_refuses_bad_input(impl):
         impl.dropout_backward(dy, mask, 2.0)
     with pytest.raises(TypeError, match="dy must have dtype"):
         impl.dropout_backward(dy.astype(np.int32), mask, 0.5)
+
+
+# ------------------------------------------------------------------ edges (issue 15)
+@pytest.mark.parametrize("impl", [F, R], ids=["fast", "twin"])
+@pytest.mark.parametrize("p", [0.99999, 1e-5, 0.3, 1 - 2**-16, 2**-16])
+def test_unbiased_for_any_p(impl, p):
+    """Kept values are scaled by the keep rate the draws realize: the sum of y over n
+    elements equals n * x in expectation, within 5 sigma, also for p near 0 and 1."""
+    n = 4_000_000 if impl is F else 400_000
+    y, mask = impl.dropout(np.ones(n, np.float64), p, seed=11)
+    kept = int(_bits(mask, n).sum())
+    t = min(int(np.floor(p * 65536 + 0.5)), 65535)
+    q = (65536 - t) / 65536  # the realized keep rate
+    assert np.all((y == 0) | (y == 1 / q))
+    sigma = np.sqrt(n * q * (1 - q)) / q  # std of sum(y)
+    assert abs(y.sum() - n) <= 5 * sigma + 1e-9 * n, (y.sum(), n, sigma)
+    assert kept == np.count_nonzero(y)
+
+
+@pytest.mark.parametrize("impl", [F, R], ids=["fast", "twin"])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 4097])
+def test_offsets_at_the_end_of_the_sequence(impl, n):
+    """The last elements of the 2**64-element sequence: forward, mask and the mask-free
+    backward agree, and one element more is refused before anything is written."""
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    for offset in (2**64 - 1 - n, 2**64 - 4 - n, 2**64 - 9 - n):
+        offset = max(offset, 0)
+        y, mask = impl.dropout(x, 0.5, seed=3, offset=offset)
+        assert y.tobytes() == F.dropout(x, 0.5, seed=3, offset=offset)[0].tobytes()
+        assert y.tobytes() == R.dropout(x, 0.5, seed=3, offset=offset)[0].tobytes()
+        dy = np.ones_like(x)
+        from_mask = impl.dropout_backward(dy, mask, 0.5)
+        regenerated = impl.dropout_backward(dy, None, 0.5, seed=3, offset=offset)
+        assert from_mask.tobytes() == regenerated.tobytes()
+        np.testing.assert_array_equal(y != 0, from_mask != 0)
+    out = np.full_like(x, 7.0)
+    with pytest.raises(ValueError, match="offset"):
+        impl.dropout(x, 0.5, seed=3, offset=2**64 - n, out=out)
+    with pytest.raises(ValueError, match="offset"):
+        impl.dropout_backward(x, None, 0.5, seed=3, offset=2**64 - n, out=out)
+    assert np.all(out == 7.0)
+
+
+@pytest.mark.parametrize("impl", [F, R], ids=["fast", "twin"])
+def test_backward_refuses_mask_overlapping_out(impl):
+    dy = np.ones(64, np.float32)
+    _, mask = F.dropout(dy, 0.5, seed=1)
+    out = np.zeros(64, np.float32)
+    m = out.view(np.uint8)[:8]
+    m[...] = mask
+    before = out.copy()
+    with pytest.raises(ValueError, match="share memory"):
+        impl.dropout_backward(dy, m, 0.5, out=out)
+    assert out.tobytes() == before.tobytes()

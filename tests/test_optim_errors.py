@@ -176,11 +176,56 @@ def _cases(name):
             hp["eps"] = -1e-8
             return ValueError, r"eps must be"
 
+        @case
+        def eps_underflows_in_float32(rows, grads, hp):
+            hp["eps"] = 1e-300
+            return ValueError, r"eps must not round to 0 in float32"
+
     if kernel.has_step:
         @case
         def step_zero(rows, grads, hp):
             hp["_step"] = 0
-            return ValueError, r"step must be >= 1"
+            return ValueError, r"step must be in \[1, 2\*\*63\)"
+
+        @case
+        def step_too_large(rows, grads, hp):
+            hp["_step"] = 2**63
+            return ValueError, r"step must be in \[1, 2\*\*63\).*got 9223372036854775808"
+
+        @case
+        def step_is_bool(rows, grads, hp):
+            hp["_step"] = True
+            return TypeError, r"step must be an int, got bool"
+
+        @case
+        def step_is_float(rows, grads, hp):
+            hp["_step"] = 2.0
+            return TypeError, r"step must be an int, got float"
+
+    @case
+    def lr_is_bool(rows, grads, hp):
+        hp["lr"] = True
+        return TypeError, r"lr must be a number, got bool"
+
+    @case
+    def lr_is_string(rows, grads, hp):
+        hp["lr"] = "0.1"
+        return TypeError, r"lr must be a number, got str"
+
+    @case
+    def lr_huge_int(rows, grads, hp):
+        hp["lr"] = 10**400
+        return ValueError, r"lr must be a finite number"
+
+    @case
+    def masked_grad(rows, grads, hp):
+        grads[-1] = np.ma.masked_array(grads[-1], mask=np.arange(grads[-1].size) % 2 == 0)
+        return TypeError, r"grads\[2\] is a numpy.ma.MaskedArray"
+
+    @case
+    def masked_param(rows, grads, hp):
+        rows[-1][0] = np.ma.masked_array(rows[-1][0])
+        return TypeError, r"params\[2\] is a numpy.ma.MaskedArray"
 
     if name == "sgd":
         @case
@@ -299,3 +344,13 @@ def test_one_grad_shared_by_two_params_is_allowed():
     F.sgd([p1, p2], [g, g], lr=1.0)
     np.testing.assert_array_equal(p1, np.zeros(4))
     np.testing.assert_array_equal(p2, np.zeros(4))
+
+
+def test_float64_takes_an_eps_that_float32_cannot():
+    """eps=1e-300 is representable in float64: refused only where it rounds to 0."""
+    for name in ("adam", "adagrad", "rmsprop", "lamb"):
+        kernel, hp, rows, grads = _setup(name, dtype=np.float64)
+        hp["eps"] = 1e-300
+        cols = _columns(rows)
+        kernel.call(kernel.fast, cols[0], grads, cols[1:], hp, 1)
+        assert all(np.isfinite(p).all() for p in cols[0])

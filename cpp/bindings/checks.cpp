@@ -72,6 +72,7 @@ py::array require_array(py::handle h, const std::string& name) {
   if (!py::isinstance<py::array>(h)) {
     throw py::type_error(name + " must be a numpy.ndarray, got " + type_name(h));
   }
+  refuse_masked(h, name);
   return py::reinterpret_borrow<py::array>(h);
 }
 
@@ -184,6 +185,7 @@ Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::h
       if (!py::isinstance<py::array>(h)) {
         throw py::type_error(arg_name(k, t) + " must be a numpy.ndarray, got " + type_name(h));
       }
+      if (is_masked(h)) refuse_masked(h, arg_name(k, t));
       const auto a = py::reinterpret_borrow<py::array>(h);
       const DType dt = fast_float_dtype(a, [&] { return arg_name(k, t); });
       if (t == 0 && k == 0) {
@@ -241,10 +243,71 @@ void check_in_range(const char* name, double x, double lo, double hi, bool hi_in
   }
 }
 
-void check_step(std::int64_t step) {
-  if (step < 1) {
-    throw py::value_error("step must be >= 1 (the count of updates including this one), got " +
-                          std::to_string(step));
+namespace {
+
+// numpy.integer and numpy.floating, looked up once (leaked on purpose: module lifetime).
+PyObject* numpy_type(const char* module, const char* name) {
+  return py::object(py::module_::import(module).attr(name)).release().ptr();
+}
+
+bool is_numpy_integer(py::handle h) {
+  static PyObject* integer = numpy_type("numpy", "integer");
+  return PyObject_IsInstance(h.ptr(), integer) == 1;
+}
+
+bool is_numpy_number(py::handle h) {
+  static PyObject* floating = numpy_type("numpy", "floating");
+  return is_numpy_integer(h) || PyObject_IsInstance(h.ptr(), floating) == 1;
+}
+
+}  // namespace
+
+double real(py::handle h, const char* name) {
+  PyObject* o = h.ptr();
+  if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o);  // the hot path
+  if (PyBool_Check(o) || !(PyFloat_Check(o) || PyLong_Check(o) || is_numpy_number(h))) {
+    throw py::type_error(std::string(name) + " must be a number, got " + type_name(h));
+  }
+  const double x = PyFloat_AsDouble(o);
+  if (x == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();  // an int too large for a double
+    throw py::value_error(std::string(name) + " must be a finite number, got " + std::string(py::repr(h)));
+  }
+  return x;
+}
+
+std::int64_t step_arg(py::handle h) {
+  PyObject* o = h.ptr();
+  if (PyBool_Check(o) || !(PyLong_Check(o) || is_numpy_integer(h))) {
+    throw py::type_error("step must be an int, got " + type_name(h));
+  }
+  int overflow = 0;
+  const py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(o));
+  const long long s = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+  if (overflow != 0 || s < 1) {
+    throw py::value_error("step must be in [1, 2**63) (the count of updates including this one), got " +
+                          std::string(py::str(v)));
+  }
+  return static_cast<std::int64_t>(s);
+}
+
+void check_eps_representable(const char* name, double eps, const Operands& ops) {
+  if (ops.ntensors > 0 && ops.dtype == DType::F32 && eps > 0.0 && static_cast<float>(eps) == 0.0f) {
+    throw py::value_error(std::string(name) + " must not round to 0 in float32 (the parameters' dtype), got " +
+                          fmt(eps));
+  }
+}
+
+bool is_masked(py::handle h) {
+  if (Py_TYPE(h.ptr()) == py::detail::npy_api::get().PyArray_Type_) return false;  // the hot path
+  static PyObject* masked = numpy_type("numpy.ma", "MaskedArray");
+  return PyObject_IsInstance(h.ptr(), masked) == 1;
+}
+
+void refuse_masked(py::handle h, const std::string& name) {
+  if (is_masked(h)) {
+    throw py::type_error(name + " is a numpy.ma.MaskedArray, whose mask the kernels cannot honour; pass "
+                         "numpy.ma.filled(...) (the masked entries filled as you intend)");
   }
 }
 

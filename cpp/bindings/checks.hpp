@@ -82,6 +82,19 @@ void check_finite_ge(const char* name, double x, double lo);           // lo <= 
 void check_finite_gt(const char* name, double x, double lo);           // lo <  x < inf
 void check_in_range(const char* name, double x, double lo, double hi,  // lo <= x < hi (or <= hi)
                     bool hi_inclusive);
-void check_step(std::int64_t step);                                    // step >= 1
+
+// Scalar arguments, parsed the way the NumPy twins' checks (reference/_checks.py) parse
+// them, so that kernel and twin refuse the same things the same way:
+// a hyperparameter is an int, float, numpy.integer or numpy.floating, never a bool
+// (TypeError naming it);
+double real(py::handle h, const char* name);
+// `step` is an int (not a bool) in [1, 2**63): TypeError / ValueError naming it.
+std::int64_t step_arg(py::handle h);
+// An eps that rounds to 0 in the dtype the math runs in would turn 0/0 into NaN.
+void check_eps_representable(const char* name, double eps, const Operands& ops);
+
+// numpy.ma.MaskedArray is an ndarray whose mask the kernels cannot honour: refused.
+bool is_masked(py::handle h);
+void refuse_masked(py::handle h, const std::string& name);
 
 }  // namespace deepoptim::bind

@@ -37,7 +37,8 @@ void check_p(double p) { check_in_range("p", p, 0.0, 1.0, true); }
 
 void check_offset_range(std::uint64_t offset, py::ssize_t n) {
   if (offset > std::numeric_limits<std::uint64_t>::max() - static_cast<std::uint64_t>(n)) {
-    throw py::value_error("offset + x.size must be < 2**64");
+    throw py::value_error("offset must leave room for the call's elements: offset + size must be < 2**64, got "
+                          "offset=" + std::to_string(offset) + " and size " + std::to_string(n));
   }
 }
 
@@ -65,8 +66,9 @@ py::array output(py::handle out_h, const py::array& x, DType dt, const char* xna
   return out;
 }
 
-py::tuple dropout(py::handle x_h, double p, bool training, py::handle seed_h, py::handle offset_h,
+py::tuple dropout(py::handle x_h, py::handle p_h, bool training, py::handle seed_h, py::handle offset_h,
                   bool return_mask, py::handle out_h) {
+  const double p = real(p_h, "p");
   py::array x = require_array(x_h, "x");
   const DType dt = float_dtype(x, "x");
   require_contiguous(x, "x");
@@ -95,8 +97,9 @@ py::tuple dropout(py::handle x_h, double p, bool training, py::handle seed_h, py
   return py::make_tuple(y, return_mask ? py::object(mask) : py::object(py::none()));
 }
 
-py::array dropout_backward(py::handle dy_h, py::handle mask_h, double p, py::handle seed_h,
+py::array dropout_backward(py::handle dy_h, py::handle mask_h, py::handle p_h, py::handle seed_h,
                            py::handle offset_h, py::handle out_h) {
+  const double p = real(p_h, "p");
   py::array dy = require_array(dy_h, "dy");
   const DType dt = float_dtype(dy, "dy");
   require_contiguous(dy, "dy");
@@ -104,6 +107,7 @@ py::array dropout_backward(py::handle dy_h, py::handle mask_h, double p, py::han
   const std::uint64_t offset = as_u64(offset_h, "offset");
   check_offset_range(offset, dy.size());
   const std::uint8_t* mask = nullptr;
+  py::array mask_arr;
   std::uint64_t seed = 0;
   if (!mask_h.is_none()) {
     py::array m = require_array(mask_h, "mask");
@@ -114,12 +118,19 @@ py::array dropout_backward(py::handle dy_h, py::handle mask_h, double p, py::han
     require_shape(m, {(dy.size() + 7) / 8}, "mask", "one bit per element of dy");
     require_contiguous(m, "mask");
     mask = static_cast<const std::uint8_t*>(m.data());
+    mask_arr = m;
   } else if (!seed_h.is_none()) {
     seed = as_u64(seed_h, "seed");
   } else if (p != 0.0) {
     throw py::value_error("dropout_backward needs the mask, or the seed (and offset) to regenerate it");
   }
   py::array dx = output(out_h, dy, dt, "dy");
+  if (mask && !out_h.is_none()) {  // out is written while the mask is read
+    std::vector<Span> spans;
+    add_span(spans, mask_arr, false, "mask");
+    add_span(spans, dx, true, "out");
+    check_aliasing(spans);
+  }
   if (p == 0.0) {  // the forward was the identity
     if (out_h.is_none()) return dy;
     if (dx.data() != dy.data()) std::memcpy(dx.mutable_data(), dy.data(), static_cast<std::size_t>(dy.nbytes()));

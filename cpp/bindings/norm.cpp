@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -64,7 +65,8 @@ T* ptr_or_null(const py::object& a) {
 
 py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running_var,
                      py::handle weight, py::handle bias, bool training, py::handle momentum_h,
-                     double eps, py::handle num_batches_tracked, std::int64_t channel_axis) {
+                     py::handle eps_h, py::handle num_batches_tracked, std::int64_t channel_axis) {
+  const double eps = real(eps_h, "eps");
   py::array x = require_array(x_h, "x");
   const DType dt = float_dtype(x, "x");
   require_contiguous(x, "x");
@@ -105,6 +107,12 @@ py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running
     if (training) require_writeable(n, "num_batches_tracked");
     add_span(spans, n, training, "num_batches_tracked");
     nbt = static_cast<std::int64_t*>(n.mutable_data());
+    // A count: 1/count weighs the cumulative average, and training adds 1 to it.
+    const std::int64_t count = *nbt;
+    if (count < 0 || (training && count == std::numeric_limits<std::int64_t>::max())) {
+      throw py::value_error("num_batches_tracked must hold a count in [0, 2**63 - 1), got " +
+                            std::to_string(count));
+    }
   }
   if (training && !rm.is_none() && cumulative && !nbt) {
     throw py::value_error("num_batches_tracked is required when momentum=None (cumulative average)");

@@ -45,9 +45,13 @@ struct SgdCall {
   }
 };
 
-void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, double lr,
-         double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
+void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, py::handle lr_h,
+         py::handle momentum_h, py::handle dampening_h, py::handle weight_decay_h, bool nesterov, bool maximize,
          bool first_step, const std::string& momentum_form) {
+  const double lr = real(lr_h, "lr");
+  const double momentum = real(momentum_h, "momentum");
+  const double dampening = real(dampening_h, "dampening");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
   o::SgdHyper h;
   h.form = parse_form(momentum_form);
   check_finite_ge("lr", lr, 0.0);
@@ -94,10 +98,15 @@ struct AdagradCall {
   }
 };
 
-void adagrad(py::handle params, py::handle grads, py::handle state_sums, std::int64_t step,
-             double lr, double lr_decay, double weight_decay, double initial_accumulator_value,
-             double eps, bool maximize) {
-  check_step(step);
+void adagrad(py::handle params, py::handle grads, py::handle state_sums, py::handle step_h,
+             py::handle lr_h, py::handle lr_decay_h, py::handle weight_decay_h, py::handle initial_accumulator_value_h,
+             py::handle eps_h, bool maximize) {
+  const std::int64_t step = step_arg(step_h);
+  const double lr = real(lr_h, "lr");
+  const double lr_decay = real(lr_decay_h, "lr_decay");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
+  const double initial_accumulator_value = real(initial_accumulator_value_h, "initial_accumulator_value");
+  const double eps = real(eps_h, "eps");
   check_finite_ge("lr", lr, 0.0);
   check_finite_ge("lr_decay", lr_decay, 0.0);
   check_finite_ge("weight_decay", weight_decay, 0.0);
@@ -106,6 +115,7 @@ void adagrad(py::handle params, py::handle grads, py::handle state_sums, std::in
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"state_sums", true, true}},
       {params, grads, state_sums});
+  check_eps_representable("eps", eps, ops);
   o::AdagradHyper h;
   h.lr = lr;
   h.lr_decay = lr_decay;
@@ -132,8 +142,13 @@ struct RmspropCall {
 };
 
 void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::handle grad_avgs,
-             py::handle momentum_buffers, double lr, double alpha, double eps,
-             double weight_decay, double momentum, bool centered, bool maximize) {
+             py::handle momentum_buffers, py::handle lr_h, py::handle alpha_h, py::handle eps_h,
+             py::handle weight_decay_h, py::handle momentum_h, bool centered, bool maximize) {
+  const double lr = real(lr_h, "lr");
+  const double alpha = real(alpha_h, "alpha");
+  const double eps = real(eps_h, "eps");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
+  const double momentum = real(momentum_h, "momentum");
   check_finite_ge("lr", lr, 0.0);
   check_in_range("alpha", alpha, 0.0, 1.0, true);
   check_finite_gt("eps", eps, 0.0);
@@ -145,6 +160,7 @@ void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::ha
                                        {"grad_avgs", true, centered, "centered=True"},
                                        {"momentum_buffers", true, momentum > 0.0, "momentum > 0"}},
                                       {params, grads, square_avgs, grad_avgs, momentum_buffers});
+  check_eps_representable("eps", eps, ops);
   o::RmspropHyper h;
   h.lr = lr;
   h.alpha = alpha;
@@ -171,10 +187,15 @@ struct AdamCall {
 };
 
 void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
-          py::handle max_exp_avg_sqs, std::int64_t step, double lr, double beta1, double beta2,
-          double eps, double weight_decay, bool amsgrad, bool maximize,
+          py::handle max_exp_avg_sqs, py::handle step_h, py::handle lr_h, py::handle beta1_h, py::handle beta2_h,
+          py::handle eps_h, py::handle weight_decay_h, bool amsgrad, bool maximize,
           bool decoupled_weight_decay, bool bias_correction, bool eps_inside_sqrt) {
-  check_step(step);
+  const std::int64_t step = step_arg(step_h);
+  const double lr = real(lr_h, "lr");
+  const double beta1 = real(beta1_h, "beta1");
+  const double beta2 = real(beta2_h, "beta2");
+  const double eps = real(eps_h, "eps");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
   check_finite_ge("lr", lr, 0.0);
   check_in_range("beta1", beta1, 0.0, 1.0, false);
   check_in_range("beta2", beta2, 0.0, 1.0, false);
@@ -186,6 +207,7 @@ void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle e
                                        {"exp_avg_sqs", true, true},
                                        {"max_exp_avg_sqs", true, amsgrad, "amsgrad=True"}},
                                       {params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs});
+  check_eps_representable("eps", eps, ops);
   o::AdamHyper h;
   h.lr = lr;
   h.beta1 = beta1;
@@ -260,9 +282,14 @@ py::object run_trust(const Operands& ops, py::handle params, py::handle adapt, M
 }
 
 py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
-                std::int64_t step, double lr, double beta1, double beta2, double eps,
-                double weight_decay, bool bias_correction, py::handle adapt) {
-  check_step(step);
+                py::handle step_h, py::handle lr_h, py::handle beta1_h, py::handle beta2_h, py::handle eps_h,
+                py::handle weight_decay_h, bool bias_correction, py::handle adapt) {
+  const std::int64_t step = step_arg(step_h);
+  const double lr = real(lr_h, "lr");
+  const double beta1 = real(beta1_h, "beta1");
+  const double beta2 = real(beta2_h, "beta2");
+  const double eps = real(eps_h, "eps");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
   check_finite_ge("lr", lr, 0.0);
   check_in_range("beta1", beta1, 0.0, 1.0, false);
   check_in_range("beta2", beta2, 0.0, 1.0, false);
@@ -271,6 +298,7 @@ py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::ha
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}},
       {params, grads, exp_avgs, exp_avg_sqs});
+  check_eps_representable("eps", eps, ops);
   o::LambHyper h;
   h.lr = lr;
   h.beta1 = beta1;
@@ -289,9 +317,14 @@ py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::ha
       [&](auto* ts, double* work, double* trust) { o::lamb(ts, ops.ntensors, h, work, trust); });
 }
 
-py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers, double lr,
-                double momentum, double weight_decay, double trust_coefficient, double eps,
+py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers, py::handle lr_h,
+                py::handle momentum_h, py::handle weight_decay_h, py::handle trust_coefficient_h, py::handle eps_h,
                 py::handle adapt) {
+  const double lr = real(lr_h, "lr");
+  const double momentum = real(momentum_h, "momentum");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
+  const double trust_coefficient = real(trust_coefficient_h, "trust_coefficient");
+  const double eps = real(eps_h, "eps");
   check_finite_ge("lr", lr, 0.0);
   check_finite_ge("momentum", momentum, 0.0);
   check_finite_ge("weight_decay", weight_decay, 0.0);
@@ -317,7 +350,9 @@ py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers
 }
 
 // ----------------------------------------------------------------- regularization
-void add_penalty(py::handle grads, py::handle params, double l1, double l2) {
+void add_penalty(py::handle grads, py::handle params, py::handle l1_h, py::handle l2_h) {
+  const double l1 = real(l1_h, "l1");
+  const double l2 = real(l2_h, "l2");
   check_finite_ge("l1", l1, 0.0);
   check_finite_ge("l2", l2, 0.0);
   const Operands ops = parse_operands({{"grads", true, true}, {"params", false, true}}, {grads, params});
@@ -334,7 +369,8 @@ void add_penalty(py::handle grads, py::handle params, double l1, double l2) {
   else run(double{});
 }
 
-void soft_threshold(py::handle params, double threshold) {
+void soft_threshold(py::handle params, py::handle threshold_h) {
+  const double threshold = real(threshold_h, "threshold");
   check_finite_ge("threshold", threshold, 0.0);
   const Operands ops = parse_operands({{"params", true, true}}, {params});
   auto run = [&](auto tag) {

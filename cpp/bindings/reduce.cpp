@@ -66,7 +66,8 @@ double total_norm(const std::vector<double>& norms, rd::Ord ord) {
   return ord == rd::Ord::L2 ? std::sqrt(acc) : acc;
 }
 
-py::object norms(py::handle arrays, double norm_type) {
+py::object norms(py::handle arrays, py::handle norm_type_h) {
+  const double norm_type = real(norm_type_h, "norm_type");
   const rd::Ord ord = parse_ord(norm_type);
   const Operands ops = parse_operands({{"arrays", false, true}}, {arrays});
   const std::vector<double> out = tensor_norms(ops, ord);
@@ -95,12 +96,15 @@ void scale_parsed(const Operands& ops, double factor) {
   }
 }
 
-void scale(py::handle arrays, double factor) {
+void scale(py::handle arrays, py::handle factor_h) {
+  const double factor = real(factor_h, "factor");
   const Operands ops = parse_operands({{"arrays", true, true}}, {arrays});
   scale_parsed(ops, factor);
 }
 
-void clamp(py::handle arrays, double lo, double hi) {
+void clamp(py::handle arrays, py::handle lo_h, py::handle hi_h) {
+  const double lo = real(lo_h, "lo");
+  const double hi = real(hi_h, "hi");
   if (std::isnan(lo) || std::isnan(hi) || lo > hi) {
     throw py::value_error("clamp needs lo <= hi, got lo=" + std::string(py::repr(py::float_(lo))) +
                           ", hi=" + std::string(py::repr(py::float_(hi))));
@@ -119,7 +123,9 @@ void clamp(py::handle arrays, double lo, double hi) {
 // torch.nn.utils.clip_grad_norm_: total = ||concat(grads)||; coef = max_norm/(total + 1e-6);
 // grads *= coef when coef < 1 (or NaN). With error_if_nonfinite and a non-finite total the
 // grads are left alone and the caller raises. Returns the total norm.
-double clip_grad_norm(py::handle grads, double max_norm, double norm_type, bool error_if_nonfinite) {
+double clip_grad_norm(py::handle grads, py::handle max_norm_h, py::handle norm_type_h, bool error_if_nonfinite) {
+  const double max_norm = real(max_norm_h, "max_norm");
+  const double norm_type = real(norm_type_h, "norm_type");
   const rd::Ord ord = parse_ord(norm_type);
   check_finite_ge("max_norm", max_norm, 0.0);
   const Operands ops = parse_operands({{"grads", true, true}}, {grads});

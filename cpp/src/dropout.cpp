@@ -40,11 +40,13 @@ DEEPOPTIM_INLINE void philox(std::uint32_t& c0, std::uint32_t& c1, std::uint32_t
   }
 }
 
-// draws[j - 8*g0] for every element j in [j0, j1) of the sequence, g0 = j0 / 8: the
-// four words of group g, each split low half first (little-endian order of the halves).
+// draws[j - 8*g0] for every element j in [j0, j0 + count) of the sequence, g0 = j0 / 8:
+// the four words of group g, each split low half first (little-endian order of the
+// halves). count >= 1 and j0 + count <= 2^64 (the bindings refuse more); the last group
+// is computed from the last element, so nothing wraps even at the end of the sequence.
 DEEPOPTIM_INLINE void fill_draws(std::uint16_t* __restrict draws, std::uint64_t j0,
-                                 std::uint64_t j1, std::uint64_t seed) {
-  const std::uint64_t g0 = j0 >> 3, g1 = (j1 + 7) >> 3;
+                                 std::uint64_t count, std::uint64_t seed) {
+  const std::uint64_t g0 = j0 >> 3, g1 = ((j0 + (count - 1)) >> 3) + 1;
   const std::uint32_t k0 = std::uint32_t(seed), k1 = std::uint32_t(seed >> 32);
   const std::int64_t ng = std::int64_t(g1 - g0);
 #pragma omp simd
@@ -65,7 +67,7 @@ DEEPOPTIM_INLINE void fill_draws(std::uint16_t* __restrict draws, std::uint64_t 
 
 struct Coef {
   std::uint32_t threshold;  // up to 2^16 inclusive
-  double scale;  // 1/(1-p) in double, rounded to T by the users
+  double scale;  // 2^16 / (2^16 - threshold): 1 / the realized keep rate, rounded to T by the users
 };
 
 template <class T>
@@ -73,7 +75,7 @@ DEEPOPTIM_INLINE void forward_block(const ForwardArgs<T>& a, const Coef& c, std:
                                     std::int64_t e) {
   alignas(64) std::uint16_t draws[parallel::kBlock + 16];
   const std::uint64_t j0 = a.offset + std::uint64_t(b);
-  fill_draws(draws, j0, j0 + std::uint64_t(e - b), a.seed);
+  fill_draws(draws, j0, std::uint64_t(e - b), a.seed);
   const std::uint16_t* w = draws + (j0 & 7);
   const T scale = T(c.scale);
   const T* __restrict x = a.x + b;
@@ -120,7 +122,7 @@ DEEPOPTIM_INLINE void backward_block(const BackwardArgs<T>& a, const Coef& c, st
   }
   alignas(64) std::uint16_t draws[parallel::kBlock + 16];
   const std::uint64_t j0 = a.offset + std::uint64_t(b);
-  fill_draws(draws, j0, j0 + std::uint64_t(n), a.seed);
+  fill_draws(draws, j0, std::uint64_t(n), a.seed);
   const std::uint16_t* w = draws + (j0 & 7);
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) dx[i] = std::uint32_t(w[i]) >= c.threshold ? dy[i] * scale : T(0);
@@ -139,7 +141,12 @@ DEEPOPTIM_CLONES void backward_blk(const BackwardArgs<double>& a, const Coef& c,
   backward_block(a, c, b, e);
 }
 
-Coef coef(double p) { return {std::uint32_t(keep_threshold(p)), p < 1.0 ? 1.0 / (1.0 - p) : 0.0}; }
+// Scaling by the keep rate the 16-bit draws realize, not by the 1 - p asked for, keeps
+// the expectation exact: E[y] = x for every p < 1.
+Coef coef(double p) {
+  const std::uint64_t t = keep_threshold(p);
+  return {std::uint32_t(t), t < 65536 ? 65536.0 / double(65536 - t) : 0.0};
+}
 
 }  // namespace
 
@@ -153,8 +160,9 @@ void philox4x32_10(const std::uint32_t counter[4], const std::uint32_t key[2], s
 }
 
 std::uint64_t keep_threshold(double p) {
-  const double t = std::floor(p * 65536.0);
-  return t <= 0.0 ? 0 : (t >= 65536.0 ? 65536 : std::uint64_t(t));
+  if (p >= 1.0) return 65536;
+  const double t = std::floor(p * 65536.0 + 0.5);  // nearest; p < 1 always keeps some
+  return t <= 0.0 ? 0 : (t >= 65535.0 ? 65535 : std::uint64_t(t));
 }
 
 template <class T>

@@ -70,6 +70,7 @@ def operands(
             label = f"{name}[{t}]" if list_form else name
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"{label} must be a numpy.ndarray, got {type(a).__name__}")
+            not_masked(a, label)
             dt = _native_float_dtype(a)
             if dt is None:
                 raise TypeError(f"{label} must have dtype float32 or float64, got {a.dtype}")
@@ -133,8 +134,24 @@ def in_range(name: str, x: float, lo: float, hi: float, hi_inclusive: bool) -> N
 def step(s: int) -> None:
     if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
         raise TypeError(f"step must be an int, got {type(s).__name__}")
-    if s < 1:
-        raise ValueError(f"step must be >= 1 (the count of updates including this one), got {s}")
+    if not 1 <= s < 2**63:
+        raise ValueError(f"step must be in [1, 2**63) (the count of updates including this one), got {s}")
+
+
+def eps_representable(name: str, eps: float, rows: list) -> None:
+    """An eps that rounds to 0 in the dtype the math runs in (that of the checked
+    ``rows``, see :func:`operands`) would turn 0/0 into NaN."""
+    if rows and rows[0][0].dtype == np.float32 and eps > 0.0 and np.float32(eps) == 0.0:
+        raise ValueError(f"{name} must not round to 0 in float32 (the parameters' dtype), got {float(eps)!r}")
+
+
+def not_masked(a: np.ndarray, name: str) -> None:
+    """numpy.ma.MaskedArray is an ndarray whose mask the kernels cannot honour: refused."""
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a numpy.ma.MaskedArray, whose mask the kernels cannot honour; pass "
+            "numpy.ma.filled(...) (the masked entries filled as you intend)"
+        )
 
 
 def betas(b: Any) -> Tuple[float, float]:
@@ -149,13 +166,17 @@ def real(name: str, x: Any) -> float:
     """A hyperparameter as a Python float; TypeError for anything that is not a number."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(x).__name__}")
-    return float(x)
+    try:
+        return float(x)
+    except OverflowError:  # an int too large for a double
+        raise ValueError(f"{name} must be a finite number, got {x!r}") from None
 
 
 # Lower-level checks (checks.hpp: require_array, float_dtype, require_contiguous, ...).
 def array(a: Any, name: str) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    not_masked(a, name)
     return a
 
 

@@ -4,10 +4,13 @@
 Element ``j = offset + i`` of a call draws 16 bits: half ``j % 2`` (low half first) of
 word ``(j % 8) // 2`` of
 ``philox4x32_10(counter=(lo32(j // 8), hi32(j // 8), 0, 0), key=(lo32(seed), hi32(seed)))``,
-and is kept iff the draw is ``>= floor(p * 2**16)``. One Philox call serves eight
-elements (the generator is what dropout costs); 16 bits resolve p to 1/65536. A mask
-depends only on (seed, offset + index); advance ``offset`` by the number of elements to
-get a fresh mask for the next call.
+and is kept iff the draw is ``>= t = keep_threshold(p)``, the nearest multiple of
+``2**-16`` to ``p`` (times ``2**16``). One Philox call serves eight elements (the
+generator is what dropout costs). The drop rate realized is ``t / 2**16``: ``p < 2**-17``
+drops nothing, and ``p < 1`` always keeps at least ``2**-16``; kept values are scaled by
+``2**16 / (2**16 - t)``, the inverse of the keep rate realized, so dropout is exactly
+unbiased (``E[y] = x``) for every p. A mask depends only on (seed, offset + index);
+advance ``offset`` by the number of elements to get a fresh mask for the next call.
 """
 
 from __future__ import annotations
@@ -49,8 +52,11 @@ def philox4x32_10(counter, key) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
 
 def keep_threshold(p: float) -> int:
-    """``floor(p * 2**16)`` clamped to [0, 2**16]: an element is kept iff its draw is >= this."""
-    return min(max(math.floor(p * 65536.0), 0), 2**16)
+    """``round(p * 2**16)`` (halves up), at most ``2**16 - 1`` for ``p < 1``, and ``2**16``
+    for ``p == 1``: an element is kept iff its draw is >= this."""
+    if p >= 1.0:
+        return 2**16
+    return min(max(math.floor(p * 65536.0 + 0.5), 0), 2**16 - 1)
 
 
 def random_draws(seed: int, offset: int, n: int) -> np.ndarray:
@@ -72,7 +78,9 @@ def _keep(seed: int, offset: int, n: int, p: float) -> np.ndarray:
 
 
 def _scale(p: float) -> float:
-    return 1.0 / (1.0 - p) if p < 1.0 else 0.0
+    # 1 / the keep rate the draws realize (not 1 / (1 - p)): E[y] = x exactly.
+    t = keep_threshold(p)
+    return 65536.0 / (65536 - t) if t < 2**16 else 0.0
 
 
 def _scaled(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
@@ -100,6 +108,14 @@ def _output(out, x: np.ndarray, xname: str) -> Optional[np.ndarray]:
     return out
 
 
+def _check_offset(offset: int, n: int) -> None:
+    if offset + n >= 2**64:
+        raise ValueError(
+            "offset must leave room for the call's elements: offset + size must be < 2**64, got "
+            f"offset={offset} and size {n}"
+        )
+
+
 def _check_p(p) -> float:
     p = _checks.real("p", p)
     _checks.in_range("p", p, 0.0, 1.0, True)
@@ -117,7 +133,10 @@ def dropout(
 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     r"""Inverted dropout (Srivastava et al., 2014)::
 
-        y = x * keep / (1 - p),   keep ~ Bernoulli(1 - p) from (seed, offset + index)
+        y = x * keep / q,   keep ~ Bernoulli(q) from (seed, offset + index),
+        q = 1 - round(p * 2**16) / 2**16   (the keep rate 16-bit draws realize)
+
+    so ``E[y] = x`` exactly; ``q`` differs from ``1 - p`` by at most ``2**-17``.
 
     ``p == 0`` or ``training=False`` is the identity: x itself is returned (no copy) and
     the mask is None. ``p == 1`` gives zeros. A dropped element is 0 even where x is NaN
@@ -149,8 +168,7 @@ def dropout(
     p = _check_p(p)
     seed = _checks.uint64(seed, "seed")
     offset = _checks.uint64(offset, "offset")
-    if offset + x.size >= 2**64:
-        raise ValueError("offset + x.size must be < 2**64")
+    _check_offset(offset, x.size)
     out = _output(out, x, "x")
     if not training or p == 0.0:
         if out is None:
@@ -174,7 +192,7 @@ def dropout_backward(
     offset: int = 0,
     out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
-    r"""Gradient of :func:`dropout`: ``dx = dy * keep / (1 - p)``.
+    r"""Gradient of :func:`dropout`: ``dx = dy * keep / q`` (q as in :func:`dropout`).
 
     The keep pattern comes from ``mask`` (as returned by the forward) or, with
     ``mask=None``, is regenerated from ``(seed, offset)``: then no mask need be stored.
@@ -186,8 +204,7 @@ def dropout_backward(
     _checks.contiguous(dy, "dy")
     p = _check_p(p)
     offset = _checks.uint64(offset, "offset")
-    if offset + dy.size >= 2**64:
-        raise ValueError("offset + x.size must be < 2**64")
+    _check_offset(offset, dy.size)
     n = dy.size
     if mask is not None:
         _checks.array(mask, "mask")
@@ -203,6 +220,11 @@ def dropout_backward(
     elif p != 0.0:
         raise ValueError("dropout_backward needs the mask, or the seed (and offset) to regenerate it")
     out = _output(out, dy, "dy")
+    if mask is not None and out is not None:  # out is written while the mask is read
+        spans: list = []
+        _checks.add_span(spans, mask, False, "mask")
+        _checks.add_span(spans, out, True, "out")
+        _checks.aliasing(spans)
     dx = dy if p == 0.0 else _scaled(dy, keep.reshape(dy.shape), p)
     if out is None:
         return dx

@@ -151,6 +151,10 @@ def batch_norm(
         if training:
             _checks.writeable(nbt, "num_batches_tracked")
         _checks.add_span(spans, nbt, training, "num_batches_tracked")
+        # A count: 1/count weighs the cumulative average, and training adds 1 to it.
+        count = int(nbt.reshape(-1)[0])
+        if count < 0 or (training and count == 2**63 - 1):
+            raise ValueError(f"num_batches_tracked must hold a count in [0, 2**63 - 1), got {count}")
     if training and rm is not None and cumulative and nbt is None:
         raise ValueError("num_batches_tracked is required when momentum=None (cumulative average)")
     n = outer * inner

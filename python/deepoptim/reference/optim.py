@@ -181,6 +181,7 @@ def adagrad(
         [("params", True, True, None), ("grads", False, True, None), ("state_sums", True, True, None)],
         [params, grads, state_sums],
     )
+    _checks.eps_representable("eps", eps, rows)
     clr = lr / (1.0 + (step - 1) * lr_decay)
     with _ieee():
         for p, g, s in rows:
@@ -246,6 +247,7 @@ def rmsprop(
         ],
         [params, grads, square_avgs, grad_avgs, momentum_buffers],
     )
+    _checks.eps_representable("eps", eps, rows)
     with _ieee():
         for p, g, sq, ga, buf in rows:
             d = -g if maximize else g
@@ -340,6 +342,7 @@ def adam(
         ],
         [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs],
     )
+    _checks.eps_representable("eps", eps, rows)
     bc1 = 1.0 - b1**step if bias_correction else 1.0
     bc2 = 1.0 - b2**step if bias_correction else 1.0
     step_size = lr / bc1
@@ -462,6 +465,7 @@ def lamb(
          ("exp_avg_sqs", True, True, None)],
         [params, grads, exp_avgs, exp_avg_sqs],
     )
+    _checks.eps_representable("eps", eps, rows)
     flags = _adapt_flags(adapt, len(rows), list_form)
     bc1 = 1.0 - b1**step if bias_correction else 1.0
     bc2 = 1.0 - b2**step if bias_correction else 1.0
