@@ -83,6 +83,19 @@ void check_finite_gt(const char* name, double x, double lo);           // lo <  
 void check_in_range(const char* name, double x, double lo, double hi,  // lo <= x < hi (or <= hi)
                     bool hi_inclusive);
 
+// Scalar arguments arrive as these handles (any object; the signature, and so the type
+// stub, shows `float` / `int`) and are parsed by real() / step_arg() below, so that the
+// error names the argument instead of pybind11's "incompatible function arguments".
+inline bool accept_any(PyObject*) { return true; }
+class Real : public py::object {
+ public:
+  PYBIND11_OBJECT_DEFAULT(Real, object, accept_any)
+};
+class Index : public py::object {
+ public:
+  PYBIND11_OBJECT_DEFAULT(Index, object, accept_any)
+};
+
 // Scalar arguments, parsed the way the NumPy twins' checks (reference/_checks.py) parse
 // them, so that kernel and twin refuse the same things the same way:
 // a hyperparameter is an int, float, numpy.integer or numpy.floating, never a bool
@@ -98,3 +111,14 @@ bool is_masked(py::handle h);
 void refuse_masked(py::handle h, const std::string& name);
 
 }  // namespace deepoptim::bind
+
+namespace pybind11::detail {
+template <>
+struct handle_type_name<deepoptim::bind::Real> {
+  static constexpr auto name = const_name("float");
+};
+template <>
+struct handle_type_name<deepoptim::bind::Index> {
+  static constexpr auto name = const_name("int");
+};
+}  // namespace pybind11::detail

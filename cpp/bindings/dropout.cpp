@@ -66,7 +66,7 @@ py::array output(py::handle out_h, const py::array& x, DType dt, const char* xna
   return out;
 }
 
-py::tuple dropout(py::handle x_h, py::handle p_h, bool training, py::handle seed_h, py::handle offset_h,
+py::tuple dropout(py::handle x_h, Real p_h, bool training, py::handle seed_h, py::handle offset_h,
                   bool return_mask, py::handle out_h) {
   const double p = real(p_h, "p");
   py::array x = require_array(x_h, "x");
@@ -97,7 +97,7 @@ py::tuple dropout(py::handle x_h, py::handle p_h, bool training, py::handle seed
   return py::make_tuple(y, return_mask ? py::object(mask) : py::object(py::none()));
 }
 
-py::array dropout_backward(py::handle dy_h, py::handle mask_h, py::handle p_h, py::handle seed_h,
+py::array dropout_backward(py::handle dy_h, py::handle mask_h, Real p_h, py::handle seed_h,
                            py::handle offset_h, py::handle out_h) {
   const double p = real(p_h, "p");
   py::array dy = require_array(dy_h, "dy");
@@ -163,13 +163,13 @@ void bind_dropout(py::module_& m) {
   using py::arg;
   m.def("dropout", &dropout,
         "Inverted dropout forward. Returns (y, packed mask or None). See deepoptim.functional.dropout.",
-        arg("x"), arg("p") = 0.5, arg("training") = true, arg("seed") = 0, arg("offset") = 0,
-        arg("return_mask") = true, arg("out") = py::none());
+        arg("x"), arg("p"), arg("training"), arg("seed"), arg("offset"),
+        arg("return_mask"), arg("out"));
   m.def("dropout_backward", &dropout_backward,
         "Dropout backward from the packed mask, or from (seed, offset) with mask=None. See "
         "deepoptim.functional.dropout_backward.",
-        arg("dy"), arg("mask"), arg("p") = 0.5, arg("seed") = py::none(), arg("offset") = 0,
-        arg("out") = py::none());
+        arg("dy"), arg("mask"), arg("p"), arg("seed"), arg("offset"),
+        arg("out"));
   m.def("philox4x32_10", &philox, "One Philox4x32-10 block (Salmon et al., 2011): 4 output words.",
         arg("counter"), arg("key"));
 }

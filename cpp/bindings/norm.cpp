@@ -65,7 +65,7 @@ T* ptr_or_null(const py::object& a) {
 
 py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running_var,
                      py::handle weight, py::handle bias, bool training, py::handle momentum_h,
-                     py::handle eps_h, py::handle num_batches_tracked, std::int64_t channel_axis) {
+                     Real eps_h, py::handle num_batches_tracked, std::int64_t channel_axis) {
   const double eps = real(eps_h, "eps");
   py::array x = require_array(x_h, "x");
   const DType dt = float_dtype(x, "x");
@@ -197,15 +197,15 @@ void bind_norm(py::module_& m) {
   m.def("batch_norm", &batch_norm,
         "Batch norm forward. Returns (y, save_mean, save_invstd). See "
         "deepoptim.functional.batch_norm.",
-        arg("x"), arg("running_mean"), arg("running_var"), arg("weight") = py::none(),
-        arg("bias") = py::none(), arg("training") = true, arg("momentum") = 0.1, arg("eps") = 1e-5,
-        arg("num_batches_tracked") = py::none(), arg("channel_axis") = 1);
+        arg("x"), arg("running_mean"), arg("running_var"), arg("weight"),
+        arg("bias"), arg("training"), arg("momentum"), arg("eps"),
+        arg("num_batches_tracked"), arg("channel_axis"));
   m.def("batch_norm_backward", &batch_norm_backward,
         "Batch norm backward. Returns (dx, dweight or None, dbias or None). See "
         "deepoptim.functional.batch_norm_backward.",
-        arg("dy"), arg("x"), arg("mean"), arg("invstd"), arg("weight") = py::none(),
-        arg("training") = true, arg("channel_axis") = 1, arg("need_dweight") = true,
-        arg("need_dbias") = true);
+        arg("dy"), arg("x"), arg("mean"), arg("invstd"), arg("weight"),
+        arg("training"), arg("channel_axis"), arg("need_dweight"),
+        arg("need_dbias"));
 }
 
 }  // namespace deepoptim::bind

@@ -45,8 +45,8 @@ struct SgdCall {
   }
 };
 
-void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, py::handle lr_h,
-         py::handle momentum_h, py::handle dampening_h, py::handle weight_decay_h, bool nesterov, bool maximize,
+void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, Real lr_h,
+         Real momentum_h, Real dampening_h, Real weight_decay_h, bool nesterov, bool maximize,
          bool first_step, const std::string& momentum_form) {
   const double lr = real(lr_h, "lr");
   const double momentum = real(momentum_h, "momentum");
@@ -98,9 +98,9 @@ struct AdagradCall {
   }
 };
 
-void adagrad(py::handle params, py::handle grads, py::handle state_sums, py::handle step_h,
-             py::handle lr_h, py::handle lr_decay_h, py::handle weight_decay_h, py::handle initial_accumulator_value_h,
-             py::handle eps_h, bool maximize) {
+void adagrad(py::handle params, py::handle grads, py::handle state_sums, Index step_h,
+             Real lr_h, Real lr_decay_h, Real weight_decay_h, Real initial_accumulator_value_h,
+             Real eps_h, bool maximize) {
   const std::int64_t step = step_arg(step_h);
   const double lr = real(lr_h, "lr");
   const double lr_decay = real(lr_decay_h, "lr_decay");
@@ -142,8 +142,8 @@ struct RmspropCall {
 };
 
 void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::handle grad_avgs,
-             py::handle momentum_buffers, py::handle lr_h, py::handle alpha_h, py::handle eps_h,
-             py::handle weight_decay_h, py::handle momentum_h, bool centered, bool maximize) {
+             py::handle momentum_buffers, Real lr_h, Real alpha_h, Real eps_h,
+             Real weight_decay_h, Real momentum_h, bool centered, bool maximize) {
   const double lr = real(lr_h, "lr");
   const double alpha = real(alpha_h, "alpha");
   const double eps = real(eps_h, "eps");
@@ -187,8 +187,8 @@ struct AdamCall {
 };
 
 void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
-          py::handle max_exp_avg_sqs, py::handle step_h, py::handle lr_h, py::handle beta1_h, py::handle beta2_h,
-          py::handle eps_h, py::handle weight_decay_h, bool amsgrad, bool maximize,
+          py::handle max_exp_avg_sqs, Index step_h, Real lr_h, Real beta1_h, Real beta2_h,
+          Real eps_h, Real weight_decay_h, bool amsgrad, bool maximize,
           bool decoupled_weight_decay, bool bias_correction, bool eps_inside_sqrt) {
   const std::int64_t step = step_arg(step_h);
   const double lr = real(lr_h, "lr");
@@ -282,8 +282,8 @@ py::object run_trust(const Operands& ops, py::handle params, py::handle adapt, M
 }
 
 py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
-                py::handle step_h, py::handle lr_h, py::handle beta1_h, py::handle beta2_h, py::handle eps_h,
-                py::handle weight_decay_h, bool bias_correction, py::handle adapt) {
+                Index step_h, Real lr_h, Real beta1_h, Real beta2_h, Real eps_h,
+                Real weight_decay_h, bool bias_correction, py::handle adapt) {
   const std::int64_t step = step_arg(step_h);
   const double lr = real(lr_h, "lr");
   const double beta1 = real(beta1_h, "beta1");
@@ -317,8 +317,8 @@ py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::ha
       [&](auto* ts, double* work, double* trust) { o::lamb(ts, ops.ntensors, h, work, trust); });
 }
 
-py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers, py::handle lr_h,
-                py::handle momentum_h, py::handle weight_decay_h, py::handle trust_coefficient_h, py::handle eps_h,
+py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers, Real lr_h,
+                Real momentum_h, Real weight_decay_h, Real trust_coefficient_h, Real eps_h,
                 py::handle adapt) {
   const double lr = real(lr_h, "lr");
   const double momentum = real(momentum_h, "momentum");
@@ -350,7 +350,7 @@ py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers
 }
 
 // ----------------------------------------------------------------- regularization
-void add_penalty(py::handle grads, py::handle params, py::handle l1_h, py::handle l2_h) {
+void add_penalty(py::handle grads, py::handle params, Real l1_h, Real l2_h) {
   const double l1 = real(l1_h, "l1");
   const double l2 = real(l2_h, "l2");
   check_finite_ge("l1", l1, 0.0);
@@ -369,7 +369,7 @@ void add_penalty(py::handle grads, py::handle params, py::handle l1_h, py::handl
   else run(double{});
 }
 
-void soft_threshold(py::handle params, py::handle threshold_h) {
+void soft_threshold(py::handle params, Real threshold_h) {
   const double threshold = real(threshold_h, "threshold");
   check_finite_ge("threshold", threshold, 0.0);
   const Operands ops = parse_operands({{"params", true, true}}, {params});
@@ -388,43 +388,42 @@ void soft_threshold(py::handle params, py::handle threshold_h) {
 
 void bind_optim(py::module_& m) {
   using py::arg;
-  const auto none = py::none();
   m.def("sgd", &sgd,
         "SGD with momentum, in place. Arrays or lists of arrays. See deepoptim.functional.sgd.",
-        arg("params"), arg("grads"), arg("momentum_buffers") = none, arg("lr") = 1e-3, arg("momentum") = 0.0, arg("dampening") = 0.0,
-        arg("weight_decay") = 0.0, arg("nesterov") = false, arg("maximize") = false,
-        arg("first_step") = false, arg("momentum_form") = "torch");
+        arg("params"), arg("grads"), arg("momentum_buffers"), arg("lr"), arg("momentum"), arg("dampening"),
+        arg("weight_decay"), arg("nesterov"), arg("maximize"),
+        arg("first_step"), arg("momentum_form"));
   m.def("adagrad", &adagrad,
         "Adagrad, in place. Arrays or lists of arrays. See deepoptim.functional.adagrad.",
         arg("params"), arg("grads"), arg("state_sums"), arg("step"),
-        arg("lr") = 1e-2, arg("lr_decay") = 0.0, arg("weight_decay") = 0.0,
-        arg("initial_accumulator_value") = 0.0, arg("eps") = 1e-10, arg("maximize") = false);
+        arg("lr"), arg("lr_decay"), arg("weight_decay"),
+        arg("initial_accumulator_value"), arg("eps"), arg("maximize"));
   m.def("rmsprop", &rmsprop,
         "RMSprop, in place. Arrays or lists of arrays. See deepoptim.functional.rmsprop.",
-        arg("params"), arg("grads"), arg("square_avgs"), arg("grad_avgs") = none,
-        arg("momentum_buffers") = none, arg("lr") = 1e-2, arg("alpha") = 0.99,
-        arg("eps") = 1e-8, arg("weight_decay") = 0.0, arg("momentum") = 0.0,
-        arg("centered") = false, arg("maximize") = false);
+        arg("params"), arg("grads"), arg("square_avgs"), arg("grad_avgs"),
+        arg("momentum_buffers"), arg("lr"), arg("alpha"),
+        arg("eps"), arg("weight_decay"), arg("momentum"),
+        arg("centered"), arg("maximize"));
   m.def("adam", &adam,
         "Adam / AdamW / AMSGrad, in place. Arrays or lists of arrays. See "
         "deepoptim.functional.adam.",
         arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"),
-        arg("max_exp_avg_sqs") = none, arg("step"), arg("lr") = 1e-3,
-        arg("beta1") = 0.9, arg("beta2") = 0.999, arg("eps") = 1e-8, arg("weight_decay") = 0.0,
-        arg("amsgrad") = false, arg("maximize") = false, arg("decoupled_weight_decay") = false,
-        arg("bias_correction") = true, arg("eps_inside_sqrt") = false);
+        arg("max_exp_avg_sqs"), arg("step"), arg("lr"),
+        arg("beta1"), arg("beta2"), arg("eps"), arg("weight_decay"),
+        arg("amsgrad"), arg("maximize"), arg("decoupled_weight_decay"),
+        arg("bias_correction"), arg("eps_inside_sqrt"));
   m.def("lamb", &lamb,
         "LAMB, in place; returns the trust ratios. See deepoptim.functional.lamb.", arg("params"),
-        arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr") = 1e-3,
-        arg("beta1") = 0.9, arg("beta2") = 0.999, arg("eps") = 1e-6, arg("weight_decay") = 0.0,
-        arg("bias_correction") = true, arg("adapt") = none);
+        arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr"),
+        arg("beta1"), arg("beta2"), arg("eps"), arg("weight_decay"),
+        arg("bias_correction"), arg("adapt"));
   m.def("lars", &lars,
         "LARS, in place; returns the local learning rates. See deepoptim.functional.lars.",
-        arg("params"), arg("grads"), arg("momentum_buffers") = none, arg("lr") = 1e-3,
-        arg("momentum") = 0.9, arg("weight_decay") = 0.0, arg("trust_coefficient") = 1e-3,
-        arg("eps") = 0.0, arg("adapt") = none);
+        arg("params"), arg("grads"), arg("momentum_buffers"), arg("lr"),
+        arg("momentum"), arg("weight_decay"), arg("trust_coefficient"),
+        arg("eps"), arg("adapt"));
   m.def("add_penalty", &add_penalty, "grads += l1*sign(params) + l2*params, in place.",
-        arg("grads"), arg("params"), arg("l1") = 0.0, arg("l2") = 0.0);
+        arg("grads"), arg("params"), arg("l1"), arg("l2"));
   m.def("soft_threshold", &soft_threshold, "params = sign(params)*max(|params| - threshold, 0).",
         arg("params"), arg("threshold"));
 }

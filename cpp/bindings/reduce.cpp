@@ -66,7 +66,7 @@ double total_norm(const std::vector<double>& norms, rd::Ord ord) {
   return ord == rd::Ord::L2 ? std::sqrt(acc) : acc;
 }
 
-py::object norms(py::handle arrays, py::handle norm_type_h) {
+py::object norms(py::handle arrays, Real norm_type_h) {
   const double norm_type = real(norm_type_h, "norm_type");
   const rd::Ord ord = parse_ord(norm_type);
   const Operands ops = parse_operands({{"arrays", false, true}}, {arrays});
@@ -96,13 +96,13 @@ void scale_parsed(const Operands& ops, double factor) {
   }
 }
 
-void scale(py::handle arrays, py::handle factor_h) {
+void scale(py::handle arrays, Real factor_h) {
   const double factor = real(factor_h, "factor");
   const Operands ops = parse_operands({{"arrays", true, true}}, {arrays});
   scale_parsed(ops, factor);
 }
 
-void clamp(py::handle arrays, py::handle lo_h, py::handle hi_h) {
+void clamp(py::handle arrays, Real lo_h, Real hi_h) {
   const double lo = real(lo_h, "lo");
   const double hi = real(hi_h, "hi");
   if (std::isnan(lo) || std::isnan(hi) || lo > hi) {
@@ -123,7 +123,7 @@ void clamp(py::handle arrays, py::handle lo_h, py::handle hi_h) {
 // torch.nn.utils.clip_grad_norm_: total = ||concat(grads)||; coef = max_norm/(total + 1e-6);
 // grads *= coef when coef < 1 (or NaN). With error_if_nonfinite and a non-finite total the
 // grads are left alone and the caller raises. Returns the total norm.
-double clip_grad_norm(py::handle grads, py::handle max_norm_h, py::handle norm_type_h, bool error_if_nonfinite) {
+double clip_grad_norm(py::handle grads, Real max_norm_h, Real norm_type_h, bool error_if_nonfinite) {
   const double max_norm = real(max_norm_h, "max_norm");
   const double norm_type = real(norm_type_h, "norm_type");
   const rd::Ord ord = parse_ord(norm_type);
@@ -198,13 +198,13 @@ void bind_reduce(py::module_& m) {
       "Threads for the following kernel calls (omp_set_num_threads).", py::arg("n"));
   using py::arg;
   m.def("norms", &norms, "Per-tensor norms (float for one array, float64 array for a list).",
-        arg("arrays"), arg("norm_type") = 2.0);
+        arg("arrays"), arg("norm_type"));
   m.def("all_finite", &all_finite, "True iff no element is NaN or infinite.", arg("arrays"));
   m.def("scale", &scale, "arrays *= factor, in place.", arg("arrays"), arg("factor"));
   m.def("clamp", &clamp, "arrays = clamp(arrays, lo, hi), in place; NaN kept.", arg("arrays"),
         arg("lo"), arg("hi"));
   m.def("clip_grad_norm", &clip_grad_norm, "Clip by global norm in place; returns the total norm.",
-        arg("grads"), arg("max_norm"), arg("norm_type") = 2.0, arg("error_if_nonfinite") = false);
+        arg("grads"), arg("max_norm"), arg("norm_type"), arg("error_if_nonfinite"));
 }
 
 }  // namespace deepoptim::bind
