@@ -1,4 +1,5 @@
-"""The ``deepoptim`` command: ``deepoptim bench ...`` (and ``python -m deepoptim bench ...``)."""
+"""The ``deepoptim`` command: ``deepoptim bench ...``, ``deepoptim demo ...``,
+``deepoptim --version`` (and the same with ``python -m deepoptim``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import sys
 from typing import List, Optional
 
 USAGE = """usage: deepoptim <command> [options]
+       deepoptim --version
 
 commands:
   bench   benchmark the kernels against NumPy, torch and a bandwidth probe
@@ -19,6 +21,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from deepoptim import __version__
+
+        print(f"deepoptim {__version__}")
+        return 0
     cmd, rest = argv[0], argv[1:]
     if cmd == "bench":
         from deepoptim.bench import main as bench_main
