@@ -18,7 +18,7 @@ from threads import run_json
 
 twin_module = importlib.import_module("deepoptim.reference.dropout")
 
-# Random123's known-answer vectors for Philox4x32-10 (see shared/BUILD-NOTES.md).
+# Random123's known-answer vectors for Philox4x32-10 (see docs/build-notes.md).
 KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),

@@ -60,3 +60,40 @@ def test_version_from_the_command_line():
 def test_help_mentions_version(capsys):
     assert main(["--help"]) == 0
     assert "--version" in capsys.readouterr().out
+
+
+def _repo_text_files():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    for name in tracked.stdout.splitlines():
+        path = ROOT / name
+        if path.suffix in {".py", ".md", ".txt", ".toml", ".cpp", ".hpp", ".pyi", ".cfg", ".yml"} or path.name == "CMakeLists.txt":
+            if path.is_file():
+                yield name, path.read_text(errors="replace")
+
+
+def test_the_repository_explains_itself():
+    # No pointer to notes that live outside the repository.
+    outside = "shared/" + "BUILD-NOTES"  # spelled in two parts so this file does not match
+    for name, text in _repo_text_files():
+        assert outside not in text, f"{name} points outside the repository"
+    notes = (ROOT / "docs" / "build-notes.md").read_text()
+    for fact in ("cmeel.prefix", "-fno-math-errno", "target_clones", "noconvert", "Philox4x32-10"):
+        assert fact in notes
+    assert "docs/build-notes.md" in (ROOT / "CMakeLists.txt").read_text()
+
+
+def test_build_notes_philox_vectors_are_what_the_generator_computes():
+    from deepoptim import _core
+
+    notes = (ROOT / "docs" / "build-notes.md").read_text()
+    rows = re.findall(r"^\| ([0-9a-f ×]+) \| ([0-9a-f ×]+) \| ([0-9a-f ]+) \|$", notes, re.M)
+    assert len(rows) == 3
+
+    def words(cell):
+        m = re.fullmatch(r"([0-9a-f]+) ×(\d)", cell.strip())
+        return [int(m.group(1), 16)] * int(m.group(2)) if m else [int(w, 16) for w in cell.split()]
+
+    for counter, key, out in rows:
+        assert list(_core.philox4x32_10(words(counter), words(key))) == words(out)
