@@ -7,6 +7,7 @@ of the same name and signature in :mod:`deepoptim.reference`, which is its speci
 from __future__ import annotations
 
 from deepoptim import _core, clip, functional, layers, nn, optim, reference, regularization, schedules
+from deepoptim.checkpoint import load, save
 
 __version__: str = _core.__version__
 
@@ -27,9 +28,11 @@ __all__ = [
     "clip",
     "functional",
     "layers",
+    "load",
     "nn",
     "optim",
     "reference",
     "regularization",
+    "save",
     "schedules",
 ]
