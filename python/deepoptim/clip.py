@@ -8,7 +8,7 @@ Gradients may be given as one array, a list of arrays, or a dict name -> array.
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -32,14 +32,38 @@ def _as_list(grads: Grads) -> List[np.ndarray]:
     raise TypeError(f"grads must be an array, a list/tuple of arrays or a dict of arrays, got {type(grads).__name__}")
 
 
-def global_norm(grads: Grads, norm_type: float = 2.0) -> float:
-    """The norm of all gradients taken together, ``||concat(grads)||`` (1, 2 or inf)."""
-    per = F.norms(_as_list(grads), norm_type)
+def _by_dtype(arrays: List[np.ndarray]) -> List[List[int]]:
+    """Indices of ``arrays`` grouped by dtype, in order of first appearance: one kernel
+    call takes one dtype, and a model may mix them."""
+    groups: Dict[Any, List[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(getattr(a, "dtype", None), []).append(i)
+    return list(groups.values())
+
+
+def tensor_norms(grads: Grads, norm_type: float = 2.0) -> np.ndarray:
+    """Per-tensor norms (float64 array, in order) of arrays that may differ in dtype."""
+    arrays = _as_list(grads)
+    out = np.empty(len(arrays), np.float64)
+    for idx in _by_dtype(arrays):
+        out[idx] = F.norms([arrays[i] for i in idx], norm_type)
+    return out
+
+
+def combine_norms(per: np.ndarray, norm_type: float = 2.0) -> float:
+    """The norm of the concatenation from per-tensor norms, combined in tensor order
+    (the same order as the C++ ``clip_grad_norm``)."""
     if norm_type == 2.0:
         return float(np.sqrt(np.sum(np.square(per))))
     if norm_type == 1.0:
         return float(np.sum(per))
     return float(np.max(per, initial=0.0)) if not np.isnan(per).any() else float("nan")
+
+
+def global_norm(grads: Grads, norm_type: float = 2.0) -> float:
+    """The norm of all gradients taken together, ``||concat(grads)||`` (1, 2 or inf);
+    the gradients may differ in dtype."""
+    return combine_norms(tensor_norms(grads, norm_type), norm_type)
 
 
 def clip_grad_norm(grads: Grads, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> float:
@@ -72,8 +96,10 @@ def clip_grad_value(grads: Grads, clip_value: float) -> None:
 
 
 def all_finite(grads: Grads) -> bool:
-    """True iff no gradient element is NaN or inf (one pass over all of them)."""
-    return F.all_finite(_as_list(grads))
+    """True iff no gradient element is NaN or inf (one pass over all of them); the
+    gradients may differ in dtype."""
+    arrays = _as_list(grads)
+    return all(F.all_finite([arrays[i] for i in idx]) for idx in _by_dtype(arrays))
 
 
 class GradientAccumulator:
@@ -138,4 +164,4 @@ class GradientAccumulator:
         self.count = 0
 
 
-__all__ = ["NonFiniteError", "global_norm", "clip_grad_norm", "clip_grad_value", "all_finite", "GradientAccumulator"]
+__all__ = ["NonFiniteError", "global_norm", "tensor_norms", "combine_norms", "clip_grad_norm", "clip_grad_value", "all_finite", "GradientAccumulator"]

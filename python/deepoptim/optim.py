@@ -6,7 +6,8 @@ per-group hyperparameters and step counts, learning-rate schedules, the non-fini
 the gradient-norm-ratio learning rate, decoupled weight decay and L1 regularization, and
 ``state_dict``/``load_state_dict``. Each optimizer only says which state arrays it needs
 and which kernel updates a group (one list-form call per group). No update math lives
-here: it is in the kernels of :mod:`deepoptim.functional`.
+here: it is in the kernels of :mod:`deepoptim.functional`. A step, or a state load, that
+raises has changed nothing.
 
 Example:
     >>> import numpy as np
@@ -21,23 +22,23 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import math
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+import warnings
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from deepoptim import clip
 from deepoptim import functional as F
 
 Array = np.ndarray
 Params = Union[Sequence[Array], Mapping[str, Array], Sequence[Mapping[str, Any]]]
 Schedule = Callable[[int], float]
 
-# Options every optimizer takes (keyword-only), and their defaults.
-_COMMON = dict(
-    decoupled_weight_decay=False,  # p *= 1 - lr*weight_decay before the update (AdamW-style)
-    l1=0.0,                        # L1 penalty strength (seed 003); elastic net with weight_decay
-    l1_mode="subgradient",         # "subgradient": g += l1*sign(p); "proximal": soft-threshold after
-)
+# Keys of a group that are not hyperparameters: the parameters, their names, and the
+# base class's bookkeeping (leading underscore: internal, never in a state_dict).
+_GROUP_META = ("params", "names", "keyed", "step")
 
 
 class NonFiniteGradients(UserWarning):
@@ -48,53 +49,100 @@ def _is_group_list(params) -> bool:
     return isinstance(params, (list, tuple)) and len(params) > 0 and all(isinstance(g, Mapping) for g in params)
 
 
+def _span(a: Array) -> Tuple[int, int]:
+    start = a.__array_interface__["data"][0]
+    return start, start + a.nbytes
+
+
 def _check_param(a, name: str) -> Array:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"parameter {name} must be a numpy.ndarray, got {type(a).__name__}")
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"parameter {name} is a numpy.ma.MaskedArray, whose mask the kernels cannot honour")
     if a.dtype not in (np.float32, np.float64) or not a.dtype.isnative:
         raise TypeError(f"parameter {name} must have dtype float32 or float64, got {a.dtype}")
     if not a.flags.c_contiguous:
         raise ValueError(f"parameter {name} must be C-contiguous (it is updated in place)")
+    if not a.flags.aligned:
+        raise ValueError(f"parameter {name} is not aligned to its itemsize")
     if not a.flags.writeable:
         raise ValueError(f"parameter {name} is read-only, but it is updated in place")
     return a
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
 class Optimizer:
-    """Base class. Subclasses set ``defaults`` and implement ``_state_spec`` and ``_update``.
+    r"""Base class: everything an optimizer shares, once.
+
+    A subclass says only which state it keeps and which kernel it calls:
+
+    - ``_state_names(group)``: the names of its per-parameter state arrays (a pure
+      function of the group's hyperparameters); ``_init_state(group, name, param)`` their
+      initial value (zeros unless overridden); ``_nonnegative_state``: names whose values
+      are never negative (checked by :meth:`load_state_dict`).
+    - ``_kernel(hp, idx, params, grads, states, lr, step)``: one list-form kernel call on
+      the parameters ``idx`` of a group. ``hp`` holds the group's hyperparameters, with
+      ``weight_decay`` already set to what the kernel must apply (0 where the base class
+      applied decoupled decay itself); ``states`` maps each state name to the arrays of
+      those parameters.
+    - ``_kernel_decouples = True`` where the kernel applies decoupled decay itself.
+
+    The base class owns the parameter structure (a list of arrays, a dict name -> array,
+    or a list of parameter-group dicts), per-group hyperparameters and step counts,
+    learning-rate schedules, the non-finite guard, the gradient-norm-ratio learning rate,
+    decoupled weight decay and L1 regularization, and ``state_dict``/``load_state_dict``.
 
     Args:
       params: a list of arrays, a dict name -> array, or a list of parameter-group dicts
         (``{"params": list-or-dict, **hyperparameters}``) with per-group hyperparameters.
       defaults: the optimizer's hyperparameters; ``lr`` may be a float or a schedule
         (a callable ``step -> lr``, see :mod:`deepoptim.schedules`).
+      decoupled_weight_decay: ``p *= 1 - lr*weight_decay`` before the update instead of
+        adding ``weight_decay*p`` to the gradient (Loshchilov & Hutter, 2019).
+      l1: L1 penalty strength (``g += l1*sign(p)``, or a proximal soft-threshold after the
+        update with ``l1_mode="proximal"``); with ``weight_decay`` an elastic net.
       skip_nonfinite: check all gradients first (one C++ pass) and skip the step, leaving
         parameters and state untouched, if any is NaN or inf; ``state["skipped_steps"]``
         counts the skips.
       grad_norm_ratio: scale the learning rate by ``max(|g_t|^2, eps) / max(|g_{t-1}|^2, eps)``
-        (the gradient-norm-ratio rule of seed 004; global norm over all gradients).
+        (a gradient-norm-ratio rule; global norm over all gradients).
+
+    Every step is all or nothing: gradients, hyperparameters and learning rates of every
+    group are checked before any array is written, so a step that raises has changed
+    nothing (parameters, state, step counts, the gradient-norm history).
     """
 
-    defaults: Dict[str, Any] = {}
-    _lr_default: Any = 1e-3
+    _kernel_decouples = False
+    _nonnegative_state: Tuple[str, ...] = ()
 
     def __init__(
         self,
         params: Params,
         defaults: Dict[str, Any],
         *,
+        decoupled_weight_decay: bool = False,
+        l1: float = 0.0,
+        l1_mode: str = "subgradient",
         skip_nonfinite: bool = False,
         grad_norm_ratio: bool = False,
         grad_norm_ratio_eps: float = 1e-12,
     ) -> None:
-        self.defaults = dict(defaults)
+        self.defaults = dict(defaults, decoupled_weight_decay=decoupled_weight_decay, l1=l1, l1_mode=l1_mode)
         self.skip_nonfinite = bool(skip_nonfinite)
         self.grad_norm_ratio = bool(grad_norm_ratio)
-        if not grad_norm_ratio_eps > 0:
-            raise ValueError(f"grad_norm_ratio_eps must be > 0, got {grad_norm_ratio_eps!r}")
+        if not (_is_real(grad_norm_ratio_eps) and grad_norm_ratio_eps > 0 and math.isfinite(grad_norm_ratio_eps)):
+            raise ValueError(f"grad_norm_ratio_eps must be a finite number > 0, got {grad_norm_ratio_eps!r}")
         self.grad_norm_ratio_eps = float(grad_norm_ratio_eps)
         self.param_groups: List[Dict[str, Any]] = []
         self.state: Dict[str, Any] = {"skipped_steps": 0, "prev_grad_sq_norm": None}
+        self._written: Tuple[List[int], List[int], List[str]] = ([], [], [])
         self._structure = "groups" if _is_group_list(params) else ("dict" if isinstance(params, Mapping) else "list")
         groups = list(params) if self._structure == "groups" else [{"params": params}]
         if not groups:
@@ -106,7 +154,8 @@ class Optimizer:
     def add_param_group(self, group: Mapping[str, Any]) -> None:
         """Adds a parameter group (``{"params": list-or-dict, **hyperparameters}``);
         missing hyperparameters take the optimizer's defaults. Once there are several
-        groups, :meth:`step` takes one gradient entry (list or dict) per group."""
+        groups, :meth:`step` takes one gradient entry (list or dict) per group. A
+        parameter may not overlap any other parameter, in this group or another."""
         if not isinstance(group, Mapping) or "params" not in group:
             raise TypeError("a parameter group must be a dict with a 'params' entry")
         unknown = set(group) - set(self.defaults) - {"params"}
@@ -121,58 +170,125 @@ class Optimizer:
             keyed = True
         else:
             arrays = list(ps)
-            names = [f"{gi}.{i}" if self._structure == "groups" else str(i) for i in range(len(arrays))]
+            names = [f"{gi}.{i}" if self._structure == "groups" or gi > 0 else str(i) for i in range(len(arrays))]
             keyed = False
         if not arrays:
             raise ValueError(f"parameter group {gi} has no parameters")
         arrays = [_check_param(a, n) for a, n in zip(arrays, names)]
         if len({a.dtype for a in arrays}) != 1:
             raise TypeError(f"parameter group {gi} mixes dtypes; one kernel call per group needs one dtype")
-        seen = {id(a) for g in self.param_groups for a in g["params"]}
-        for a, n in zip(arrays, names):
-            if id(a) in seen or any(np.shares_memory(a, b) for g in self.param_groups for b in g["params"]):
-                raise ValueError(f"parameter {n} appears in more than one place")
-            seen.add(id(a))
-        if len(set(map(id, arrays))) != len(arrays):
-            raise ValueError(f"parameter group {gi} lists an array twice")
+        taken = {n for g in self.param_groups for n in g["names"]}
+        dup = [n for n in names if n in taken]
+        if keyed and dup:
+            raise ValueError(f"parameter name {dup[0]!r} is used by another group")
+        self._refuse_overlap(
+            [(n, _span(a)) for g in self.param_groups for n, a in zip(g["names"], g["params"])]
+            + [(n, _span(a)) for n, a in zip(names, arrays)]
+        )
         hyper = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
-        self._validate_hyper(hyper)
-        g = {"params": arrays, "names": names, "keyed": keyed, **hyper, "step": 0}
-        g["_state"] = {name: [self._new_state(g, name, a) for a in arrays] for name in self._state_spec(g)}
+        g: Dict[str, Any] = {"params": arrays, "names": names, "keyed": keyed, **hyper, "step": 0}
+        self._prepare_group(g)
+        self._check_group(g, f"parameter group {gi}")
+        g["_state"] = {name: [self._init_state(g, name, a) for a in arrays] for name in self._state_names(g)}
+        g["_steps"] = [0] * len(arrays)  # per-parameter step counts (a parameter without a gradient keeps its own)
         g["_scratch"] = None
-        self._dry_run(g)
         self.param_groups.append(g)
         if len(self.param_groups) > 1:
             self._structure = "groups"
+        self._index_written()
 
-    def _dry_run(self, g: Dict[str, Any]) -> None:
-        # The kernel on empty lists checks every hyperparameter and touches nothing, so a
-        # bad value fails here, at construction, instead of halfway through a step.
-        empty = dict(g, params=[], names=[], _state={k: [] for k in g["_state"]}, adapt=[])
-        lr = self._group_lr(g, 1)
-        self._update(empty, [], lr, 1)
+    @staticmethod
+    def _refuse_overlap(named_spans: List[Tuple[str, Tuple[int, int]]]) -> None:
+        spans = sorted((s for s in named_spans if s[1][1] > s[1][0]), key=lambda s: s[1][0])
+        for (n1, (_, e1)), (n2, (b2, _)) in zip(spans, spans[1:]):
+            if b2 < e1:
+                raise ValueError(f"parameters {n1} and {n2} share memory; each parameter must be distinct")
 
-    def _validate_hyper(self, h: Dict[str, Any]) -> None:
-        lr = h["lr"]
-        if not callable(lr) and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
-            raise ValueError(f"lr must be a finite number >= 0 or a schedule, got {lr!r}")
-        if h.get("l1", 0.0) < 0 or not math.isfinite(h.get("l1", 0.0)):
-            raise ValueError(f"l1 must be a finite number >= 0, got {h.get('l1')!r}")
-        if h.get("l1_mode", "subgradient") not in ("subgradient", "proximal"):
-            raise ValueError(f"l1_mode must be 'subgradient' or 'proximal', got {h.get('l1_mode')!r}")
+    def _index_written(self) -> None:
+        # Every array a step writes (parameters and state), sorted by address: a gradient
+        # is checked against it in O(log n), before anything is written. The arrays are
+        # allocated once and updated in place ever after, so the index stays valid.
+        spans = []
+        for g in self.param_groups:
+            for i, (n, p) in enumerate(zip(g["names"], g["params"])):
+                spans.append((_span(p), f"parameter {n}"))
+                for name, arrs in g["_state"].items():
+                    spans.append((_span(arrs[i]), f"state {name} of parameter {n}"))
+        spans = sorted((s for s in spans if s[0][1] > s[0][0]), key=lambda s: s[0][0])
+        self._written = ([s[0][0] for s in spans], [s[0][1] for s in spans], [s[1] for s in spans])
 
     # ------------------------------------------------------------ subclass interface
-    def _state_spec(self, group: Dict[str, Any]) -> List[str]:
-        """Names of the per-parameter state arrays this group needs."""
+    def _prepare_group(self, group: Dict[str, Any]) -> None:
+        """Derives per-group settings (e.g. LAMB's adapt flags) once, when the group is added."""
+
+    def _state_names(self, group: Mapping[str, Any]) -> List[str]:
+        """Names of the per-parameter state arrays this group needs (no side effects)."""
         return []
 
-    def _new_state(self, group: Dict[str, Any], name: str, param: Array) -> Array:
+    def _init_state(self, group: Mapping[str, Any], name: str, param: Array) -> Array:
         return np.zeros_like(param)
 
-    def _update(self, group: Dict[str, Any], grads: List[Array], lr: float, step: int) -> Any:
-        """One kernel call updating every parameter of ``group`` in place."""
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> Any:
+        """One kernel call updating ``params`` (the parameters ``idx`` of a group) in place."""
         raise NotImplementedError
 
+    def _after_kernel(self, group: Dict[str, Any], idx: List[int], result: Any) -> None:
+        """Receives what the kernel returned for the parameters ``idx`` (e.g. trust ratios)."""
+
+    # ------------------------------------------------------------ validation
+    def _validate_hyper(self, h: Mapping[str, Any], where: str) -> None:
+        # Each hyperparameter keeps the kind of its default: a flag stays a bool, a
+        # number a (non-bool) real, a name a str; the kernel's dry run checks the ranges.
+        for k, default in self.defaults.items():
+            v = h.get(k)
+            if k == "lr":
+                if not callable(v) and not (_is_real(v) and math.isfinite(v) and v >= 0):
+                    raise ValueError(f"{where}: lr must be a finite number >= 0 or a schedule, got {v!r}")
+            elif isinstance(default, bool):
+                if not isinstance(v, (bool, np.bool_)):
+                    raise TypeError(f"{where}: {k} must be a bool, got {v!r}")
+            elif _is_real(default):
+                if not _is_real(v):
+                    raise TypeError(f"{where}: {k} must be a number, got {v!r}")
+            elif isinstance(default, str):
+                if not isinstance(v, str):
+                    raise TypeError(f"{where}: {k} must be a str, got {v!r}")
+            elif isinstance(default, tuple):
+                if not (isinstance(v, (tuple, list)) and len(v) == len(default) and all(_is_real(x) for x in v)):
+                    raise TypeError(f"{where}: {k} must be a tuple of {len(default)} numbers, got {v!r}")
+        l1 = h["l1"]
+        if not (l1 >= 0 and math.isfinite(l1)):
+            raise ValueError(f"{where}: l1 must be a finite number >= 0, got {l1!r}")
+        if h["l1_mode"] not in ("subgradient", "proximal"):
+            raise ValueError(f"{where}: l1_mode must be 'subgradient' or 'proximal', got {h['l1_mode']!r}")
+
+    def _kernel_hyper(self, g: Mapping[str, Any]) -> Dict[str, Any]:
+        # Decoupled decay is applied by the base class unless the kernel does it: then the
+        # kernel must see no weight decay of its own (applied once, never twice).
+        hp = dict(g)
+        if g["decoupled_weight_decay"] and not self._kernel_decouples:
+            hp["weight_decay"] = 0.0
+        return hp
+
+    def _check_group(self, g: Mapping[str, Any], where: str) -> None:
+        """Every hyperparameter of ``g`` as the kernel will see it: the kernel itself checks
+        them on zero-size arrays of the group's dtype, writing nothing."""
+        self._validate_hyper(g, where)
+        lr = self._group_lr(g, g["step"] + 1)
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"{where}: learning rate must be finite and >= 0, got {lr!r}")
+        empty = np.empty(0, g["params"][0].dtype)
+        names = self._state_names(g)
+        if "_state" in g and set(g["_state"]) != set(names):
+            raise ValueError(f"{where}: the hyperparameters need state {sorted(names)} but the group keeps "
+                             f"{sorted(g['_state'])}; options that change the state (momentum, amsgrad, centered) "
+                             "cannot change after construction")
+        try:
+            # A zero-size stand-in for parameter 0, so the dtype-dependent checks run too.
+            self._kernel(self._kernel_hyper(g), [0], [empty], [empty], {n: [np.empty_like(empty)] for n in names}, lr, 1)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{where}: {e}") from None
 
     # ------------------------------------------------------------ learning rate
     @property
@@ -182,20 +298,22 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: Union[float, Schedule]) -> None:
+        for gi, g in enumerate(self.param_groups):
+            self._validate_hyper(dict(g, lr=value), f"parameter group {gi}")
         for g in self.param_groups:
-            h = dict(g, lr=value)
-            self._validate_hyper(h)
             g["lr"] = value
 
     @staticmethod
-    def _group_lr(group: Dict[str, Any], step: int) -> float:
+    def _group_lr(group: Mapping[str, Any], step: int) -> float:
         lr = group["lr"]
         return float(lr(step - 1)) if callable(lr) else float(lr)
 
     # ------------------------------------------------------------ stepping
-    def _grads_by_group(self, grads) -> List[List[Array]]:
-        """Grads in the params' structure -> one list per group; checks shapes and dtypes
-        of all of them before anything is updated."""
+    def _grads_by_group(self, grads) -> List[List[Optional[Array]]]:
+        """Grads in the params' structure -> one list per group (None: no gradient this
+        step). Checks every gradient as the kernels will (type, shape, dtype, contiguity,
+        alignment, no overlap with any array a step writes) before anything is updated,
+        and names the parameter it belongs to."""
         s = self._structure
         if s == "groups" and isinstance(grads, Mapping) and all(g["keyed"] for g in self.param_groups):
             # One flat dict name -> grad (e.g. model.gradients()) for named groups: split by name.
@@ -214,6 +332,7 @@ class Optimizer:
             per = list(grads)
         else:
             per = [grads]
+        starts, ends, labels = self._written
         out = []
         for gi, (g, gr) in enumerate(zip(self.param_groups, per)):
             if g["keyed"]:
@@ -231,97 +350,132 @@ class Optimizer:
                     raise ValueError(f"grads for group {gi} has {len(gr)} arrays, params has {len(g['params'])}")
                 lst = list(gr)
             for n, p, a in zip(g["names"], g["params"], lst):
+                if a is None:
+                    continue
                 if not isinstance(a, np.ndarray):
-                    raise TypeError(f"gradient {n} must be a numpy.ndarray, got {type(a).__name__}")
+                    raise TypeError(f"gradient {n} must be a numpy.ndarray or None, got {type(a).__name__}")
+                if isinstance(a, np.ma.MaskedArray):
+                    raise TypeError(f"gradient {n} is a numpy.ma.MaskedArray, whose mask the kernels cannot honour")
                 if a.shape != p.shape:
                     raise ValueError(f"gradient {n} has shape {a.shape}, parameter has {p.shape}")
                 if a.dtype != p.dtype:
                     raise TypeError(f"gradient {n} has dtype {a.dtype}, parameter has {p.dtype}")
                 if not a.flags.c_contiguous:
                     raise ValueError(f"gradient {n} must be C-contiguous")
+                if not a.flags.aligned:
+                    raise ValueError(f"gradient {n} is not aligned to its itemsize")
+                b, e = _span(a)
+                if e > b:
+                    k = bisect.bisect_left(starts, e) - 1  # the last written array starting before e
+                    if k >= 0 and ends[k] > b:
+                        raise ValueError(f"gradient {n} shares memory with {labels[k]}, which the step writes")
             out.append(lst)
         return out
 
     def step(self, grads) -> bool:
-        """Applies one update to every parameter. ``grads`` has the structure of the params
-        (list, dict, or one list/dict per group; with named groups also one flat dict). Returns False if the non-finite guard
-        skipped the step (parameters and state untouched), True otherwise."""
-        per_group = self._grads_by_group(grads)
-        flat = [a for lst in per_group for a in lst]
-        if self.skip_nonfinite and not F.all_finite(flat):
-            self.state["skipped_steps"] += 1
-            import warnings
+        """Applies one update to every parameter that has a gradient. ``grads`` has the
+        structure of the params (list, dict, or one list/dict per group; with named groups
+        also one flat dict); ``None`` for a parameter's gradient skips it this step (its
+        state and step count untouched, as torch.optim does for ``grad is None``).
 
+        Returns False if the non-finite guard skipped the step (parameters and state
+        untouched), True otherwise. Everything is checked before anything is written: a
+        step that raises has changed nothing."""
+        per_group = self._grads_by_group(grads)
+        for gi, g in enumerate(self.param_groups):  # a group's values may have been edited
+            self._check_group(g, f"parameter group {gi}")
+        flat = [a for lst in per_group for a in lst if a is not None]
+        if self.skip_nonfinite and not clip.all_finite(flat):
+            self.state["skipped_steps"] += 1
             warnings.warn(f"non-finite gradients: step skipped ({self.state['skipped_steps']} so far)",
                           NonFiniteGradients, stacklevel=2)
             return False
-        factor = 1.0
+        factor, new_prev = 1.0, self.state["prev_grad_sq_norm"]
         if self.grad_norm_ratio:
-            sq = float(np.sum(np.square(F.norms(flat))))
-            prev = self.state["prev_grad_sq_norm"]
-            if prev is not None:
+            sq = clip.global_norm(flat) ** 2
+            if new_prev is not None:
                 eps = self.grad_norm_ratio_eps
-                factor = max(sq, eps) / max(prev, eps)
-            self.state["prev_grad_sq_norm"] = sq
+                factor = max(sq, eps) / max(new_prev, eps)
+            new_prev = sq
         lrs = [self._group_lr(g, g["step"] + 1) * factor for g in self.param_groups]
-        for gi, lr in enumerate(lrs):  # all checked before any group is touched
+        for gi, lr in enumerate(lrs):
             if not (math.isfinite(lr) and lr >= 0):
                 raise ValueError(f"parameter group {gi}: learning rate must be finite and >= 0, got {lr!r}")
+        # Nothing below can fail: every check the kernels make was made above.
         for g, gr, lr in zip(self.param_groups, per_group, lrs):
-            t = g["step"] + 1
-            wd = g.get("weight_decay", 0.0)
-            if g.get("decoupled_weight_decay") and wd and not self._kernel_decouples:
-                F.scale(g["params"], 1.0 - lr * wd)
-            if g.get("l1") and g.get("l1_mode") == "subgradient":
-                gr = self._penalized(g, gr)
-            self._update(g, gr, lr, t)
-            if g.get("l1") and g.get("l1_mode") == "proximal":
-                F.soft_threshold(g["params"], threshold=lr * g["l1"])
-            g["step"] = t
+            self._step_group(g, gr, lr)
+            g["step"] += 1
+        self.state["prev_grad_sq_norm"] = new_prev
         return True
 
-    _kernel_decouples = False  # True where the kernel applies decoupled decay itself
+    def _step_group(self, g: Dict[str, Any], grads: List[Optional[Array]], lr: float) -> None:
+        # Parameters that have a gradient, split by their own step count (one kernel call
+        # per distinct count: normally one, more only after steps without some gradients).
+        by_step: Dict[int, List[int]] = {}
+        for i, a in enumerate(grads):
+            if a is not None:
+                by_step.setdefault(g["_steps"][i] + 1, []).append(i)
+        hp = self._kernel_hyper(g)
+        wd = g["weight_decay"] if "weight_decay" in g else 0.0
+        for t, idx in by_step.items():
+            params = [g["params"][i] for i in idx]
+            gs = [grads[i] for i in idx]
+            if g["decoupled_weight_decay"] and wd and not self._kernel_decouples:
+                F.scale(params, 1.0 - lr * wd)
+            if g["l1"] and g["l1_mode"] == "subgradient":
+                gs = self._penalized(g, idx, gs)
+            states = {name: [arrs[i] for i in idx] for name, arrs in g["_state"].items()}
+            self._after_kernel(g, idx, self._kernel(hp, idx, params, gs, states, lr, t))
+            if g["l1"] and g["l1_mode"] == "proximal":
+                F.soft_threshold(params, threshold=lr * g["l1"])
+            for i in idx:
+                g["_steps"][i] = t
 
-    def _penalized(self, g: Dict[str, Any], grads: List[Array]) -> List[Array]:
+    def _penalized(self, g: Dict[str, Any], idx: List[int], grads: List[Array]) -> List[Array]:
         # The caller's gradient arrays are never modified: the penalty goes into scratch
         # buffers, allocated once per group.
         if g["_scratch"] is None:
             g["_scratch"] = [np.empty_like(p) for p in g["params"]]
-        for s, a in zip(g["_scratch"], grads):
+        scratch = [g["_scratch"][i] for i in idx]
+        for s, a in zip(scratch, grads):
             np.copyto(s, a)
-        F.add_penalty(g["_scratch"], g["params"], l1=g["l1"])
-        return g["_scratch"]
-
-    def _coupled_wd(self, g: Dict[str, Any]) -> float:
-        """Weight decay for the kernel: 0 when the base class applied it decoupled."""
-        return 0.0 if g.get("decoupled_weight_decay") else g.get("weight_decay", 0.0)
+        F.add_penalty(scratch, [g["params"][i] for i in idx], l1=g["l1"])
+        return scratch
 
     # ------------------------------------------------------------ state
     def reset_state(self) -> None:
         """Zeroes every state array and step count, as if no step had been taken."""
         for g in self.param_groups:
             g["step"] = 0
+            g["_steps"] = [0] * len(g["params"])
             for name, arrs in g["_state"].items():
                 for p, a in zip(g["params"], arrs):
-                    a[...] = self._new_state(g, name, p)
+                    a[...] = self._init_state(g, name, p)
         self.state = {"skipped_steps": 0, "prev_grad_sq_norm": None}
 
     zero_state = reset_state
 
+    def _hyper_keys(self) -> List[str]:
+        return list(self.defaults)
+
     def state_dict(self) -> Dict[str, Any]:
-        """Plain NumPy arrays and Python scalars (savable with pickle or ``np.savez``):
-        ``{"optimizer", "param_groups": [hyperparameters, step, names], "state": [{name:
-        [arrays]}], "skipped_steps", "prev_grad_sq_norm"}``. A schedule used as lr is not
-        saved (rebuild the optimizer with it; the saved step drives it)."""
+        """Plain NumPy arrays and Python scalars, all copies (editing the result never
+        changes the optimizer): ``{"optimizer", "param_groups": [hyperparameters, step,
+        names, shapes, dtype], "state": [{name: [arrays], "step": [per-parameter counts]}],
+        "skipped_steps", "prev_grad_sq_norm"}``. A schedule used as lr is saved as None
+        (rebuild the optimizer with it; the saved step drives it)."""
         groups, states = [], []
         for g in self.param_groups:
-            h = {k: v for k, v in g.items() if not k.startswith("_") and k not in ("params", "keyed")}
+            h = {k: (tuple(g[k]) if isinstance(g[k], list) else g[k]) for k in self._hyper_keys()}
             h["lr"] = None if callable(g["lr"]) else g["lr"]
+            h["step"] = g["step"]
             h["names"] = list(g["names"])
             h["shapes"] = [tuple(p.shape) for p in g["params"]]
             h["dtype"] = str(g["params"][0].dtype)
             groups.append(h)
-            states.append({name: [a.copy() for a in arrs] for name, arrs in g["_state"].items()})
+            st: Dict[str, Any] = {name: [a.copy() for a in arrs] for name, arrs in g["_state"].items()}
+            st["step"] = list(g["_steps"])
+            states.append(st)
         return {
             "optimizer": type(self).__name__,
             "param_groups": groups,
@@ -331,39 +485,100 @@ class Optimizer:
         }
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        """Restores a :meth:`state_dict`. Everything is checked first (optimizer type,
-        groups, names, shapes, dtypes, state arrays); on any mismatch it raises and the
-        optimizer is unchanged."""
-        if sd.get("optimizer") != type(self).__name__:
-            raise ValueError(f"state_dict is for {sd.get('optimizer')!r}, not {type(self).__name__}")
+        """Restores a :meth:`state_dict`, all or nothing: the new state is built aside and
+        checked as the constructor checks hyperparameters, then swapped in; on any problem
+        it raises and the optimizer is unchanged.
+
+        Checked: the optimizer type; exactly the expected keys at every level; the number
+        of groups and, per group, the parameter names, shapes and dtype, every
+        hyperparameter (type and range, by the kernel itself), the step counts (ints in
+        [0, 2**63), a parameter's never above its group's); one state array per parameter
+        for exactly the state names the hyperparameters need, each of the parameter's
+        shape and dtype, never negative where the optimizer keeps a non-negative quantity
+        (Adam's ``exp_avg_sq``, Adagrad's ``sum``, ...). Not checked (it cannot be): that
+        the state belongs to these parameters. Two parameters of the same shape in a list
+        are told apart only by their position; named (dict) parameters by name.
+        Per-group settings derived from the constructor (LAMB's and LARS's ``exclude``)
+        stay those of this optimizer."""
+        if not isinstance(sd, Mapping):
+            raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
+        keys = {"optimizer", "param_groups", "state", "skipped_steps", "prev_grad_sq_norm"}
+        if set(sd) != keys:
+            raise ValueError(f"state_dict keys must be {sorted(keys)}: missing {sorted(keys - set(sd))}, "
+                             f"unexpected {sorted(set(sd) - keys)}")
+        if sd["optimizer"] != type(self).__name__:
+            raise ValueError(f"state_dict is for {sd['optimizer']!r}, not {type(self).__name__}")
         groups, states = sd["param_groups"], sd["state"]
+        if not isinstance(groups, (list, tuple)) or not isinstance(states, (list, tuple)):
+            raise TypeError("state_dict's param_groups and state must be lists")
         if len(groups) != len(self.param_groups) or len(states) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(groups)} parameter groups, optimizer has {len(self.param_groups)}")
+            raise ValueError(f"state_dict has {len(groups)} parameter groups and {len(states)} states, "
+                             f"optimizer has {len(self.param_groups)} groups")
+        skipped, prev = sd["skipped_steps"], sd["prev_grad_sq_norm"]
+        if not (_is_int(skipped) and 0 <= skipped < 2**63):
+            raise ValueError(f"skipped_steps must be an int >= 0, got {skipped!r}")
+        if prev is not None and not (_is_real(prev) and math.isfinite(prev) and prev >= 0):
+            raise ValueError(f"prev_grad_sq_norm must be None or a finite number >= 0, got {prev!r}")
+
+        new_groups, new_states = [], []
         for gi, (g, h, st) in enumerate(zip(self.param_groups, groups, states)):
+            where = f"state_dict parameter group {gi}"
+            if not isinstance(h, Mapping) or not isinstance(st, Mapping):
+                raise TypeError(f"{where}: param_groups and state entries must be dicts")
+            expected = set(self._hyper_keys()) | {"step", "names", "shapes", "dtype"}
+            if set(h) != expected:
+                raise ValueError(f"{where}: keys missing {sorted(expected - set(h))}, unexpected {sorted(set(h) - expected)}")
             if list(h["names"]) != g["names"] or [tuple(s) for s in h["shapes"]] != [p.shape for p in g["params"]]:
-                raise ValueError(f"parameter group {gi}: names or shapes differ from the state_dict's")
+                raise ValueError(f"{where}: names or shapes differ from this optimizer's")
             if h["dtype"] != str(g["params"][0].dtype):
-                raise TypeError(f"parameter group {gi}: dtype {h['dtype']} in state_dict, {g['params'][0].dtype} here")
-            if set(st) != set(g["_state"]):
-                raise ValueError(f"parameter group {gi}: state {sorted(st)} in state_dict, {sorted(g['_state'])} here")
-            for name, arrs in st.items():
-                for p, a in zip(g["params"], arrs):
-                    a = np.asarray(a)
+                raise TypeError(f"{where}: dtype {h['dtype']} in state_dict, {g['params'][0].dtype} here")
+            step = h["step"]
+            if not (_is_int(step) and 0 <= step < 2**63 - 1):
+                raise ValueError(f"{where}: step must be an int in [0, 2**63 - 1), got {step!r}")
+            trial = dict(g)
+            for k in self._hyper_keys():
+                trial[k] = g["lr"] if (k == "lr" and h[k] is None) else h[k]
+            trial["step"] = int(step)
+            for k, default in self.defaults.items():
+                if isinstance(default, tuple):
+                    trial[k] = tuple(trial[k])
+            self._check_group(trial, where)
+            names = self._state_names(trial)
+            present = set(st) - {"step"}
+            if present != set(names):
+                raise ValueError(f"{where}: state {sorted(present)} in state_dict, the hyperparameters need {sorted(names)}")
+            steps = st.get("step", [int(step)] * len(g["params"]))
+            if not (isinstance(steps, (list, tuple)) and len(steps) == len(g["params"])
+                    and all(_is_int(s) and 0 <= s <= step for s in steps)):
+                raise ValueError(f"{where}: state step must hold one int in [0, {step}] per parameter, got {steps!r}")
+            arrays = {}
+            for name in names:
+                lst = st[name]
+                if not isinstance(lst, (list, tuple)) or len(lst) != len(g["params"]):
+                    raise ValueError(f"{where}: state {name} must hold one array per parameter "
+                                     f"({len(g['params'])}), got {len(lst) if isinstance(lst, (list, tuple)) else type(lst).__name__}")
+                for n, p, a in zip(g["names"], g["params"], lst):
+                    if not isinstance(a, np.ndarray) or isinstance(a, np.ma.MaskedArray):
+                        raise TypeError(f"{where}: state {name} of {n} must be a numpy.ndarray, got {type(a).__name__}")
                     if a.shape != p.shape or a.dtype != p.dtype:
-                        raise ValueError(f"parameter group {gi}: state {name} has shape/dtype {a.shape}/{a.dtype}")
-            trial = {k: v for k, v in h.items() if k not in ("names", "shapes", "dtype", "step")}
-            if trial.get("lr") is None:
-                trial["lr"] = g["lr"]
-            self._validate_hyper({**g, **trial})
-        for g, h, st in zip(self.param_groups, groups, states):
-            for k, v in h.items():
-                if k in ("names", "shapes", "dtype") or (k == "lr" and v is None):
-                    continue
-                g[k] = v
-            for name, arrs in st.items():
-                for dst, src in zip(g["_state"][name], arrs):
-                    dst[...] = src
-        self.state = {"skipped_steps": int(sd["skipped_steps"]), "prev_grad_sq_norm": sd["prev_grad_sq_norm"]}
+                        raise ValueError(f"{where}: state {name} of {n} has shape/dtype {a.shape}/{a.dtype}, "
+                                         f"parameter has {p.shape}/{p.dtype}")
+                    if name in self._nonnegative_state and a.size and np.min(a) < 0:
+                        raise ValueError(f"{where}: state {name} of {n} has negative values, which no training produces")
+                arrays[name] = lst
+            new_groups.append((trial, [int(s) for s in steps]))
+            new_states.append(arrays)
+        # Swap in: copies into the existing arrays (same shapes and dtypes, checked), so
+        # nothing below can fail.
+        for g, (trial, steps), arrays in zip(self.param_groups, new_groups, new_states):
+            for k in self._hyper_keys():
+                g[k] = trial[k]
+            g["step"] = trial["step"]
+            g["_steps"] = steps
+            for name, lst in arrays.items():
+                for dst, src in zip(g["_state"][name], lst):
+                    np.copyto(dst, src)
+        self.state = {"skipped_steps": int(skipped), "prev_grad_sq_norm": None if prev is None else float(prev)}
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
@@ -371,109 +586,101 @@ class Optimizer:
         return f"{type(self).__name__}({n} parameters in {len(self.param_groups)} group(s), {hp})"
 
 
-def _check_betas(betas) -> None:
-    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas)):
-        raise ValueError(f"betas must be a pair in [0, 1), got {betas!r}")
-
-
 # ---------------------------------------------------------------------------- SGD
 class SGD(Optimizer):
     r"""Stochastic gradient descent with momentum, as torch.optim.SGD (kernel
     :func:`deepoptim.functional.sgd`, whose docstring has the update).
 
-    ``momentum_form="classical"`` (seed 001: ``v = mu*v + lr*g; p -= v``) and ``"ema"``
-    (seed 004: ``v = mu*v + (1-mu)*g; p -= lr*v``) select the source documents' forms.
+    ``momentum_form="classical"`` (``v = mu*v + lr*g; p -= v``) and ``"ema"``
+    (``v = mu*v + (1-mu)*g; p -= lr*v``) select the two other common momentum forms.
     """
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
                  maximize: bool = False, momentum_form: str = "torch", **common) -> None:
-        opts = {k: common.pop(k) for k in list(common) if k in _COMMON}
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov, maximize=maximize, momentum_form=momentum_form,
-                                      **{**_COMMON, **opts}), **common)
+                                      nesterov=nesterov, maximize=maximize, momentum_form=momentum_form), **common)
 
-    def _state_spec(self, g):
+    def _state_names(self, g):
         return ["momentum_buffer"] if (g["momentum"] != 0.0 or g["momentum_form"] != "torch") else []
 
-    def _update(self, g, grads, lr, step):
-        bufs = g["_state"].get("momentum_buffer")
-        F.sgd(g["params"], grads, bufs, lr=lr, momentum=g["momentum"], dampening=g["dampening"],
-              weight_decay=self._coupled_wd(g), nesterov=g["nesterov"], maximize=g["maximize"],
-              first_step=step == 1, momentum_form=g["momentum_form"])
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        F.sgd(params, grads, states.get("momentum_buffer"), lr=lr, momentum=hp["momentum"],
+              dampening=hp["dampening"], weight_decay=hp["weight_decay"], nesterov=hp["nesterov"],
+              maximize=hp["maximize"], first_step=step == 1, momentum_form=hp["momentum_form"])
 
 
 # ------------------------------------------------------------------------ Adagrad
 class Adagrad(Optimizer):
     r"""Adagrad (Duchi et al., 2011), as torch.optim.Adagrad (kernel :func:`deepoptim.functional.adagrad`)."""
 
+    _nonnegative_state = ("sum",)
+
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0, eps: float = 1e-10, *,
                  maximize: bool = False, **common) -> None:
-        opts = {k: common.pop(k) for k in list(common) if k in _COMMON}
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
-                                      maximize=maximize, **{**_COMMON, **opts}), **common)
+                                      maximize=maximize), **common)
 
-    def _state_spec(self, g):
+    def _state_names(self, g):
         return ["sum"]
 
-    def _new_state(self, g, name, p):
+    def _init_state(self, g, name, p):
         return np.full_like(p, g["initial_accumulator_value"])
 
-    def _update(self, g, grads, lr, step):
-        F.adagrad(g["params"], grads, g["_state"]["sum"], step=step, lr=lr, lr_decay=g["lr_decay"],
-                  weight_decay=self._coupled_wd(g), initial_accumulator_value=g["initial_accumulator_value"],
-                  eps=g["eps"], maximize=g["maximize"])
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        F.adagrad(params, grads, states["sum"], step=step, lr=lr, lr_decay=hp["lr_decay"],
+                  weight_decay=hp["weight_decay"], initial_accumulator_value=hp["initial_accumulator_value"],
+                  eps=hp["eps"], maximize=hp["maximize"])
 
 
 # ------------------------------------------------------------------------ RMSprop
 class RMSprop(Optimizer):
     r"""RMSprop, as torch.optim.RMSprop (kernel :func:`deepoptim.functional.rmsprop`)."""
 
+    _nonnegative_state = ("square_avg",)
+
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
                  maximize: bool = False, **common) -> None:
-        opts = {k: common.pop(k) for k in list(common) if k in _COMMON}
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered, maximize=maximize, **{**_COMMON, **opts}), **common)
+                                      centered=centered, maximize=maximize), **common)
 
-    def _state_spec(self, g):
+    def _state_names(self, g):
         return ["square_avg"] + (["grad_avg"] if g["centered"] else []) + (["momentum_buffer"] if g["momentum"] > 0 else [])
 
-    def _update(self, g, grads, lr, step):
-        s = g["_state"]
-        F.rmsprop(g["params"], grads, s["square_avg"], s.get("grad_avg"), s.get("momentum_buffer"), lr=lr,
-                  alpha=g["alpha"], eps=g["eps"], weight_decay=self._coupled_wd(g), momentum=g["momentum"],
-                  centered=g["centered"], maximize=g["maximize"])
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        F.rmsprop(params, grads, states["square_avg"], states.get("grad_avg"), states.get("momentum_buffer"), lr=lr,
+                  alpha=hp["alpha"], eps=hp["eps"], weight_decay=hp["weight_decay"], momentum=hp["momentum"],
+                  centered=hp["centered"], maximize=hp["maximize"])
 
 
 # --------------------------------------------------------------------------- Adam
 class Adam(Optimizer):
     r"""Adam / AMSGrad (Kingma & Ba, 2015; Reddi et al., 2018), as torch.optim.Adam
     (kernel :func:`deepoptim.functional.adam`). ``bias_correction=False`` and
-    ``eps_inside_sqrt=True`` give the source documents' form."""
+    ``eps_inside_sqrt=True`` give the textbook variant without bias correction and with
+    eps inside the square root."""
 
     _kernel_decouples = True
+    _nonnegative_state = ("exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
                  bias_correction: bool = True, eps_inside_sqrt: bool = False, **common) -> None:
-        _check_betas(betas)
-        opts = {k: common.pop(k) for k in list(common) if k in _COMMON}
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize, bias_correction=bias_correction,
-                                      eps_inside_sqrt=eps_inside_sqrt, **{**_COMMON, **opts}), **common)
+                                      eps_inside_sqrt=eps_inside_sqrt), **common)
 
-    def _state_spec(self, g):
+    def _state_names(self, g):
         return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if g["amsgrad"] else [])
 
-    def _update(self, g, grads, lr, step):
-        s = g["_state"]
-        F.adam(g["params"], grads, s["exp_avg"], s["exp_avg_sq"], s.get("max_exp_avg_sq"), step=step, lr=lr,
-               betas=g["betas"], eps=g["eps"], weight_decay=g["weight_decay"], amsgrad=g["amsgrad"],
-               maximize=g["maximize"], decoupled_weight_decay=bool(g["decoupled_weight_decay"]),
-               bias_correction=g["bias_correction"], eps_inside_sqrt=g["eps_inside_sqrt"])
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        F.adam(params, grads, states["exp_avg"], states["exp_avg_sq"], states.get("max_exp_avg_sq"), step=step, lr=lr,
+               betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"], amsgrad=hp["amsgrad"],
+               maximize=hp["maximize"], decoupled_weight_decay=hp["decoupled_weight_decay"],
+               bias_correction=hp["bias_correction"], eps_inside_sqrt=hp["eps_inside_sqrt"])
 
 
 class AdamW(Adam):
@@ -487,11 +694,35 @@ class AdamW(Adam):
 
 
 # ------------------------------------------------------------------ LAMB and LARS
-def _adapt_flags(g, exclude) -> List[bool]:
-    return [not (exclude is not None and exclude(n, p)) for n, p in zip(g["names"], g["params"])]
+class _TrustRatio(Optimizer):
+    """LAMB and LARS: per-tensor trust ratios; ``exclude(name, array)`` keeps chosen
+    parameters out of them and of weight decay."""
+
+    def __init__(self, params: Params, defaults: Dict[str, Any],
+                 exclude: Optional[Callable[[str, Array], bool]], **common) -> None:
+        if exclude is not None and not callable(exclude):
+            raise TypeError(f"exclude must be a callable (name, array) -> bool or None, got {type(exclude).__name__}")
+        self._exclude = exclude
+        super().__init__(params, defaults, **common)
+
+    def _prepare_group(self, g):
+        ex = self._exclude
+        g["adapt"] = [not (ex is not None and ex(n, p)) for n, p in zip(g["names"], g["params"])]
+        g["trust_ratio"] = np.ones(len(g["params"]))
+
+    def _after_kernel(self, g, idx, result):
+        if idx:
+            g["trust_ratio"][idx] = result
+
+    def reset_state(self) -> None:
+        super().reset_state()
+        for g in self.param_groups:
+            g["trust_ratio"][:] = 1.0
+
+    zero_state = reset_state
 
 
-class LAMB(Optimizer):
+class LAMB(_TrustRatio):
     r"""LAMB (You et al., ICLR 2020; kernel :func:`deepoptim.functional.lamb`): Adam's
     direction plus weight decay, scaled per tensor by the trust ratio ``||p|| / ||r||``
     (1 when either norm is 0).
@@ -503,27 +734,24 @@ class LAMB(Optimizer):
     The last step's trust ratios are in ``group["trust_ratio"]``.
     """
 
+    _nonnegative_state = ("exp_avg_sq",)
+
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0, *, bias_correction: bool = True,
                  exclude: Optional[Callable[[str, Array], bool]] = None, **common) -> None:
-        _check_betas(betas)
-        self._exclude = exclude
-        opts = {k: common.pop(k) for k in list(common) if k in _COMMON}
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      bias_correction=bias_correction, **{**_COMMON, **opts}), **common)
+                                      bias_correction=bias_correction), exclude, **common)
 
-    def _state_spec(self, g):
-        g["adapt"] = _adapt_flags(g, self._exclude)
+    def _state_names(self, g):
         return ["exp_avg", "exp_avg_sq"]
 
-    def _update(self, g, grads, lr, step):
-        s = g["_state"]
-        g["trust_ratio"] = F.lamb(g["params"], grads, s["exp_avg"], s["exp_avg_sq"], step=step, lr=lr,
-                                  betas=g["betas"], eps=g["eps"], weight_decay=self._coupled_wd(g),
-                                  bias_correction=g["bias_correction"], adapt=g["adapt"])
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        return F.lamb(params, grads, states["exp_avg"], states["exp_avg_sq"], step=step, lr=lr,
+                      betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"],
+                      bias_correction=hp["bias_correction"], adapt=[hp["adapt"][i] for i in idx])
 
 
-class LARS(Optimizer):
+class LARS(_TrustRatio):
     r"""LARS (You, Gitman & Ginsburg, 2017; kernel :func:`deepoptim.functional.lars`):
     SGD with momentum whose learning rate is scaled per tensor by
     ``trust_coefficient * ||p|| / (||g|| + weight_decay*||p|| + eps)`` (1 when either norm is 0).
@@ -537,19 +765,16 @@ class LARS(Optimizer):
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, momentum: float = 0.9,
                  weight_decay: float = 0.0, trust_coefficient: float = 1e-3, eps: float = 0.0, *,
                  exclude: Optional[Callable[[str, Array], bool]] = None, **common) -> None:
-        self._exclude = exclude
-        opts = {k: common.pop(k) for k in list(common) if k in _COMMON}
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      trust_coefficient=trust_coefficient, eps=eps, **{**_COMMON, **opts}), **common)
+                                      trust_coefficient=trust_coefficient, eps=eps), exclude, **common)
 
-    def _state_spec(self, g):
-        g["adapt"] = _adapt_flags(g, self._exclude)
+    def _state_names(self, g):
         return ["momentum_buffer"] if g["momentum"] != 0.0 else []
 
-    def _update(self, g, grads, lr, step):
-        g["trust_ratio"] = F.lars(g["params"], grads, g["_state"].get("momentum_buffer"), lr=lr,
-                                  momentum=g["momentum"], weight_decay=self._coupled_wd(g),
-                                  trust_coefficient=g["trust_coefficient"], eps=g["eps"], adapt=g["adapt"])
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        return F.lars(params, grads, states.get("momentum_buffer"), lr=lr, momentum=hp["momentum"],
+                      weight_decay=hp["weight_decay"], trust_coefficient=hp["trust_coefficient"], eps=hp["eps"],
+                      adapt=[hp["adapt"][i] for i in idx])
 
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "LAMB", "LARS", "NonFiniteGradients"]
