@@ -120,3 +120,34 @@ def test_dropout_eval_and_p_zero_are_identity():
     assert d(x) is x and d.backward(x) is x and d.offset == 0
     with pytest.raises(ValueError, match="p must be in"):
         Dropout(1.5)
+
+
+# ------------------------------------------------------------ impossible states (issue 15)
+@pytest.mark.parametrize("key,value,exc,needle", [
+    ("running_var", -np.ones(3, np.float32), ValueError, "running_var has negative values"),
+    ("num_batches_tracked", np.array(-1, np.int64), ValueError, "num_batches_tracked must be >= 0"),
+])
+def test_batchnorm_refuses_impossible_state(key, value, exc, needle):
+    bn = BatchNorm(3)
+    bn.forward(np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32))
+    before = {k: v.copy() for k, v in bn.state_dict().items()}
+    sd = bn.state_dict()
+    sd[key] = value
+    with pytest.raises(exc, match=needle):
+        bn.load_state_dict(sd)
+    assert all(np.array_equal(before[k], v) for k, v in bn.state_dict().items())
+
+
+@pytest.mark.parametrize("state,needle", [
+    ({"p": True, "seed": 0, "offset": 0}, "p must be a number"),
+    ({"p": "0.5", "seed": 0, "offset": 0}, "p must be a number"),
+    ({"p": 0.5, "seed": 1.5, "offset": 0}, "seed must be an int"),
+    ({"p": 0.5, "seed": 0, "offset": True}, "offset must be an int"),
+])
+def test_dropout_refuses_mistyped_state(state, needle):
+    d = Dropout(0.3, seed=4)
+    d.forward(np.ones(10, np.float32))
+    before = d.state_dict()
+    with pytest.raises(TypeError, match=needle):
+        d.load_state_dict(state)
+    assert d.state_dict() == before

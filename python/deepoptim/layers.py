@@ -7,7 +7,7 @@ optimizer's parameter list) stay valid across steps and checkpoint loads.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 
@@ -146,7 +146,14 @@ class BatchNorm(_Layer):
 
     def load_state_dict(self, state: dict) -> None:
         """Loads a :meth:`state_dict` in place; checks every entry first, so a bad state
-        (missing key, wrong shape or dtype) raises and changes nothing."""
+        (missing key, wrong shape or dtype, a negative running variance or batch count,
+        which no training produces) raises and changes nothing."""
+        if isinstance(state, Mapping):
+            rv, nbt = state.get("running_var"), state.get("num_batches_tracked")
+            if rv is not None and np.any(np.asarray(rv) < 0):
+                raise ValueError("BatchNorm.load_state_dict: running_var has negative values, which no training produces")
+            if nbt is not None and np.any(np.asarray(nbt) < 0):
+                raise ValueError("BatchNorm.load_state_dict: num_batches_tracked must be >= 0")
         _load_arrays(self._arrays(), state, "BatchNorm")
 
 
@@ -183,6 +190,8 @@ class Dropout(_Layer):
         if self._saved is None:
             raise RuntimeError("Dropout.backward called before forward")
         active, mask, offset, shape = self._saved
+        if not isinstance(dy, np.ndarray):
+            raise TypeError(f"dy must be a numpy.ndarray, got {type(dy).__name__}")
         if dy.shape != shape:
             raise ValueError(f"dy must have shape {shape} (the forward's x shape), got {dy.shape}")
         if not active:
@@ -198,7 +207,13 @@ class Dropout(_Layer):
         missing = sorted({"p", "seed", "offset"} - set(state))
         if missing:
             raise KeyError(f"Dropout.load_state_dict: missing keys {missing}")
-        p, seed, offset = float(state["p"]), int(state["seed"]), int(state["offset"])
+        p, seed, offset = state["p"], state["seed"], state["offset"]
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)):
+            raise TypeError(f"Dropout.load_state_dict: p must be a number, got {p!r}")
+        for name, v in (("seed", seed), ("offset", offset)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"Dropout.load_state_dict: {name} must be an int, got {v!r}")
+        p, seed, offset = float(p), int(seed), int(offset)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout.load_state_dict: p must be in [0.0, 1.0], got {p!r}")
         if not (0 <= seed < 2**64 and 0 <= offset < 2**64):
