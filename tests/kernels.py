@@ -15,10 +15,23 @@ from deepoptim import functional, reference
 # the kernels' block of 4096 elements.
 AWKWARD_SIZES = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 65, 4095, 4096, 4097, 8191, 8193]
 
-# Relative tolerance per dtype. Kernel and twin perform the same IEEE operations in the
-# same order, so they normally agree to the bit; the tolerance only absorbs a compiler
-# that orders a few operations differently.
+# Relative tolerance per dtype, for the kernels whose twin is not an exact specification
+# (batch norm's statistics). The optimizer kernels are held to the bit: see assert_same_bits.
 RTOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-13}
+
+
+def assert_same_bits(actual: np.ndarray, expected: np.ndarray, what: str = "") -> None:
+    """Bit for bit, except that any NaN equals any NaN (NumPy and C++ may pick different
+    NaN payloads). Kernel and twin perform the same IEEE operations in the same order
+    (``-ffp-contract=off``, fixed summation order), so anything else is a bug: a fused
+    multiply-add, a reordered sum, or a formula that drifted."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, (actual.dtype, expected.dtype)
+    u = {4: np.uint32, 8: np.uint64}[actual.dtype.itemsize]
+    differ = (actual.view(u) != expected.view(u)) & ~(np.isnan(actual) & np.isnan(expected))
+    if differ.any():
+        i = np.flatnonzero(differ.reshape(-1))[0]
+        a, b = actual.reshape(-1)[i], expected.reshape(-1)[i]
+        raise AssertionError(f"{what}: {differ.sum()} elements differ in bits, first at {i}: {a!r} vs {b!r}")
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, what: str = "") -> None:

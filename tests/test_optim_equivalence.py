@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernels import AWKWARD_SIZES, KERNELS, NAMES, assert_close
+from kernels import AWKWARD_SIZES, KERNELS, NAMES, assert_same_bits
 
 DTYPES = [np.float32, np.float64]
 STEPS = 50
@@ -63,7 +63,7 @@ def run_pair(kernel, sizes, dtype, hp, seed, steps=STEPS, list_form=False, check
             for t, (rf, rt) in enumerate(zip(fast, twin)):
                 for k, (a, b) in enumerate(zip(rf, rt)):
                     if b is not None:
-                        assert_close(a, b, f"{kernel.name} tensor {t} array {k} step {step} hp={hp}")
+                        assert_same_bits(a, b, f"{kernel.name} tensor {t} array {k} step {step} hp={hp}")
     return fast
 
 
@@ -147,7 +147,7 @@ def test_nonfinite_gradients_propagate_like_twin(name, dtype):
     for a, b in zip(*rows):
         if b is not None:
             np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
-            assert_close(a, b)
+            assert_same_bits(a, b)
 
 
 def test_seed_forms_of_momentum_by_hand():

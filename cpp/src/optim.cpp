@@ -318,20 +318,18 @@ DEEPOPTIM_INLINE void lamb_pass1_impl(const LambTensor<T>& t, std::int64_t b, st
   T* __restrict m = t.exp_avg + b;
   T* __restrict v = t.exp_avg_sq + b;
   const T wd = t.adapt ? c.wd : T(0);
-  double pacc = 0.0, racc = 0.0;
-  const std::int64_t n = e - b;
-#pragma omp simd reduction(+ : pacc, racc)
-  for (std::int64_t i = 0; i < n; ++i) {
+  double pacc[parallel::kLanes] = {}, racc[parallel::kLanes] = {};
+  parallel::for_lanes(e - b, [&](std::int64_t i, std::int64_t l) {
     const T mi = c.beta1 * m[i] + c.one_minus_beta1 * g[i];
     const T vi = c.beta2 * v[i] + c.one_minus_beta2 * (g[i] * g[i]);
     m[i] = mi;
     v[i] = vi;
     const T r = lamb_r(mi, vi, p[i], c, wd);
-    pacc += double(p[i]) * double(p[i]);
-    racc += double(r) * double(r);
-  }
-  *pn = pacc;
-  *rn = racc;
+    pacc[l] += double(p[i]) * double(p[i]);
+    racc[l] += double(r) * double(r);
+  });
+  *pn = parallel::lanes_total(pacc);
+  *rn = parallel::lanes_total(racc);
 }
 
 // Pass 2: p -= step * r.
@@ -353,15 +351,13 @@ DEEPOPTIM_INLINE void lars_norms_impl(const LarsTensor<T>& t, std::int64_t b, st
                                       double* pn, double* gn) {
   const T* __restrict p = t.param + b;
   const T* __restrict g = t.grad + b;
-  double pacc = 0.0, gacc = 0.0;
-  const std::int64_t n = e - b;
-#pragma omp simd reduction(+ : pacc, gacc)
-  for (std::int64_t i = 0; i < n; ++i) {
-    pacc += double(p[i]) * double(p[i]);
-    gacc += double(g[i]) * double(g[i]);
-  }
-  *pn = pacc;
-  *gn = gacc;
+  double pacc[parallel::kLanes] = {}, gacc[parallel::kLanes] = {};
+  parallel::for_lanes(e - b, [&](std::int64_t i, std::int64_t l) {
+    pacc[l] += double(p[i]) * double(p[i]);
+    gacc[l] += double(g[i]) * double(g[i]);
+  });
+  *pn = parallel::lanes_total(pacc);
+  *gn = parallel::lanes_total(gacc);
 }
 
 template <class T>

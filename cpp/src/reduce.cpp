@@ -18,16 +18,14 @@ namespace {
 template <class T>
 DEEPOPTIM_INLINE double block_norm(const T* __restrict x, std::int64_t n, Ord ord) {
   if (ord == Ord::L2) {
-    double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-    for (std::int64_t i = 0; i < n; ++i) acc += double(x[i]) * double(x[i]);
-    return acc;
+    double acc[parallel::kLanes] = {};
+    parallel::for_lanes(n, [&](std::int64_t i, std::int64_t l) { acc[l] += double(x[i]) * double(x[i]); });
+    return parallel::lanes_total(acc);
   }
   if (ord == Ord::L1) {
-    double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-    for (std::int64_t i = 0; i < n; ++i) acc += std::fabs(double(x[i]));
-    return acc;
+    double acc[parallel::kLanes] = {};
+    parallel::for_lanes(n, [&](std::int64_t i, std::int64_t l) { acc[l] += std::fabs(double(x[i])); });
+    return parallel::lanes_total(acc);
   }
   double m = 0.0;
   int nans = 0;

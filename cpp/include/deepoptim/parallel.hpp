@@ -16,6 +16,8 @@
 
 #include <omp.h>
 
+#include "deepoptim/dispatch.hpp"
+
 namespace deepoptim::parallel {
 
 // 4096 elements: 16 KiB of float32 per array, so a block of every operand of a kernel
@@ -51,6 +53,29 @@ std::int64_t total_blocks(std::int64_t ntensors, SizeOf size_of) {
   std::int64_t total = 0;
   for (std::int64_t t = 0; t < ntensors; ++t) total += num_blocks(size_of(t));
   return total;
+}
+
+// Sums inside a block are taken in a fixed order, so that a block's partial has the same
+// bits on every ISA clone (an `omp simd reduction` adds in an order that depends on the
+// vector width, so AVX-512, AVX2 and SSE2 builds would differ in the last bit). Element i
+// of a block goes to lane i % kLanes, added in element order; the lanes are then combined
+// as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)). The NumPy twins specify the same
+// order (reference/_blocked.py). The 8-wide inner loop vectorizes at any width.
+inline constexpr std::int64_t kLanes = 8;
+
+// Calls f(i, lane) for i in [0, n), lane = i % kLanes, the lanes of a row in one SIMD loop.
+template <class F>
+DEEPOPTIM_INLINE void for_lanes(std::int64_t n, F&& f) {
+  const std::int64_t full = n - n % kLanes;
+  for (std::int64_t i = 0; i < full; i += kLanes) {
+#pragma omp simd
+    for (std::int64_t j = 0; j < kLanes; ++j) f(i + j, j);
+  }
+  for (std::int64_t i = full; i < n; ++i) f(i, i - full);
+}
+
+DEEPOPTIM_INLINE double lanes_total(const double* l) {
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
 // Calls body(tensor_index, block_index, begin, end) for every block of every tensor;

@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from deepoptim.reference import _checks
+from deepoptim.reference._parallel import blocked_sum
 
 # Overflow to inf and NaN from a NaN gradient are the specified IEEE results (the kernels
 # produce them silently too), not conditions to warn about.
@@ -421,7 +422,8 @@ def _trust_result(trust, list_form: bool):
 
 
 def _sq_norm(a: np.ndarray) -> float:
-    return float(np.sum(np.square(a.astype(np.float64))))
+    # Squares in float64, summed in the kernels' order (see reference/_parallel.py).
+    return blocked_sum(np.square(a.astype(np.float64)))
 
 
 def lamb(

@@ -9,6 +9,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from deepoptim.reference import _checks
+from deepoptim.reference._parallel import blocked_sum
 
 ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]
 
@@ -21,11 +22,12 @@ def _ord(norm_type) -> float:
 
 
 def _one_norm(a: np.ndarray, ord: float) -> float:
+    # Sums in the kernels' order (see reference/_parallel.py), so the bits agree.
     x = np.abs(a.astype(np.float64))
     if ord == 2.0:
-        return math.sqrt(float(np.sum(x * x)))
+        return math.sqrt(blocked_sum(x * x))
     if ord == 1.0:
-        return float(np.sum(x))
+        return blocked_sum(x)
     return float(np.max(x, initial=0.0)) if not np.isnan(x).any() else math.nan
 
 
