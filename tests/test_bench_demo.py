@@ -4,6 +4,7 @@ numbers make sense), through their command-line entry points."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -90,7 +91,29 @@ def test_demo_numbers_are_sane(quick_demo):
     assert g["ReLU, 1.5x He init (exploding)"]["diverged"] and not g["same + clip norm 1"]["diverged"]
     for name, r in ex["mlp"]["optimizers"].items():
         assert r["val_accuracy"] > 0.85, (name, r)  # chance is 1/3
-    assert ex["schedules"]["schedules"]["restart on threshold"]["restarts"] >= 1
+    assert ex["schedules"]["schedules"]["restart on loss threshold"]["restarts"] >= 1
+    # Each configuration has its own stream from the seed: the clipped run measures the
+    # same initial gradients as the run it clips (same weights, same first batch).
+    same, clipped = g["ReLU, 1.5x He init (exploding)"], g["same + clip norm 1"]
+    assert clipped["first_layer_grad_norm_at_init"] == same["first_layer_grad_norm_at_init"]
+    assert clipped["last_layer_grad_norm_at_init"] == same["last_layer_grad_norm_at_init"]
+    assert same["diverged_at_step"] >= 1
+
+
+def test_demo_report_has_the_schedules_numbers_and_names_its_sources(quick_demo):
+    out, _, s = quick_demo
+    report = (out / "report.md").read_text()
+    section = report[report.index("## Learning-rate schedules"):report.index("## Vanishing")]
+    for name, r in s["experiments"]["schedules"]["schedules"].items():
+        assert f"| {name}" in section and f"| {r['loss_over_optimum']:.4f} | {r['excess_mse_tail']:.2e} |" in section
+    for reference in ("Kingma & Ba, 2015", "Loshchilov & Hutter, 2017", "Ioffe & Szegedy, 2015",
+                      "Pascanu, Mikolov & Bengio, 2013", "He et al., 2015"):
+        assert reference in report
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for text in (report, readme, demo.__doc__):
+        assert "source document" not in text and not re.search(r"seeds? \d{3}", text)
 
 
 def test_demo_is_deterministic_given_the_seed(tmp_path):
@@ -122,3 +145,29 @@ def test_digits_dataset_without_scikit_learn_says_so(monkeypatch, capsys, tmp_pa
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     assert demo.main(["mlp", "--quick", "--quiet", "--dataset", "digits", "--out", str(tmp_path)]) == 2
     assert "--dataset digits needs scikit-learn: pip install scikit-learn" in capsys.readouterr().err
+
+
+def test_digits_without_scikit_learn_fails_before_any_experiment(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    ran = []
+    for name in ("exp_linear", "exp_schedules", "exp_gradients", "exp_mlp"):
+        monkeypatch.setattr(demo, name, lambda *a, _n=name, **k: ran.append(_n) or {"images": []})
+    out = tmp_path / "out"
+    assert demo.main(["--quick", "--quiet", "--dataset", "digits", "--out", str(out)]) == 2  # all experiments
+    assert ran == [] and not out.exists()
+    assert "needs scikit-learn" in capsys.readouterr().err
+    with pytest.raises(demo.DemoError, match="scikit-learn"):
+        demo.run(["linear", "mlp"], str(out), quick=True, seed=0, quiet=True, dataset="digits")
+    assert ran == []
+
+
+@pytest.mark.parametrize("seed,message", [("-1", "must be in [0, 4294967295], got -1"),
+                                          ("4294967296", "must be in [0, 4294967295]"),
+                                          ("abc", "expected an integer, got 'abc'")])
+def test_demo_bad_seed_is_a_clean_error(tmp_path, seed, message):
+    r = _cli("demo", "linear", "--quick", "--seed", seed, "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and f"argument --seed: {message}" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+    with pytest.raises(demo.DemoError, match="seed"):
+        demo.run(["linear"], str(tmp_path / "out"), quick=True, seed=int(seed) if seed != "abc" else -1, quiet=True)

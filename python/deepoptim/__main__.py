@@ -11,7 +11,7 @@ USAGE = """usage: deepoptim <command> [options]
 
 commands:
   bench   benchmark the kernels against NumPy, torch and a bandwidth probe
-  demo    run the source documents' experiments and write plots and a report
+  demo    run classic optimization experiments and write plots and a report
 
 'deepoptim <command> --help' for the options of a command."""
 
