@@ -151,6 +151,33 @@ def test_warmup_equals_sequentiallr_of_linearlr_and_cosine():
     )
 
 
+@pytest.mark.parametrize("w", [1, 5, 30])
+def test_warmup_defaults_equal_torchs_linearlr_defaults(w):
+    # Every argument at its default on both sides: start at 1/3 of the rate, not at 0.
+    assert S.warmup(S.constant(LR), w).start_factor == 1 / 3
+    assert_matches_torch(
+        S.warmup(S.cosine(LR, 50), w),
+        lambda L, o: L.SequentialLR(o, [L.LinearLR(o, total_iters=w), L.CosineAnnealingLR(o, T_max=50)],
+                                    milestones=[w]),
+        w + 50,  # to the cosine's end (torch's CosineAnnealingLR climbs again after T_max)
+    )
+    assert_matches_torch(S.warmup(S.constant(LR), 5), lambda L, o: L.LinearLR(o), 12)  # LinearLR() alone
+
+
+def test_warmup_first_step_moves_the_parameters():
+    s = S.warmup(S.cosine(LR, 100), 10)
+    assert s(0) == pytest.approx(LR / 3, rel=1e-15) and s(0) > 0
+
+
+@pytest.mark.parametrize("w", [2, 3, 10])
+def test_warmup_k_plus_one_over_w_form(w):
+    # The (k + 1) / W ramp of the docstring, reaching the full rate at step W - 1.
+    inner = S.exponential(LR, 0.9)
+    s = S.warmup(inner, w - 1, start_factor=1 / w)
+    assert [s(k) for k in range(w)] == pytest.approx([LR * (k + 1) / w for k in range(w)], rel=1e-14)
+    assert [s(w - 1 + k) for k in range(5)] == [inner(k) for k in range(5)]
+
+
 def test_join_equals_sequentiallr_of_three_schedulers():
     assert_matches_torch(
         S.join([S.linear(LR, 0.2, 1.0, 5), S.step_decay(LR, 4, 0.5), S.exponential(LR, 0.9)], [5, 21]),
@@ -175,7 +202,10 @@ def test_values_by_hand():
     )
     assert [S.linear(1.0, 0.0, 1.0, 4)(k) for k in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     assert [S.cosine(1.0, 2)(k) for k in range(4)] == pytest.approx([1.0, 0.5, 0.0, 0.0], abs=1e-16)
-    assert [S.warmup(S.constant(0.8), 4)(k) for k in range(6)] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 0.8], rel=1e-15)
+    assert [S.warmup(S.constant(0.8), 4, start_factor=0.0)(k) for k in range(6)] == pytest.approx(
+        [0.0, 0.2, 0.4, 0.6, 0.8, 0.8], rel=1e-15
+    )
+    assert [S.warmup(S.constant(0.9), 3)(k) for k in range(5)] == pytest.approx([0.3, 0.5, 0.7, 0.9, 0.9], rel=1e-15)
     assert [S.cosine_restarts(1.0, 2, 2)(k) for k in (0, 1, 2, 4, 6, 14)] == pytest.approx(
         [1.0, 0.5, 1.0, 0.5, 1.0, 1.0], rel=1e-15
     )

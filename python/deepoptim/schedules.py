@@ -396,18 +396,27 @@ class warmup(_Pure):
     continuous there, and ``schedule`` sees its own step 0 after the warm-up (it is
     shifted, not cut). ``W = 0`` is ``schedule`` itself.
 
-    torch: ``SequentialLR(optimizer, [LinearLR(optimizer, f, 1.0, W), S], milestones=[W])``
-    gives the same values for ``f > 0`` (torch's LinearLR refuses ``f = 0``).
+    The first step already moves the parameters: by default the ramp starts at a third of
+    ``schedule(0)``, torch's default ``start_factor`` for ``LinearLR``, so that
+    ``warmup(S, W)`` equals torch's
+    ``SequentialLR(optimizer, [LinearLR(optimizer, total_iters=W), S], milestones=[W])``
+    with every argument left at torch's default. For any ``f > 0`` it equals
+    ``SequentialLR(optimizer, [LinearLR(optimizer, f, 1.0, W), S], milestones=[W])``.
+    ``start_factor=0`` (a ramp from zero, whose first step does nothing) is accepted on
+    request; torch's LinearLR refuses it. The other common form, ``schedule(0) * (k + 1) / W``
+    (as in Goyal et al., 2017, "Accurate, Large Minibatch SGD"), reaches the full rate at
+    step ``W - 1``; it is ``warmup(S, W - 1, start_factor=1 / W)``.
 
     Args:
       schedule: any callable step -> lr.
       warmup_steps: W, >= 0.
-      start_factor: f, the fraction of ``schedule(0)`` used at step 0, in [0, 1].
+      start_factor: f, the fraction of ``schedule(0)`` used at step 0, in [0, 1];
+        default 1/3 as in torch's LinearLR.
     """
 
     schedule: Schedule
     warmup_steps: int
-    start_factor: float = 0.0
+    start_factor: float = 1.0 / 3
 
     def __post_init__(self) -> None:
         _callable("schedule", self.schedule)
