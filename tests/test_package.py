@@ -40,7 +40,37 @@ def test_stub_and_py_typed_ship_with_the_package():
 def test_functional_and_reference_are_twins(name):
     fast, twin = getattr(functional, name), getattr(reference, name)
     assert inspect.signature(fast) == inspect.signature(twin)
-    assert twin.__doc__ and twin.__doc__ in fast.__doc__
+    assert fast is not twin and fast.__module__.startswith("deepoptim.functional")
+
+
+@pytest.mark.parametrize("name", sorted(__import__("kernels").KERNELS))
+def test_each_hyperparameter_reaches_the_kernel_parameter_of_its_name(name):
+    """The fast functions are generated from the twins' signatures (functional/_bind.py):
+    a bad value for each numeric hyperparameter must be refused by the C++ kernel under
+    that very name, so no argument is routed to the wrong parameter."""
+    import numpy as np
+    from kernels import KERNELS
+
+    kernel = KERNELS[name]
+    sig = inspect.signature(kernel.twin)
+    numeric = [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY
+               and isinstance(p.default, float)]
+    assert numeric
+    for k in numeric:
+        hp = dict(kernel.defaults, **{k: "bad"})
+        p = np.ones(3, np.float32)
+        with pytest.raises(TypeError, match=rf"^{k} must be a number, got str"):
+            kernel.call(kernel.fast, p, p.copy(), kernel.make_state(p, kernel.defaults), hp, 1)
+
+
+def test_bind_twin_refuses_a_twin_that_disagrees_with_the_binding():
+    from deepoptim.functional._bind import bind_twin
+
+    def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, step, learning_rate=1e-3):
+        """A twin that names a parameter differently."""
+
+    with pytest.raises(RuntimeError, match=r"disagree.*also takes \['learning_rate'\]"):
+        bind_twin(adam, _core.adam, "x")
 
 
 @pytest.mark.parametrize(

@@ -157,8 +157,8 @@ from deepoptim import _core
 
 p = np.zeros(8, np.float32)
 g, m, v, vmax = np.ones_like(p), np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
-_core.adam(p, g, m, v, None, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False, False, False, True, False)
-_core.adam([p], [g], [m], [v], [vmax], 2, 1e-3, 0.9, 0.999, 1e-8, 0, True, False, True, True, False)
+_core.adam(p, g, m, v, None, 1, 1e-3, (0.9, 0.999), 1e-8, 0.0, False, False, False, True, False)
+_core.adam([p], [g], [m], [v], [vmax], 2, 1e-3, (0.9, 0.999), 1e-8, 0, True, False, True, True, False)
 _core.sgd(p, g, None, lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
           maximize=False, first_step=True, momentum_form="torch")
 _core.add_penalty(g, p, 1e-4, 1e-3)
@@ -172,7 +172,7 @@ version: str = _core.__version__
 # Calls the binding refuses; mypy must refuse them too (so this check can fail).
 _BAD_CALLS = {
     "adam without its hyperparameters": "_core.adam(p, g, m, v, None, 1)",
-    "step not an int": "_core.adam(p, g, m, v, None, 1.5, 1e-3, 0.9, 0.999, 1e-8, 0.0, False, False, False, True, False)",
+    "step not an int": "_core.adam(p, g, m, v, None, 1.5, 1e-3, (0.9, 0.999), 1e-8, 0.0, False, False, False, True, False)",
     "unknown keyword": "_core.scale(p, scale=2.0)",
     "missing function": "_core.adamax(p, g)",
 }

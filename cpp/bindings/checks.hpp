@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace deepoptim::bind {
@@ -95,12 +96,18 @@ class Index : public py::object {
  public:
   PYBIND11_OBJECT_DEFAULT(Index, object, accept_any)
 };
+class RealPair : public py::object {
+ public:
+  PYBIND11_OBJECT_DEFAULT(RealPair, object, accept_any)
+};
 
 // Scalar arguments, parsed the way the NumPy twins' checks (reference/_checks.py) parse
 // them, so that kernel and twin refuse the same things the same way:
 // a hyperparameter is an int, float, numpy.integer or numpy.floating, never a bool
 // (TypeError naming it);
 double real(py::handle h, const char* name);
+// `betas`: a tuple or list of two numbers, each in [0, 1) (named beta1, beta2).
+std::pair<double, double> betas_arg(py::handle h);
 // `step` is an int (not a bool) in [1, 2**63): TypeError / ValueError naming it.
 std::int64_t step_arg(py::handle h);
 // An eps that rounds to 0 in the dtype the math runs in would turn 0/0 into NaN.
@@ -120,5 +127,9 @@ struct handle_type_name<deepoptim::bind::Real> {
 template <>
 struct handle_type_name<deepoptim::bind::Index> {
   static constexpr auto name = const_name("int");
+};
+template <>
+struct handle_type_name<deepoptim::bind::RealPair> {
+  static constexpr auto name = const_name("tuple[float, float]");
 };
 }  // namespace pybind11::detail

@@ -187,18 +187,15 @@ struct AdamCall {
 };
 
 void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
-          py::handle max_exp_avg_sqs, Index step_h, Real lr_h, Real beta1_h, Real beta2_h,
+          py::handle max_exp_avg_sqs, Index step_h, Real lr_h, RealPair betas_h,
           Real eps_h, Real weight_decay_h, bool amsgrad, bool maximize,
           bool decoupled_weight_decay, bool bias_correction, bool eps_inside_sqrt) {
   const std::int64_t step = step_arg(step_h);
   const double lr = real(lr_h, "lr");
-  const double beta1 = real(beta1_h, "beta1");
-  const double beta2 = real(beta2_h, "beta2");
+  const auto [beta1, beta2] = betas_arg(betas_h);
   const double eps = real(eps_h, "eps");
   const double weight_decay = real(weight_decay_h, "weight_decay");
   check_finite_ge("lr", lr, 0.0);
-  check_in_range("beta1", beta1, 0.0, 1.0, false);
-  check_in_range("beta2", beta2, 0.0, 1.0, false);
   check_finite_gt("eps", eps, 0.0);
   check_finite_ge("weight_decay", weight_decay, 0.0);
   const Operands ops = parse_operands({{"params", true, true},
@@ -282,17 +279,14 @@ py::object run_trust(const Operands& ops, py::handle params, py::handle adapt, M
 }
 
 py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
-                Index step_h, Real lr_h, Real beta1_h, Real beta2_h, Real eps_h,
+                Index step_h, Real lr_h, RealPair betas_h, Real eps_h,
                 Real weight_decay_h, bool bias_correction, py::handle adapt) {
   const std::int64_t step = step_arg(step_h);
   const double lr = real(lr_h, "lr");
-  const double beta1 = real(beta1_h, "beta1");
-  const double beta2 = real(beta2_h, "beta2");
+  const auto [beta1, beta2] = betas_arg(betas_h);
   const double eps = real(eps_h, "eps");
   const double weight_decay = real(weight_decay_h, "weight_decay");
   check_finite_ge("lr", lr, 0.0);
-  check_in_range("beta1", beta1, 0.0, 1.0, false);
-  check_in_range("beta2", beta2, 0.0, 1.0, false);
   check_finite_gt("eps", eps, 0.0);
   check_finite_ge("weight_decay", weight_decay, 0.0);
   const Operands ops = parse_operands(
@@ -409,13 +403,13 @@ void bind_optim(py::module_& m) {
         "deepoptim.functional.adam.",
         arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"),
         arg("max_exp_avg_sqs"), arg("step"), arg("lr"),
-        arg("beta1"), arg("beta2"), arg("eps"), arg("weight_decay"),
+        arg("betas"), arg("eps"), arg("weight_decay"),
         arg("amsgrad"), arg("maximize"), arg("decoupled_weight_decay"),
         arg("bias_correction"), arg("eps_inside_sqrt"));
   m.def("lamb", &lamb,
         "LAMB, in place; returns the trust ratios. See deepoptim.functional.lamb.", arg("params"),
         arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr"),
-        arg("beta1"), arg("beta2"), arg("eps"), arg("weight_decay"),
+        arg("betas"), arg("eps"), arg("weight_decay"),
         arg("bias_correction"), arg("adapt"));
   m.def("lars", &lars,
         "LARS, in place; returns the local learning rates. See deepoptim.functional.lars.",

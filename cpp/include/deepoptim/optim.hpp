@@ -1,5 +1,6 @@
-// Optimizer update kernels: SGD (with the momentum forms of the source documents),
-// Adagrad, RMSprop, Adam/AdamW/AMSGrad.
+// Optimizer update kernels, in the order of python/deepoptim/reference/optim.py's KERNELS:
+// SGD (torch's form, classical and EMA momentum), Adagrad, RMSprop, Adam/AdamW/AMSGrad,
+// LAMB, LARS, and the L1/L2 penalty and proximal L1 steps.
 //
 // Every kernel updates a list of tensors in place, in one parallel region over all
 // (tensor, block) pairs; the single-tensor form is a list of one. Each element is read
@@ -22,13 +23,13 @@ namespace deepoptim::optim {
 enum class MomentumForm : int { Torch = 0, Classical = 1, Ema = 2 };
 
 struct SgdHyper {
-  double lr = 1e-3;
-  double momentum = 0.0;
-  double dampening = 0.0;
-  double weight_decay = 0.0;
-  bool nesterov = false;
-  bool maximize = false;
-  bool first_step = false;  // torch form: buffers hold no history yet, so buf = g
+  double lr{};
+  double momentum{};
+  double dampening{};
+  double weight_decay{};
+  bool nesterov{};
+  bool maximize{};
+  bool first_step{};  // torch form: buffers hold no history yet, so buf = g
   MomentumForm form = MomentumForm::Torch;
 };
 
@@ -47,13 +48,13 @@ void sgd(const SgdTensor<T>* tensors, std::int64_t ntensors, const SgdHyper& h);
 // clr = lr / (1 + (step-1)*lr_decay);  sum += g*g;  p -= clr * g / (sqrt(sum) + eps)
 // At step 1 the sum starts from initial_accumulator_value, as torch initializes it.
 struct AdagradHyper {
-  double lr = 1e-2;
-  double lr_decay = 0.0;
-  double weight_decay = 0.0;
-  double initial_accumulator_value = 0.0;
-  double eps = 1e-10;
-  std::int64_t step = 1;
-  bool maximize = false;
+  double lr{};
+  double lr_decay{};
+  double weight_decay{};
+  double initial_accumulator_value{};
+  double eps{};
+  std::int64_t step{};
+  bool maximize{};
 };
 
 template <class T>
@@ -71,13 +72,13 @@ void adagrad(const AdagradTensor<T>* tensors, std::int64_t ntensors, const Adagr
 // sq = alpha*sq + (1-alpha)*g*g;  centered: ga = alpha*ga + (1-alpha)*g, var = sq - ga*ga
 // avg = sqrt(var) + eps;  momentum: buf = mu*buf + g/avg, p -= lr*buf;  else p -= lr*g/avg
 struct RmspropHyper {
-  double lr = 1e-2;
-  double alpha = 0.99;
-  double eps = 1e-8;
-  double weight_decay = 0.0;
-  double momentum = 0.0;
-  bool centered = false;
-  bool maximize = false;
+  double lr{};
+  double alpha{};
+  double eps{};
+  double weight_decay{};
+  double momentum{};
+  bool centered{};
+  bool maximize{};
 };
 
 template <class T>
@@ -99,17 +100,17 @@ void rmsprop(const RmspropTensor<T>* tensors, std::int64_t ntensors, const Rmspr
 // denom = sqrt(v^)/sqrt(bc2) + eps   (eps_inside_sqrt: sqrt(v^/bc2 + eps))
 // p -= lr/bc1 * m/denom,  bc_i = 1 - b_i^step (1 when bias_correction is off)
 struct AdamHyper {
-  double lr = 1e-3;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 0.0;
-  std::int64_t step = 1;
-  bool amsgrad = false;
-  bool maximize = false;
-  bool decoupled_weight_decay = false;
-  bool bias_correction = true;
-  bool eps_inside_sqrt = false;
+  double lr{};
+  double beta1{};
+  double beta2{};
+  double eps{};
+  double weight_decay{};
+  std::int64_t step{};
+  bool amsgrad{};
+  bool maximize{};
+  bool decoupled_weight_decay{};
+  bool bias_correction{};
+  bool eps_inside_sqrt{};
 };
 
 template <class T>
@@ -132,13 +133,13 @@ void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& 
 // p -= lr * trust * r. Excluded tensors (adapt == false) get no weight decay either.
 // Two passes: update m, v and add up both norms per block; then apply.
 struct LambHyper {
-  double lr = 1e-3;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-6;
-  double weight_decay = 0.0;
-  std::int64_t step = 1;
-  bool bias_correction = true;
+  double lr{};
+  double beta1{};
+  double beta2{};
+  double eps{};
+  double weight_decay{};
+  std::int64_t step{};
+  bool bias_correction{};
 };
 
 template <class T>
@@ -164,11 +165,11 @@ void lamb(const LambTensor<T>* tensors, std::int64_t ntensors, const LambHyper& 
 // local = eta * ||p|| / (||g|| + wd*||p|| + eps) (1 when either norm is 0 or excluded);
 // v = mu*v + lr*local*(g + wd*p);  p -= v   (momentum 0: p -= lr*local*(g + wd*p)).
 struct LarsHyper {
-  double lr = 1e-3;
-  double momentum = 0.9;
-  double weight_decay = 0.0;
-  double trust_coefficient = 1e-3;
-  double eps = 0.0;
+  double lr{};
+  double momentum{};
+  double weight_decay{};
+  double trust_coefficient{};
+  double eps{};
 };
 
 template <class T>

@@ -1,38 +1,20 @@
 """The kernels as functions on NumPy arrays. Each has a NumPy twin of the same name and
-signature in :mod:`deepoptim.reference`."""
+signature in :mod:`deepoptim.reference`; the optimizer, reduction and dropout families
+are generated from their twins (:mod:`deepoptim.functional._bind`), so a kernel added to
+a twin module's ``KERNELS`` appears here with no further code."""
 
-from deepoptim.functional.dropout import dropout, dropout_backward
-from deepoptim.functional.norm import batch_norm, batch_norm_backward
-from deepoptim.functional.optim import (
-    adagrad,
-    adam,
-    adamw,
-    add_penalty,
-    lamb,
-    lars,
-    rmsprop,
-    sgd,
-    soft_threshold,
-)
-from deepoptim.functional.reduce import all_finite, clamp, clip_grad_norm, norms, scale
+import importlib as _importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "adagrad",
-    "adam",
-    "adamw",
-    "add_penalty",
-    "all_finite",
-    "clamp",
-    "clip_grad_norm",
-    "lamb",
-    "lars",
-    "norms",
-    "scale",
-    "soft_threshold",
-    "batch_norm",
-    "batch_norm_backward",
-    "dropout",
-    "dropout_backward",
-    "rmsprop",
-    "sgd",
-]
+if TYPE_CHECKING:  # the same signatures: type checkers see the twins
+    from deepoptim.reference import *  # noqa: F401,F403
+    from deepoptim.reference import __all__ as __all__
+else:
+    from deepoptim.functional.dropout import *  # noqa: F401,F403
+    from deepoptim.functional.norm import *  # noqa: F401,F403
+    from deepoptim.functional.optim import *  # noqa: F401,F403
+    from deepoptim.functional.reduce import *  # noqa: F401,F403
+
+    # The families by module (the dropout function shadows its module's attribute).
+    __all__ = [name for _family in ("optim", "reduce", "norm", "dropout")
+               for name in _importlib.import_module(f"deepoptim.functional.{_family}").__all__]

@@ -1,45 +1,21 @@
-"""Dropout on the C++ kernels. Signatures, defaults and semantics are those of the NumPy
-twins in :mod:`deepoptim.reference.dropout` (same masks, bit for bit)."""
+"""Dropout on the C++ kernels.
+
+Each function is built from its NumPy twin in :mod:`deepoptim.reference.dropout` (see
+:mod:`deepoptim.functional._bind`): the same signature, defaults and docstring (the twin
+carries the math), calling the compiled kernel. Arrays are updated in place, never
+copied; lists of arrays are updated in one GIL-free call, one parallel region.
+"""
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import importlib
+from typing import TYPE_CHECKING
 
-import numpy as np
+from deepoptim.functional._bind import bind_family
 
-from deepoptim import _core
-from deepoptim.reference.dropout import dropout as _twin_forward
-from deepoptim.reference.dropout import dropout_backward as _twin_backward
+_twin = importlib.import_module("deepoptim.reference.dropout")  # the module, not the function of its name
 
+if TYPE_CHECKING:  # the same signatures: type checkers see the twins
+    from deepoptim.reference.dropout import *  # noqa: F401,F403
 
-def dropout(
-    x: np.ndarray,
-    p: float = 0.5,
-    training: bool = True,
-    seed: int = 0,
-    offset: int = 0,
-    return_mask: bool = True,
-    out: Optional[np.ndarray] = None,
-) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    return _core.dropout(x, p, training, seed, offset, return_mask, out)
-
-
-def dropout_backward(
-    dy: np.ndarray,
-    mask: Optional[np.ndarray],
-    p: float = 0.5,
-    seed: Optional[int] = None,
-    offset: int = 0,
-    out: Optional[np.ndarray] = None,
-) -> np.ndarray:
-    return _core.dropout_backward(dy, mask, p, seed, offset, out)
-
-
-# The module reference.dropout is shadowed by the function of that name in the package,
-# hence the twins imported by name.
-for _fn, _tw in ((dropout, _twin_forward), (dropout_backward, _twin_backward)):
-    _fn.__doc__ = (
-        f"C++ kernel; the NumPy twin :func:`deepoptim.reference.{_fn.__name__}` is its "
-        f"specification.\n\n{_tw.__doc__}"
-    )
-del _fn, _tw
+__all__ = bind_family(_twin, globals())

@@ -48,3 +48,5 @@ for _fn in (batch_norm, batch_norm_backward):
         f"specification.\n\n{getattr(_twin, _fn.__name__).__doc__}"
     )
 del _fn
+
+__all__ = ["batch_norm", "batch_norm_backward"]

@@ -157,9 +157,10 @@ def not_masked(a: np.ndarray, name: str) -> None:
 def betas(b: Any) -> Tuple[float, float]:
     if not (isinstance(b, (tuple, list)) and len(b) == 2):
         raise TypeError(f"betas must be a pair (beta1, beta2), got {b!r}")
-    in_range("beta1", float(b[0]), 0.0, 1.0, False)
-    in_range("beta2", float(b[1]), 0.0, 1.0, False)
-    return float(b[0]), float(b[1])
+    b1, b2 = real("beta1", b[0]), real("beta2", b[1])
+    in_range("beta1", b1, 0.0, 1.0, False)
+    in_range("beta2", b2, 0.0, 1.0, False)
+    return b1, b2
 
 
 def real(name: str, x: Any) -> float:

@@ -230,3 +230,10 @@ def dropout_backward(
         return dx
     out[...] = dx
     return out
+
+
+# The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
+# to the compiled function of the same name; a variant names the kernel it runs and the
+# parameters it fixes.
+KERNELS = ('dropout', 'dropout_backward')
+VARIANTS = {}

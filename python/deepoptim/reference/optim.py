@@ -4,7 +4,7 @@ Each function updates ``params`` and its state arrays in place, exactly as the C
 kernel of the same name does, with the same operations in the same order: scalars are
 combined in double (Python floats) and rounded to the array dtype once, arrays are
 combined in their own dtype. The C++ kernels in ``cpp/src/optim.cpp`` follow this file
-function by function, in this order: sgd, adagrad, rmsprop, adam (and adamw).
+function by function, in the order of ``KERNELS`` at the end of this file.
 
 Every function accepts one array per argument, or lists/tuples of arrays (one entry
 per tensor), and validates everything before it touches anything.
@@ -580,3 +580,10 @@ def soft_threshold(params: ArrayOrList, *, threshold: float) -> None:
         for (p,) in rows:
             mag = np.maximum(np.abs(p) - threshold, 0).astype(p.dtype)
             p[...] = np.where(p > 0, mag, np.where(p < 0, -mag, p))
+
+
+# The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
+# to the compiled function of the same name; a variant names the kernel it runs and the
+# parameters it fixes.
+KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'lamb', 'lars', 'add_penalty', 'soft_threshold')
+VARIANTS = {'adamw': ('adam', {'decoupled_weight_decay': True})}

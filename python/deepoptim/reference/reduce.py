@@ -99,3 +99,10 @@ def clip_grad_norm(grads: ArrayOrList, max_norm: float, norm_type: float = 2.0, 
             for (g,) in rows:
                 g[...] = g * g.dtype.type(coef)
     return total
+
+
+# The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
+# to the compiled function of the same name; a variant names the kernel it runs and the
+# parameters it fixes.
+KERNELS = ('norms', 'all_finite', 'scale', 'clamp', 'clip_grad_norm')
+VARIANTS = {}
