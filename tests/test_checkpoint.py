@@ -351,3 +351,10 @@ def test_writer_killed_midway_leaves_the_previous_checkpoint(tmp_path):
         for p in temporaries:
             p.unlink()
     assert killed_mid_write >= 1, "no kill landed while a checkpoint was being written"
+
+
+def test_the_module_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(checkpoint)
+    assert result.attempted > 0 and result.failed == 0

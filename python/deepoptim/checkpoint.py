@@ -23,20 +23,19 @@ and fsynced, renamed over ``path`` with ``os.replace`` and the directory is fsyn
 writer killed midway leaves the previous checkpoint intact (and possibly a stale
 ``.<name>.*.tmp`` file beside it, which is safe to delete).
 
-Example:
-
->>> import os, tempfile
->>> import numpy as np
->>> import deepoptim
->>> from deepoptim.optim import Adam
->>> params = [np.ones(3, np.float32)]
->>> opt = Adam(params, lr=1e-2)
->>> _ = opt.step([np.full(3, 0.5, np.float32)])
->>> path = os.path.join(tempfile.mkdtemp(), "opt.ckpt")
->>> deepoptim.save(path, opt)
->>> restored = deepoptim.load(path, into=Adam([params[0].copy()], lr=1e-2))
->>> restored.state_dict()["param_groups"][0]["step"]
-1
+Examples:
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import deepoptim
+    >>> from deepoptim.optim import Adam
+    >>> params = [np.ones(3, np.float32)]
+    >>> opt = Adam(params, lr=1e-2)
+    >>> _ = opt.step([np.full(3, 0.5, np.float32)])
+    >>> path = os.path.join(tempfile.mkdtemp(), "opt.ckpt")
+    >>> deepoptim.save(path, opt)
+    >>> restored = deepoptim.load(path, into=Adam([params[0].copy()], lr=1e-2))
+    >>> restored.state_dict()["param_groups"][0]["step"]
+    1
 """
 
 from __future__ import annotations

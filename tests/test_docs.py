@@ -1,0 +1,74 @@
+"""The documentation site builds in strict mode (a broken reference or a docstring that
+mkdocstrings cannot render fails), and its pages carry what they promise."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    for module in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"):
+        pytest.importorskip(module, reason="the docs extra is not installed (pip install '.[docs]')")
+    out = tmp_path_factory.mktemp("site")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", SKBUILD_EDITABLE_VERBOSE="0")
+    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "WARNING" not in r.stderr, r.stderr
+    return out
+
+
+def page(site, name):
+    return (site / name / "index.html").read_text()
+
+
+def test_every_page_is_built(site):
+    for name in ("numpy", "optimizers", "schedules", "layers", "clipping", "checkpoints", "benchmarks",
+                 "build-notes"):
+        assert (site / name / "index.html").is_file(), name
+    assert (site / "index.html").is_file()
+
+
+def test_optimizer_page_carries_the_math_of_every_update(site):
+    html = page(site, "optimizers")
+    for cls in ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "LAMB", "LARS"):
+        assert f'id="deepoptim.optim.{cls}"' in html, cls
+    for twin in ("sgd", "adagrad", "rmsprop", "adam", "adamw", "lamb", "lars"):
+        assert f'id="deepoptim.reference.optim.{twin}"' in html, twin
+    assert "m = b1 * m + (1 - b1) * g" in html  # Adam's rule, from the twin's docstring
+
+
+def test_sphinx_roles_and_doctests_render_cleanly(site):
+    for html_file in site.rglob("*.html"):
+        html = html_file.read_text()
+        assert ":math:" not in html and ":func:" not in html, html_file
+        assert "<blockquote>\n<blockquote>" not in html, f"{html_file}: a >>> example rendered as quotes"
+
+
+def test_benchmark_page_shows_the_committed_chart(site):
+    html = page(site, "benchmarks")
+    assert re.search(r'<img[^>]+src="\.\./bench/results/results\.png"', html)
+    assert (site / "bench" / "results" / "results.png").read_bytes() == (ROOT / "bench/results/results.png").read_bytes()
+    assert "Reference benchmark run" in html
+
+
+def test_schedules_page_documents_warmup_against_torch(site):
+    html = page(site, "schedules")
+    assert 'id="deepoptim.schedules.warmup"' in html and "LinearLR" in html
+
+
+def test_docs_snippets_are_the_readmes_examples():
+    # The site includes these files; they must stay what the README shows (and the README
+    # examples are executed and type-checked by the tests).
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    for snippet in ("quick_start.py", "training_loop.py"):
+        assert (ROOT / "docs" / "snippets" / snippet).read_text() in blocks, snippet
