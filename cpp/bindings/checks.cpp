@@ -4,9 +4,9 @@
 #include <sstream>
 
 namespace deepoptim::bind {
-namespace {
-
 std::string type_name(py::handle h) { return py::str(py::type::handle_of(h).attr("__name__")); }
+
+namespace {
 
 std::string dtype_name(const py::array& a) { return py::str(a.dtype()); }
 
@@ -24,9 +24,9 @@ namespace {
 
 std::string fmt(double x) { return py::repr(py::float_(x)); }
 
-bool is_list_like(py::handle h) { return py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h); }
-
 }  // namespace
+
+bool is_list_like(py::handle h) { return py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h); }
 
 // Two arrays may share memory only if the kernel writes neither (two reads of one grad).
 void check_aliasing(std::vector<Span>& spans) {

@@ -16,6 +16,7 @@
 #include <functional>
 #include <string>
 #include <utility>
+#include <cstddef>
 #include <vector>
 
 namespace deepoptim::bind {
@@ -49,6 +50,19 @@ struct Operands {
   }
 };
 
+// The one way a binding picks the kernel's dtype: fn(float{}) or fn(double{}) for the
+// checked dtype. fn prepares the kernel's arguments with the GIL held, then releases it
+// (`py::gil_scoped_release nogil;`) for the kernel call alone.
+template <class Fn>
+decltype(auto) dispatch(DType dt, Fn&& fn) {
+  if (dt == DType::F32) return fn(float{});
+  return fn(double{});
+}
+
+// One kernel tensor per checked row: Tensor<T>{operand 0, ..., operand N-1, size}.
+template <template <class> class Tensor, class T, std::size_t N>
+std::vector<Tensor<T>> rows(const Operands& ops);
+
 // Parses arguments that are either all single arrays or all lists/tuples of arrays
 // (the list form). args[k] belongs to ops[k]; args[0] must be the params.
 Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::handle>& args);
@@ -64,6 +78,25 @@ void require_shape(const py::array& a, const std::vector<py::ssize_t>& shape, co
                    const std::string& why);
 std::string shape_str(const py::array& a);
 const char* dtype_str(DType dt);
+
+template <template <class> class Tensor, class T, std::size_t... K>
+Tensor<T> row(const Operands& ops, std::int64_t t, std::index_sequence<K...>) {
+  return Tensor<T>{ops.get<T>(t, K)..., ops.sizes[static_cast<std::size_t>(t)]};
+}
+
+template <template <class> class Tensor, class T, std::size_t N>
+std::vector<Tensor<T>> rows(const Operands& ops) {
+  std::vector<Tensor<T>> out(static_cast<std::size_t>(ops.ntensors));
+  for (std::int64_t t = 0; t < ops.ntensors; ++t) {
+    out[static_cast<std::size_t>(t)] = row<Tensor, T>(ops, t, std::make_index_sequence<N>{});
+  }
+  return out;
+}
+
+// True for a list or tuple (the list form of an array argument).
+bool is_list_like(py::handle h);
+// The name of h's type, for messages.
+std::string type_name(py::handle h);
 
 // Refuses any two of `arrays` that overlap where at least one is written.
 struct Span {

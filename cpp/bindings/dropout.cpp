@@ -84,16 +84,14 @@ py::tuple dropout(py::handle x_h, Real p_h, bool training, py::handle seed_h, py
   }
 
   py::array_t<std::uint8_t> mask(return_mask ? (x.size() + 7) / 8 : 0);
-  auto run = [&](auto tag) {
+  dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     dr::ForwardArgs<T> a{static_cast<const T*>(x.data()), static_cast<T*>(y.mutable_data()),
                          return_mask ? mask.mutable_data() : nullptr,
                          static_cast<std::int64_t>(x.size()), seed, offset, p};
-    py::gil_scoped_release release;
+    py::gil_scoped_release nogil;
     dr::dropout_forward<T>(a);
-  };
-  if (dt == DType::F32) run(float{});
-  else run(double{});
+  });
   return py::make_tuple(y, return_mask ? py::object(mask) : py::object(py::none()));
 }
 
@@ -137,15 +135,13 @@ py::array dropout_backward(py::handle dy_h, py::handle mask_h, Real p_h, py::han
     return dx;
   }
 
-  auto run = [&](auto tag) {
+  dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     dr::BackwardArgs<T> a{static_cast<const T*>(dy.data()), static_cast<T*>(dx.mutable_data()), mask,
                           static_cast<std::int64_t>(dy.size()), seed, offset, p};
-    py::gil_scoped_release release;
+    py::gil_scoped_release nogil;
     dr::dropout_backward<T>(a);
-  };
-  if (dt == DType::F32) run(float{});
-  else run(double{});
+  });
   return dx;
 }
 

@@ -129,17 +129,15 @@ py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running
   py::array_t<double> save_mean(L.channels), save_invstd(L.channels);
   double* work = workspace(nm::workspace_size(L.dims));
 
-  auto run = [&](auto tag) {
+  dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     nm::ForwardArgs<T> a{static_cast<const T*>(x.data()), static_cast<T*>(y.mutable_data()),
                          ptr_or_null<T>(w), ptr_or_null<T>(b), ptr_or_null<T>(rm), ptr_or_null<T>(rv),
                          nbt, save_mean.mutable_data(), save_invstd.mutable_data(), work,
                          L.dims, training, cumulative, momentum, eps};
-    py::gil_scoped_release release;
+    py::gil_scoped_release nogil;
     nm::batch_norm_forward<T>(a);
-  };
-  if (dt == DType::F32) run(float{});
-  else run(double{});
+  });
   return py::make_tuple(y, save_mean, save_invstd);
 }
 
@@ -175,18 +173,16 @@ py::tuple batch_norm_backward(py::handle dy_h, py::handle x_h, py::handle mean_h
   const py::object db = need_dbias ? py::object(alloc({L.channels})) : py::object(py::none());
   double* work = workspace(nm::workspace_size(L.dims));
 
-  auto run = [&](auto tag) {
+  dispatch(dt, [&](auto tag) {
     using T = decltype(tag);
     nm::BackwardArgs<T> a{static_cast<const T*>(dy.data()), static_cast<const T*>(x.data()),
                           static_cast<T*>(dx.mutable_data()), ptr_or_null<T>(w),
                           static_cast<const double*>(stats[0].data()),
                           static_cast<const double*>(stats[1].data()), ptr_or_null<T>(dw),
                           ptr_or_null<T>(db), work, L.dims, training};
-    py::gil_scoped_release release;
+    py::gil_scoped_release nogil;
     nm::batch_norm_backward<T>(a);
-  };
-  if (dt == DType::F32) run(float{});
-  else run(double{});
+  });
   return py::make_tuple(dx, dw, db);
 }
 

@@ -17,14 +17,6 @@ namespace {
 
 namespace o = deepoptim::optim;
 
-// Runs fn<T>(ops) for the dtype the operands were checked to have, without the GIL.
-template <template <class> class Fn, class Hyper>
-void run(const Operands& ops, const Hyper& h) {
-  py::gil_scoped_release release;
-  if (ops.dtype == DType::F32) Fn<float>{}(ops, h);
-  else Fn<double>{}(ops, h);
-}
-
 // ---------------------------------------------------------------------------- SGD
 o::MomentumForm parse_form(const std::string& form) {
   if (form == "torch") return o::MomentumForm::Torch;
@@ -32,18 +24,6 @@ o::MomentumForm parse_form(const std::string& form) {
   if (form == "ema") return o::MomentumForm::Ema;
   throw py::value_error("momentum_form must be 'torch', 'classical' or 'ema', got '" + form + "'");
 }
-
-template <class T>
-struct SgdCall {
-  void operator()(const Operands& ops, const o::SgdHyper& h) const {
-    std::vector<o::SgdTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
-    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
-      ts[static_cast<std::size_t>(t)] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2),
-                                         ops.sizes[static_cast<std::size_t>(t)]};
-    }
-    o::sgd<T>(ts.data(), ops.ntensors, h);
-  }
-};
 
 void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, Real lr_h,
          Real momentum_h, Real dampening_h, Real weight_decay_h, bool nesterov, bool maximize,
@@ -82,22 +62,15 @@ void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, Real 
   h.nesterov = nesterov;
   h.maximize = maximize;
   h.first_step = first_step;
-  run<SgdCall>(ops, h);
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto ts = rows<o::SgdTensor, T, 3>(ops);
+    py::gil_scoped_release nogil;
+    o::sgd<T>(ts.data(), ops.ntensors, h);
+  });
 }
 
 // ------------------------------------------------------------------------ Adagrad
-template <class T>
-struct AdagradCall {
-  void operator()(const Operands& ops, const o::AdagradHyper& h) const {
-    std::vector<o::AdagradTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
-    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
-      ts[static_cast<std::size_t>(t)] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2),
-                                         ops.sizes[static_cast<std::size_t>(t)]};
-    }
-    o::adagrad<T>(ts.data(), ops.ntensors, h);
-  }
-};
-
 void adagrad(py::handle params, py::handle grads, py::handle state_sums, Index step_h,
              Real lr_h, Real lr_decay_h, Real weight_decay_h, Real initial_accumulator_value_h,
              Real eps_h, bool maximize) {
@@ -124,23 +97,15 @@ void adagrad(py::handle params, py::handle grads, py::handle state_sums, Index s
   h.eps = eps;
   h.step = step;
   h.maximize = maximize;
-  run<AdagradCall>(ops, h);
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto ts = rows<o::AdagradTensor, T, 3>(ops);
+    py::gil_scoped_release nogil;
+    o::adagrad<T>(ts.data(), ops.ntensors, h);
+  });
 }
 
 // ------------------------------------------------------------------------ RMSprop
-template <class T>
-struct RmspropCall {
-  void operator()(const Operands& ops, const o::RmspropHyper& h) const {
-    std::vector<o::RmspropTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
-    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
-      ts[static_cast<std::size_t>(t)] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2),
-                                         ops.get<T>(t, 3), ops.get<T>(t, 4),
-                                         ops.sizes[static_cast<std::size_t>(t)]};
-    }
-    o::rmsprop<T>(ts.data(), ops.ntensors, h);
-  }
-};
-
 void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::handle grad_avgs,
              py::handle momentum_buffers, Real lr_h, Real alpha_h, Real eps_h,
              Real weight_decay_h, Real momentum_h, bool centered, bool maximize) {
@@ -169,23 +134,15 @@ void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::ha
   h.momentum = momentum;
   h.centered = centered;
   h.maximize = maximize;
-  run<RmspropCall>(ops, h);
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto ts = rows<o::RmspropTensor, T, 5>(ops);
+    py::gil_scoped_release nogil;
+    o::rmsprop<T>(ts.data(), ops.ntensors, h);
+  });
 }
 
 // --------------------------------------------------------------------------- Adam
-template <class T>
-struct AdamCall {
-  void operator()(const Operands& ops, const o::AdamHyper& h) const {
-    std::vector<o::AdamTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
-    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
-      ts[static_cast<std::size_t>(t)] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2),
-                                         ops.get<T>(t, 3), ops.get<T>(t, 4),
-                                         ops.sizes[static_cast<std::size_t>(t)]};
-    }
-    o::adam<T>(ts.data(), ops.ntensors, h);
-  }
-};
-
 void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
           py::handle max_exp_avg_sqs, Index step_h, Real lr_h, RealPair betas_h,
           Real eps_h, Real weight_decay_h, bool amsgrad, bool maximize,
@@ -217,7 +174,12 @@ void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle e
   h.decoupled_weight_decay = decoupled_weight_decay;
   h.bias_correction = bias_correction;
   h.eps_inside_sqrt = eps_inside_sqrt;
-  run<AdamCall>(ops, h);
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto ts = rows<o::AdamTensor, T, 5>(ops);
+    py::gil_scoped_release nogil;
+    o::adam<T>(ts.data(), ops.ntensors, h);
+  });
 }
 
 // ------------------------------------------------------------------ LAMB and LARS
@@ -255,26 +217,21 @@ py::object trust_result(const std::vector<double>& trust, bool list_form) {
   return std::move(res);
 }
 
-bool is_list_form(py::handle h) { return py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h); }
-
-// Runs a trust-ratio kernel (LAMB, LARS) over checked operands: parses `adapt`, builds
-// the tensor list with make(tag, t, adapt_t), gives kernel(tensors, work, trust) its
-// workspace without the GIL, and returns the per-tensor ratios.
-template <class Make, class Kernel>
-py::object run_trust(const Operands& ops, py::handle params, py::handle adapt, Make make, Kernel kernel) {
-  const bool list_form = is_list_form(params);
+// Runs a trust-ratio kernel (LAMB, LARS) over checked operands: parses `adapt`, gives
+// kernel(tensors, work, trust) its workspace without the GIL, returns the per-tensor ratios.
+template <template <class> class Tensor, std::size_t N, class Kernel>
+py::object run_trust(const Operands& ops, py::handle params, py::handle adapt, Kernel kernel) {
+  const bool list_form = is_list_like(params);
   const std::vector<char> ad = parse_adapt(adapt, ops.ntensors, list_form);
   std::vector<double> work(static_cast<std::size_t>(o::trust_workspace(ops.sizes.data(), ops.ntensors)));
   std::vector<double> trust(static_cast<std::size_t>(ops.ntensors));
-  auto run = [&](auto tag) {
-    using Tensor = decltype(make(tag, std::int64_t{0}, true));
-    std::vector<Tensor> ts(static_cast<std::size_t>(ops.ntensors));
-    for (std::int64_t t = 0; t < ops.ntensors; ++t) ts[static_cast<std::size_t>(t)] = make(tag, t, ad[static_cast<std::size_t>(t)] != 0);
-    py::gil_scoped_release release;
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto ts = rows<Tensor, T, N>(ops);
+    for (std::size_t t = 0; t < ts.size(); ++t) ts[t].adapt = ad[t] != 0;
+    py::gil_scoped_release nogil;
     kernel(ts.data(), work.data(), trust.data());
-  };
-  if (ops.dtype == DType::F32) run(float{});
-  else run(double{});
+  });
   return trust_result(trust, list_form);
 }
 
@@ -301,13 +258,8 @@ py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::ha
   h.weight_decay = weight_decay;
   h.step = step;
   h.bias_correction = bias_correction;
-  return run_trust(
+  return run_trust<o::LambTensor, 4>(
       ops, params, adapt,
-      [&](auto tag, std::int64_t t, bool a) {
-        using T = decltype(tag);
-        return o::LambTensor<T>{ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2), ops.get<T>(t, 3),
-                                ops.sizes[static_cast<std::size_t>(t)], a};
-      },
       [&](auto* ts, double* work, double* trust) { o::lamb(ts, ops.ntensors, h, work, trust); });
 }
 
@@ -333,13 +285,8 @@ py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers
   h.weight_decay = weight_decay;
   h.trust_coefficient = trust_coefficient;
   h.eps = eps;
-  return run_trust(
+  return run_trust<o::LarsTensor, 3>(
       ops, params, adapt,
-      [&](auto tag, std::int64_t t, bool a) {
-        using T = decltype(tag);
-        return o::LarsTensor<T>{ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2),
-                                ops.sizes[static_cast<std::size_t>(t)], a};
-      },
       [&](auto* ts, double* work, double* trust) { o::lars(ts, ops.ntensors, h, work, trust); });
 }
 
@@ -350,32 +297,25 @@ void add_penalty(py::handle grads, py::handle params, Real l1_h, Real l2_h) {
   check_finite_ge("l1", l1, 0.0);
   check_finite_ge("l2", l2, 0.0);
   const Operands ops = parse_operands({{"grads", true, true}, {"params", false, true}}, {grads, params});
-  auto run = [&](auto tag) {
+  dispatch(ops.dtype, [&](auto tag) {
     using T = decltype(tag);
-    std::vector<o::PenaltyTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
-    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
-      ts[static_cast<std::size_t>(t)] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.sizes[static_cast<std::size_t>(t)]};
-    }
-    py::gil_scoped_release release;
+    auto ts = rows<o::PenaltyTensor, T, 2>(ops);
+    py::gil_scoped_release nogil;
     o::add_penalty<T>(ts.data(), ops.ntensors, l1, l2);
-  };
-  if (ops.dtype == DType::F32) run(float{});
-  else run(double{});
+  });
 }
 
 void soft_threshold(py::handle params, Real threshold_h) {
   const double threshold = real(threshold_h, "threshold");
   check_finite_ge("threshold", threshold, 0.0);
   const Operands ops = parse_operands({{"params", true, true}}, {params});
-  auto run = [&](auto tag) {
+  dispatch(ops.dtype, [&](auto tag) {
     using T = decltype(tag);
     std::vector<T*> ps(static_cast<std::size_t>(ops.ntensors));
     for (std::int64_t t = 0; t < ops.ntensors; ++t) ps[static_cast<std::size_t>(t)] = ops.get<T>(t, 0);
-    py::gil_scoped_release release;
+    py::gil_scoped_release nogil;
     o::soft_threshold<T>(ps.data(), ops.sizes.data(), ops.ntensors, threshold);
-  };
-  if (ops.dtype == DType::F32) run(float{});
-  else run(double{});
+  });
 }
 
 }  // namespace

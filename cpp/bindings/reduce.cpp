@@ -41,12 +41,12 @@ std::vector<rd::View<T>> views(const Operands& ops) {
 std::vector<double> tensor_norms(const Operands& ops, rd::Ord ord) {
   std::vector<double> out(static_cast<std::size_t>(ops.ntensors));
   std::vector<double> work(static_cast<std::size_t>(rd::norms_workspace(ops.sizes.data(), ops.ntensors)));
-  py::gil_scoped_release release;
-  if (ops.dtype == DType::F32) {
-    rd::norms<float>(views<const float>(ops).data(), ops.ntensors, ord, out.data(), work.data());
-  } else {
-    rd::norms<double>(views<const double>(ops).data(), ops.ntensors, ord, out.data(), work.data());
-  }
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto v = views<const T>(ops);
+    py::gil_scoped_release nogil;
+    rd::norms<T>(v.data(), ops.ntensors, ord, out.data(), work.data());
+  });
   return out;
 }
 
@@ -71,7 +71,7 @@ py::object norms(py::handle arrays, Real norm_type_h) {
   const rd::Ord ord = parse_ord(norm_type);
   const Operands ops = parse_operands({{"arrays", false, true}}, {arrays});
   const std::vector<double> out = tensor_norms(ops, ord);
-  const bool list_form = py::isinstance<py::list>(arrays) || py::isinstance<py::tuple>(arrays);
+  const bool list_form = is_list_like(arrays);
   if (!list_form) return py::float_(out[0]);
   py::array_t<double> res(static_cast<py::ssize_t>(out.size()));
   std::copy(out.begin(), out.end(), res.mutable_data());
@@ -80,20 +80,21 @@ py::object norms(py::handle arrays, Real norm_type_h) {
 
 bool all_finite(py::handle arrays) {
   const Operands ops = parse_operands({{"arrays", false, true}}, {arrays});
-  py::gil_scoped_release release;
-  if (ops.dtype == DType::F32) return rd::all_finite<float>(views<const float>(ops).data(), ops.ntensors);
-  return rd::all_finite<double>(views<const double>(ops).data(), ops.ntensors);
+  return dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto v = views<const T>(ops);
+    py::gil_scoped_release nogil;
+    return rd::all_finite<T>(v.data(), ops.ntensors);
+  });
 }
 
 void scale_parsed(const Operands& ops, double factor) {
-  py::gil_scoped_release release;
-  if (ops.dtype == DType::F32) {
-    auto v = views<float>(ops);
-    rd::scale<float>(v.data(), ops.ntensors, factor);
-  } else {
-    auto v = views<double>(ops);
-    rd::scale<double>(v.data(), ops.ntensors, factor);
-  }
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto v = views<T>(ops);
+    py::gil_scoped_release nogil;
+    rd::scale<T>(v.data(), ops.ntensors, factor);
+  });
 }
 
 void scale(py::handle arrays, Real factor_h) {
@@ -110,14 +111,12 @@ void clamp(py::handle arrays, Real lo_h, Real hi_h) {
                           ", hi=" + std::string(py::repr(py::float_(hi))));
   }
   const Operands ops = parse_operands({{"arrays", true, true}}, {arrays});
-  py::gil_scoped_release release;
-  if (ops.dtype == DType::F32) {
-    auto v = views<float>(ops);
-    rd::clamp<float>(v.data(), ops.ntensors, lo, hi);
-  } else {
-    auto v = views<double>(ops);
-    rd::clamp<double>(v.data(), ops.ntensors, lo, hi);
-  }
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto v = views<T>(ops);
+    py::gil_scoped_release nogil;
+    rd::clamp<T>(v.data(), ops.ntensors, lo, hi);
+  });
 }
 
 // torch.nn.utils.clip_grad_norm_: total = ||concat(grads)||; coef = max_norm/(total + 1e-6);
@@ -136,60 +135,9 @@ double clip_grad_norm(py::handle grads, Real max_norm_h, Real norm_type_h, bool 
   return total;
 }
 
-// probe(read, update, store): each a list of operands, an operand one array or (list
-// form) a list of arrays, one per tensor, as in the kernel being measured.
-double probe(py::list read, py::list update, py::list store) {
-  std::vector<std::string> names;
-  std::vector<py::handle> args;
-  std::vector<int> kind;  // 0 read, 1 update, 2 store
-  auto add = [&](py::list l, const char* what, int k) {
-    for (std::size_t i = 0; i < l.size(); ++i) {
-      names.push_back(std::string(what) + "[" + std::to_string(i) + "]");
-      args.push_back(l[i]);
-      kind.push_back(k);
-    }
-  };
-  add(read, "read", 0);
-  add(update, "update", 1);
-  add(store, "store", 2);
-  if (args.empty()) throw py::value_error("probe needs at least one array");
-  std::vector<Operand> ops;
-  for (std::size_t i = 0; i < args.size(); ++i) ops.push_back({names[i].c_str(), kind[i] != 0, true});
-  const Operands parsed = parse_operands(ops, args);
-  double total = 0.0;
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    const std::size_t nt = static_cast<std::size_t>(parsed.ntensors);
-    std::vector<const T*> r;
-    std::vector<T*> u, st;
-    std::vector<rd::ProbeTensor<T>> ts(nt);
-    for (std::size_t t = 0; t < nt; ++t) {
-      for (std::size_t i = 0; i < args.size(); ++i) {
-        T* p = parsed.get<T>(static_cast<std::int64_t>(t), i);
-        if (kind[i] == 0) r.push_back(p);
-        else if (kind[i] == 1) u.push_back(p);
-        else st.push_back(p);
-      }
-    }
-    const int nr = int(read.size()), nu = int(update.size()), ns = int(store.size());
-    for (std::size_t t = 0; t < nt; ++t) {
-      ts[t] = {r.data() + t * nr, u.data() + t * nu, st.data() + t * ns, nr, nu, ns, parsed.sizes[t]};
-    }
-    py::gil_scoped_release release;
-    total = rd::probe<T>(ts.data(), parsed.ntensors);
-  };
-  if (parsed.dtype == DType::F32) run(float{});
-  else run(double{});
-  return total;
-}
-
 }  // namespace
 
 void bind_reduce(py::module_& m) {
-  m.def("probe", &probe,
-        "Bandwidth probe for benchmarks: per element r = sum(read); update += r; store = r. "
-        "Moves the bytes of a kernel with the same operands. Returns sum(r).",
-        py::arg("read"), py::arg("update"), py::arg("store"));
   m.def(
       "set_num_threads", [](int n) {
         if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));

@@ -128,18 +128,14 @@ DEEPOPTIM_INLINE void backward_block(const BackwardArgs<T>& a, const Coef& c, st
   for (std::int64_t i = 0; i < n; ++i) dx[i] = std::uint32_t(w[i]) >= c.threshold ? dy[i] * scale : T(0);
 }
 
-DEEPOPTIM_CLONES void forward_blk(const ForwardArgs<float>& a, const Coef& c, std::int64_t b, std::int64_t e) {
-  forward_block(a, c, b, e);
-}
-DEEPOPTIM_CLONES void forward_blk(const ForwardArgs<double>& a, const Coef& c, std::int64_t b, std::int64_t e) {
-  forward_block(a, c, b, e);
-}
-DEEPOPTIM_CLONES void backward_blk(const BackwardArgs<float>& a, const Coef& c, std::int64_t b, std::int64_t e) {
-  backward_block(a, c, b, e);
-}
-DEEPOPTIM_CLONES void backward_blk(const BackwardArgs<double>& a, const Coef& c, std::int64_t b, std::int64_t e) {
-  backward_block(a, c, b, e);
-}
+#define DEEPOPTIM_FORWARD_BLK_CLONES(T) \
+  DEEPOPTIM_CLONES void forward_blk(const ForwardArgs<T>& a, const Coef& c, std::int64_t b, std::int64_t e) { forward_block(a, c, b, e); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_FORWARD_BLK_CLONES)
+#undef DEEPOPTIM_FORWARD_BLK_CLONES
+#define DEEPOPTIM_BACKWARD_BLK_CLONES(T) \
+  DEEPOPTIM_CLONES void backward_blk(const BackwardArgs<T>& a, const Coef& c, std::int64_t b, std::int64_t e) { backward_block(a, c, b, e); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_BACKWARD_BLK_CLONES)
+#undef DEEPOPTIM_BACKWARD_BLK_CLONES
 
 // Scaling by the keep rate the 16-bit draws realize, not by the 1 - p asked for, keeps
 // the expectation exact: E[y] = x for every p < 1.

@@ -190,8 +190,7 @@ DEEPOPTIM_INLINE void apply_unit(const T* __restrict x, const T* __restrict dy, 
     else apply_unit<T, true, false>(x, dy, dx, mean, a, b, k, d, p, u);                            \
   }
 
-DEEPOPTIM_NORM_CLONES(float)
-DEEPOPTIM_NORM_CLONES(double)
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_NORM_CLONES)
 #undef DEEPOPTIM_NORM_CLONES
 
 using VecMap = Eigen::Map<Eigen::ArrayXd>;

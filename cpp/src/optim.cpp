@@ -81,14 +81,10 @@ DEEPOPTIM_INLINE void sgd_block_impl(const SgdTensor<T>& t, std::int64_t b, std:
   }
 }
 
-DEEPOPTIM_CLONES void sgd_block(const SgdTensor<float>& t, std::int64_t b, std::int64_t e,
-                                const SgdCoef<float>& c) {
-  sgd_block_impl(t, b, e, c);
-}
-DEEPOPTIM_CLONES void sgd_block(const SgdTensor<double>& t, std::int64_t b, std::int64_t e,
-                                const SgdCoef<double>& c) {
-  sgd_block_impl(t, b, e, c);
-}
+#define DEEPOPTIM_SGD_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void sgd_block(const SgdTensor<T>& t, std::int64_t b, std::int64_t e, const SgdCoef<T>& c) { sgd_block_impl(t, b, e, c); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_SGD_BLOCK_CLONES)
+#undef DEEPOPTIM_SGD_BLOCK_CLONES
 
 // ------------------------------------------------------------------------ Adagrad
 template <class T>
@@ -121,14 +117,10 @@ DEEPOPTIM_INLINE void adagrad_block_impl(const AdagradTensor<T>& t, std::int64_t
   }
 }
 
-DEEPOPTIM_CLONES void adagrad_block(const AdagradTensor<float>& t, std::int64_t b,
-                                    std::int64_t e, const AdagradCoef<float>& c) {
-  adagrad_block_impl(t, b, e, c);
-}
-DEEPOPTIM_CLONES void adagrad_block(const AdagradTensor<double>& t, std::int64_t b,
-                                    std::int64_t e, const AdagradCoef<double>& c) {
-  adagrad_block_impl(t, b, e, c);
-}
+#define DEEPOPTIM_ADAGRAD_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void adagrad_block(const AdagradTensor<T>& t, std::int64_t b, std::int64_t e, const AdagradCoef<T>& c) { adagrad_block_impl(t, b, e, c); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_ADAGRAD_BLOCK_CLONES)
+#undef DEEPOPTIM_ADAGRAD_BLOCK_CLONES
 
 // ------------------------------------------------------------------------ RMSprop
 template <class T>
@@ -188,14 +180,10 @@ DEEPOPTIM_INLINE void rmsprop_block_impl(const RmspropTensor<T>& t, std::int64_t
   return rmsprop_body<T, false, false>(p, g, sq, ga, buf, n, c);
 }
 
-DEEPOPTIM_CLONES void rmsprop_block(const RmspropTensor<float>& t, std::int64_t b,
-                                    std::int64_t e, const RmspropCoef<float>& c) {
-  rmsprop_block_impl(t, b, e, c);
-}
-DEEPOPTIM_CLONES void rmsprop_block(const RmspropTensor<double>& t, std::int64_t b,
-                                    std::int64_t e, const RmspropCoef<double>& c) {
-  rmsprop_block_impl(t, b, e, c);
-}
+#define DEEPOPTIM_RMSPROP_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void rmsprop_block(const RmspropTensor<T>& t, std::int64_t b, std::int64_t e, const RmspropCoef<T>& c) { rmsprop_block_impl(t, b, e, c); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_RMSPROP_BLOCK_CLONES)
+#undef DEEPOPTIM_RMSPROP_BLOCK_CLONES
 
 // --------------------------------------------------------------------------- Adam
 template <class T>
@@ -277,14 +265,10 @@ DEEPOPTIM_INLINE void adam_block_impl(const AdamTensor<T>& t, std::int64_t b, st
   return adam_body<T, false, false>(p, g, m, v, vmax, n, c);
 }
 
-DEEPOPTIM_CLONES void adam_block(const AdamTensor<float>& t, std::int64_t b, std::int64_t e,
-                                 const AdamCoef<float>& c, bool eps_inside) {
-  adam_block_impl(t, b, e, c, eps_inside);
-}
-DEEPOPTIM_CLONES void adam_block(const AdamTensor<double>& t, std::int64_t b, std::int64_t e,
-                                 const AdamCoef<double>& c, bool eps_inside) {
-  adam_block_impl(t, b, e, c, eps_inside);
-}
+#define DEEPOPTIM_ADAM_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void adam_block(const AdamTensor<T>& t, std::int64_t b, std::int64_t e, const AdamCoef<T>& c, bool eps_inside) { adam_block_impl(t, b, e, c, eps_inside); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_ADAM_BLOCK_CLONES)
+#undef DEEPOPTIM_ADAM_BLOCK_CLONES
 
 // --------------------------------------------------------------------------- LAMB
 template <class T>
@@ -426,8 +410,7 @@ DEEPOPTIM_INLINE void soft_threshold_impl(T* __restrict p, std::int64_t n, T thr
   }                                                                                                \
   DEEPOPTIM_CLONES void soft_threshold_blk(T* p, std::int64_t n, T thr) { soft_threshold_impl(p, n, thr); }
 
-DEEPOPTIM_EXTRA_CLONES(float)
-DEEPOPTIM_EXTRA_CLONES(double)
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_EXTRA_CLONES)
 #undef DEEPOPTIM_EXTRA_CLONES
 
 // Adds the per-block partials of each tensor in block order.

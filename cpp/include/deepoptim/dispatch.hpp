@@ -16,6 +16,11 @@
 
 #define DEEPOPTIM_INLINE inline __attribute__((always_inline))
 
+// The one way a per-block entry point is cloned: GCC does not clone templates, so each
+// file writes `#define ITS_CLONES(T) DEEPOPTIM_CLONES ret name(params of T) { impl(...); }`
+// and expands it once per dtype with DEEPOPTIM_FOR_FLOATS(ITS_CLONES).
+#define DEEPOPTIM_FOR_FLOATS(M) M(float) M(double)
+
 namespace deepoptim {
 
 // The instruction set the cloned kernels run with on this machine, e.g. "x86-64-v3".
