@@ -54,6 +54,9 @@ class Kernel:
     hyper: Callable[[], st.SearchStrategy]           # valid hyperparameters
     has_step: bool
     defaults: dict = dataclasses.field(default_factory=dict)
+    # Configurations whose 100-step trajectories must equal torch.optim's class of the
+    # same name (test_optim_torch.py), for optimizers torch has.
+    torch_cases: List[dict] = dataclasses.field(default_factory=list)
 
     @property
     def fast(self):
@@ -187,26 +190,38 @@ KERNELS: Dict[str, Kernel] = {
             lambda hp: {"momentum_buffers": hp.get("momentum_form", "torch") != "torch"
                         or hp.get("momentum", 0.0) != 0.0},
             _sgd_hyper, has_step=False, defaults={"momentum": 0.9},
+            torch_cases=[dict(lr=1e-2), dict(lr=1e-2, momentum=0.9), dict(lr=1e-2, momentum=0.9, nesterov=True),
+                         dict(lr=1e-2, momentum=0.9, dampening=0.3),
+                         dict(lr=1e-2, momentum=0.9, weight_decay=0.01, nesterov=True),
+                         dict(lr=1e-2, momentum=0.5, maximize=True)],
         ),
         Kernel(
             "adagrad", ["state_sums"], lambda hp: {"state_sums": True},
             _adagrad_hyper, has_step=True,
+            torch_cases=[dict(lr=0.1), dict(lr=0.1, lr_decay=0.01, weight_decay=0.01),
+                         dict(lr=0.1, initial_accumulator_value=0.5, eps=1e-6, maximize=True)],
         ),
         Kernel(
             "rmsprop", ["square_avgs", "grad_avgs", "momentum_buffers"],
             lambda hp: {"square_avgs": True, "grad_avgs": bool(hp.get("centered")),
                         "momentum_buffers": hp.get("momentum", 0.0) > 0},
             _rmsprop_hyper, has_step=False, defaults={"centered": True, "momentum": 0.5},
+            torch_cases=[dict(lr=1e-3), dict(lr=1e-3, centered=True), dict(lr=1e-3, momentum=0.9),
+                         dict(lr=1e-3, centered=True, momentum=0.9, weight_decay=0.01),
+                         dict(lr=1e-3, alpha=0.9, maximize=True)],
         ),
         Kernel(
             "adam", ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"],
             lambda hp: {"exp_avgs": True, "exp_avg_sqs": True, "max_exp_avg_sqs": bool(hp.get("amsgrad"))},
             _adam_hyper_full, has_step=True, defaults={"amsgrad": True},
+            torch_cases=[dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.1), dict(lr=1e-2, amsgrad=True),
+                         dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, maximize=True)],
         ),
         Kernel(
             "adamw", ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"],
             lambda hp: {"exp_avgs": True, "exp_avg_sqs": True, "max_exp_avg_sqs": bool(hp.get("amsgrad"))},
             lambda: _adam_hyper([0.0, 1e-2, 0.1]), has_step=True, defaults={"amsgrad": True},
+            torch_cases=[dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.5, amsgrad=True), dict(lr=1e-2, maximize=True)],
         ),
         Kernel(
             "lamb", ["exp_avgs", "exp_avg_sqs"], lambda hp: {"exp_avgs": True, "exp_avg_sqs": True},

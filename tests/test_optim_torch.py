@@ -8,36 +8,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels import KERNELS
+from kernels import KERNELS, NAMES
 
 torch = pytest.importorskip("torch")
 
 STEPS = 100
 SHAPES = [(7,), (33, 5), (4097,)]
 
-CASES = [
-    ("Adam", "adam", dict(lr=1e-2)),
-    ("Adam", "adam", dict(lr=1e-2, weight_decay=0.1)),
-    ("Adam", "adam", dict(lr=1e-2, amsgrad=True)),
-    ("Adam", "adam", dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, maximize=True)),
-    ("AdamW", "adamw", dict(lr=1e-2)),
-    ("AdamW", "adamw", dict(lr=1e-2, weight_decay=0.5, amsgrad=True)),
-    ("AdamW", "adamw", dict(lr=1e-2, maximize=True)),
-    ("SGD", "sgd", dict(lr=1e-2)),
-    ("SGD", "sgd", dict(lr=1e-2, momentum=0.9)),
-    ("SGD", "sgd", dict(lr=1e-2, momentum=0.9, nesterov=True)),
-    ("SGD", "sgd", dict(lr=1e-2, momentum=0.9, dampening=0.3)),
-    ("SGD", "sgd", dict(lr=1e-2, momentum=0.9, weight_decay=0.01, nesterov=True)),
-    ("SGD", "sgd", dict(lr=1e-2, momentum=0.5, maximize=True)),
-    ("Adagrad", "adagrad", dict(lr=0.1)),
-    ("Adagrad", "adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.01)),
-    ("Adagrad", "adagrad", dict(lr=0.1, initial_accumulator_value=0.5, eps=1e-6, maximize=True)),
-    ("RMSprop", "rmsprop", dict(lr=1e-3)),
-    ("RMSprop", "rmsprop", dict(lr=1e-3, centered=True)),
-    ("RMSprop", "rmsprop", dict(lr=1e-3, momentum=0.9)),
-    ("RMSprop", "rmsprop", dict(lr=1e-3, centered=True, momentum=0.9, weight_decay=0.01)),
-    ("RMSprop", "rmsprop", dict(lr=1e-3, alpha=0.9, maximize=True)),
-]
+# From the registry: every kernel's torch configurations, against the torch.optim class
+# its deepoptim.optim class names.
+_TORCH_NAME = {c.kernel: c.torch_name for c in __import__("deepoptim.optim", fromlist=["x"]).REGISTRY.values()}
+CASES = [(_TORCH_NAME[name], name, hp) for name in NAMES for hp in KERNELS[name].torch_cases]
+assert CASES and all(t for t, _, _ in CASES)
 
 # Tolerance relative to the parameters' scale. float64 differences come only from
 # torch's use of lerp/fused multiply-adds where we multiply and add; float32 adds the

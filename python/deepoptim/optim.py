@@ -41,6 +41,11 @@ Schedule = Callable[[int], float]
 _GROUP_META = ("params", "names", "keyed", "step")
 
 
+#: Every optimizer class by name, in definition order: what benchmarks, adapters and
+#: tests iterate over, so a new optimizer needs no code of its own there.
+REGISTRY: Dict[str, type] = {}
+
+
 class NonFiniteGradients(UserWarning):
     """Reported (as a warning) when the non-finite guard skips a step."""
 
@@ -121,6 +126,18 @@ class Optimizer:
 
     _kernel_decouples = False
     _nonnegative_state: Tuple[str, ...] = ()
+    #: the :mod:`deepoptim.functional` kernel this optimizer calls (twin: same name in
+    #: :mod:`deepoptim.reference`); a class that sets it is listed in :data:`REGISTRY`.
+    kernel: str = ""
+    #: the torch.optim class this optimizer equals (same arguments, defaults, trajectory).
+    torch_name: Optional[str] = None
+    #: a representative configuration (benchmarks time it).
+    example: Dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.__dict__.get("kernel"):
+            REGISTRY[cls.__name__] = cls
 
     def __init__(
         self,
@@ -595,6 +612,8 @@ class SGD(Optimizer):
     (``v = mu*v + (1-mu)*g; p -= lr*v``) select the two other common momentum forms.
     """
 
+    kernel, torch_name, example = "sgd", "SGD", dict(momentum=0.9)
+
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
                  maximize: bool = False, momentum_form: str = "torch", **common) -> None:
@@ -613,6 +632,8 @@ class SGD(Optimizer):
 # ------------------------------------------------------------------------ Adagrad
 class Adagrad(Optimizer):
     r"""Adagrad (Duchi et al., 2011), as torch.optim.Adagrad (kernel :func:`deepoptim.functional.adagrad`)."""
+
+    kernel, torch_name, example = "adagrad", "Adagrad", {}
 
     _nonnegative_state = ("sum",)
 
@@ -639,6 +660,8 @@ class Adagrad(Optimizer):
 class RMSprop(Optimizer):
     r"""RMSprop, as torch.optim.RMSprop (kernel :func:`deepoptim.functional.rmsprop`)."""
 
+    kernel, torch_name, example = "rmsprop", "RMSprop", {}
+
     _nonnegative_state = ("square_avg",)
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
@@ -663,6 +686,8 @@ class Adam(Optimizer):
     ``eps_inside_sqrt=True`` give the textbook variant without bias correction and with
     eps inside the square root."""
 
+    kernel, torch_name, example = "adam", "Adam", {}
+
     _kernel_decouples = True
     _nonnegative_state = ("exp_avg_sq", "max_exp_avg_sq")
 
@@ -686,6 +711,8 @@ class Adam(Optimizer):
 class AdamW(Adam):
     r"""AdamW (Loshchilov & Hutter, 2019), as torch.optim.AdamW: Adam with decoupled weight
     decay ``p *= 1 - lr*weight_decay`` and ``weight_decay=1e-2`` by default."""
+
+    kernel, torch_name, example = "adamw", "AdamW", {}
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, **kw) -> None:
@@ -734,6 +761,8 @@ class LAMB(_TrustRatio):
     The last step's trust ratios are in ``group["trust_ratio"]``.
     """
 
+    kernel, torch_name, example = "lamb", None, dict(weight_decay=1e-2)
+
     _nonnegative_state = ("exp_avg_sq",)
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6,
@@ -762,6 +791,8 @@ class LARS(_TrustRatio):
     The last step's local learning rates are in ``group["trust_ratio"]``.
     """
 
+    kernel, torch_name, example = "lars", None, dict(weight_decay=1e-4)
+
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, momentum: float = 0.9,
                  weight_decay: float = 0.0, trust_coefficient: float = 1e-3, eps: float = 0.0, *,
                  exclude: Optional[Callable[[str, Array], bool]] = None, **common) -> None:
@@ -777,4 +808,4 @@ class LARS(_TrustRatio):
                       adapt=[hp["adapt"][i] for i in idx])
 
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "LAMB", "LARS", "NonFiniteGradients"]
+__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "LAMB", "LARS", "NonFiniteGradients"]
