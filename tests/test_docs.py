@@ -52,6 +52,8 @@ def test_sphinx_roles_and_doctests_render_cleanly(site):
         html = html_file.read_text()
         assert ":math:" not in html and ":func:" not in html, html_file
         assert "<blockquote>\n<blockquote>" not in html, f"{html_file}: a >>> example rendered as quotes"
+        assert "<p>:</p>" not in html and "<p>::</p>" not in html, html_file
+        assert "<blockquote>" not in html, f"{html_file}: a '> 0' description rendered as a quote"
 
 
 def test_benchmark_page_shows_the_committed_chart(site):

@@ -158,7 +158,7 @@ class constant(_Pure):
 
         lr_k = lr
 
-    torch: no scheduler (or ``ConstantLR(factor=1.0)``). Seed 002's "fixed learning rate".
+    torch: no scheduler (or ``ConstantLR(factor=1.0)``): a fixed learning rate.
 
     Args:
       lr: the learning rate, >= 0.
@@ -181,8 +181,8 @@ class step_decay(_Pure):
 
         lr_k = lr * gamma ** floor(k / step_size)
 
-    torch: ``StepLR(optimizer, step_size, gamma)``. This is seed 003's "learning-rate
-    step-down" (multiply by beta whenever ``t mod T1 == 0``).
+    torch: ``StepLR(optimizer, step_size, gamma)``: the classic learning-rate step-down
+    (multiply by ``gamma`` every ``step_size`` steps).
 
     Args:
       lr: the initial rate, >= 0.
@@ -247,8 +247,8 @@ class exponential(_Pure):
 
         lr_k = lr * gamma ** k
 
-    torch: ``ExponentialLR(optimizer, gamma)``. (Seed 002 calls the *polynomial* schedule
-    "exponential decay"; that one is :class:`polynomial`.)
+    torch: ``ExponentialLR(optimizer, gamma)``. (Some tutorials call the *polynomial*
+    schedule "exponential decay"; that one is :class:`polynomial`.)
 
     Args:
       lr: the initial rate, >= 0.
@@ -276,11 +276,9 @@ class polynomial(_Pure):
 
     torch: ``PolynomialLR(optimizer, total_iters=T, power)``, which has ``end_lr = 0``.
 
-    The source documents name this differently: seed 002's "exponential decay"
-    ``alpha_t = alpha * (1 - t/T) ** gamma`` is this schedule with ``power = gamma``, and
-    seed 003's "exponential" and "linear" decay ``alpha * (1 - t/T)`` are ``power = 1``.
-    (Seed 003's code computes the rate once before its loop, so it never decays; the
-    formula is what is meant.)
+    Names vary: the "exponential decay" ``alpha_t = alpha * (1 - t/T) ** gamma`` of some
+    tutorials is this schedule with ``power = gamma``, and "linear decay"
+    ``alpha * (1 - t/T)`` is ``power = 1``.
 
     Args:
       lr: the rate at step 0, >= 0.
@@ -796,8 +794,9 @@ class ReduceOnPlateau:
 class RestartOnThreshold:
     r"""Restart a schedule from its step 0 whenever a metric crosses a threshold.
 
-    Seed 002's "restart learning rate": during training, when the loss reaches a
-    threshold, reset the learning rate and continue training. Precisely, with ``c`` the
+    A "restart learning rate" rule: during training, when the loss reaches a threshold,
+    reset the learning rate and continue training (a metric-driven cousin of SGDR's
+    scheduled warm restarts, Loshchilov & Hutter, 2017). Precisely, with ``c`` the
     steps since the last restart (0 at the start) and ``thr`` the current threshold,
     each ``step(metric)`` does::
 
