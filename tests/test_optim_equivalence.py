@@ -122,7 +122,7 @@ _FLAG_GRID = {
 
 
 @pytest.mark.parametrize(
-    "name,hp", [(n, hp) for n in NAMES for hp in _FLAG_GRID[n]], ids=lambda x: x if isinstance(x, str) else None
+    "name,hp", [(n, hp) for n in NAMES for hp in _FLAG_GRID.get(n, [{}])], ids=lambda x: x if isinstance(x, str) else None
 )
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_option_combination(name, hp, dtype):

@@ -7,14 +7,22 @@ import importlib as _importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the same signatures: type checkers see the twins
-    from deepoptim.reference import *  # noqa: F401,F403
-    from deepoptim.reference import __all__ as __all__
+    from deepoptim.reference.dropout import *  # noqa: F401,F403
+    from deepoptim.reference.norm import *  # noqa: F401,F403
+    from deepoptim.reference.optim import *  # noqa: F401,F403
+    from deepoptim.reference.reduce import *  # noqa: F401,F403
 else:
     from deepoptim.functional.dropout import *  # noqa: F401,F403
     from deepoptim.functional.norm import *  # noqa: F401,F403
     from deepoptim.functional.optim import *  # noqa: F401,F403
     from deepoptim.functional.reduce import *  # noqa: F401,F403
 
+
+def _exports() -> list:
     # The families by module (the dropout function shadows its module's attribute).
-    __all__ = [name for _family in ("optim", "reduce", "norm", "dropout")
-               for name in _importlib.import_module(f"deepoptim.functional.{_family}").__all__]
+    return [name for family in ("optim", "reduce", "norm", "dropout")
+            for name in _importlib.import_module(f"deepoptim.functional.{family}").__all__]
+
+
+if not TYPE_CHECKING:  # type checkers take the star-imported names as they are
+    __all__ = _exports()

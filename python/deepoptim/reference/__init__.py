@@ -1,40 +1,24 @@
 """NumPy twins of every kernel: plain, readable, and the specification the C++ kernels are
 tested against. Same names and signatures as :mod:`deepoptim.functional`. This package
-never imports the compiled module."""
+never imports the compiled module. Each family module lists its kernels in ``KERNELS``;
+the package exports them, so a new kernel needs no line here."""
 
-from deepoptim.reference.dropout import dropout, dropout_backward
-from deepoptim.reference.norm import BatchNormCache, batch_norm, batch_norm_backward
-from deepoptim.reference.optim import (
-    adagrad,
-    adam,
-    adamw,
-    add_penalty,
-    lamb,
-    lars,
-    rmsprop,
-    sgd,
-    soft_threshold,
-)
-from deepoptim.reference.reduce import all_finite, clamp, clip_grad_norm, norms, scale
+import importlib as _importlib
 
-__all__ = [
-    "BatchNormCache",
-    "adagrad",
-    "adam",
-    "adamw",
-    "add_penalty",
-    "all_finite",
-    "clamp",
-    "clip_grad_norm",
-    "lamb",
-    "lars",
-    "norms",
-    "scale",
-    "soft_threshold",
-    "batch_norm",
-    "batch_norm_backward",
-    "dropout",
-    "dropout_backward",
-    "rmsprop",
-    "sgd",
-]
+from deepoptim.reference.dropout import *  # noqa: F401,F403
+from deepoptim.reference.norm import BatchNormCache, batch_norm, batch_norm_backward  # noqa: F401
+from deepoptim.reference.optim import *  # noqa: F401,F403
+from deepoptim.reference.reduce import *  # noqa: F401,F403
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+
+def _exports() -> list:
+    return ["BatchNormCache", "batch_norm", "batch_norm_backward"] + [
+        name for family in ("optim", "reduce", "dropout")
+        for name in _importlib.import_module(f"deepoptim.reference.{family}").__all__
+    ]
+
+
+if not _TYPE_CHECKING:  # type checkers take the star-imported names as they are
+    __all__ = _exports()

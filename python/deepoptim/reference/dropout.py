@@ -16,7 +16,7 @@ advance ``offset`` by the number of elements to get a fresh mask for the next ca
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 
@@ -237,3 +237,5 @@ def dropout_backward(
 # parameters it fixes.
 KERNELS = ('dropout', 'dropout_backward')
 VARIANTS = {}
+if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
+    __all__ = list(KERNELS)

@@ -13,7 +13,7 @@ per tensor), and validates everything before it touches anything.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -587,3 +587,5 @@ def soft_threshold(params: ArrayOrList, *, threshold: float) -> None:
 # parameters it fixes.
 KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'lamb', 'lars', 'add_penalty', 'soft_threshold')
 VARIANTS = {'adamw': ('adam', {'decoupled_weight_decay': True})}
+if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
+    __all__ = list(KERNELS)

@@ -4,7 +4,7 @@ norms, the non-finite check, scaling, clamping and clipping by global norm."""
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 
@@ -106,3 +106,5 @@ def clip_grad_norm(grads: ArrayOrList, max_norm: float, norm_type: float = 2.0, 
 # parameters it fixes.
 KERNELS = ('norms', 'all_finite', 'scale', 'clamp', 'clip_grad_norm')
 VARIANTS = {}
+if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
+    __all__ = list(KERNELS)
