@@ -158,6 +158,18 @@ def _adam_hyper_full():
     )
 
 
+def _adamax_hyper():
+    return st.fixed_dictionaries(
+        dict(
+            lr=_unit(0.0, 0.1),
+            betas=st.tuples(st.sampled_from([0.0, 0.5, 0.9]), st.sampled_from([0.0, 0.9, 0.999])),
+            eps=st.sampled_from([1e-8, 1e-3]),
+            weight_decay=st.sampled_from([0.0, 1e-2]),
+            maximize=st.booleans(),
+        )
+    )
+
+
 def _lamb_hyper():
     return st.fixed_dictionaries(
         dict(
@@ -222,6 +234,11 @@ KERNELS: Dict[str, Kernel] = {
             lambda hp: {"exp_avgs": True, "exp_avg_sqs": True, "max_exp_avg_sqs": bool(hp.get("amsgrad"))},
             lambda: _adam_hyper([0.0, 1e-2, 0.1]), has_step=True, defaults={"amsgrad": True},
             torch_cases=[dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.5, amsgrad=True), dict(lr=1e-2, maximize=True)],
+        ),
+        Kernel(
+            "adamax", ["exp_avgs", "exp_infs"], lambda hp: {"exp_avgs": True, "exp_infs": True},
+            _adamax_hyper, has_step=True,
+            torch_cases=[dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.1), dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, maximize=True)],
         ),
         Kernel(
             "lamb", ["exp_avgs", "exp_avg_sqs"], lambda hp: {"exp_avgs": True, "exp_avg_sqs": True},

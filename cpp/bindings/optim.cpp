@@ -182,6 +182,30 @@ void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle e
   });
 }
 
+// ------------------------------------------------------------------------- Adamax
+void adamax(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_infs, Index step_h,
+            Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, bool maximize) {
+  const std::int64_t step = step_arg(step_h);
+  const double lr = real(lr_h, "lr");
+  const auto [beta1, beta2] = betas_arg(betas_h);
+  const double eps = real(eps_h, "eps");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
+  check_finite_ge("lr", lr, 0.0);
+  check_finite_gt("eps", eps, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const Operands ops = parse_operands(
+      {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_infs", true, true}},
+      {params, grads, exp_avgs, exp_infs});
+  check_eps_representable("eps", eps, ops);
+  const o::AdamaxHyper h{lr, beta1, beta2, eps, weight_decay, step, maximize};
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto ts = rows<o::AdamaxTensor, T, 4>(ops);
+    py::gil_scoped_release nogil;
+    o::adamax<T>(ts.data(), ops.ntensors, h);
+  });
+}
+
 // ------------------------------------------------------------------ LAMB and LARS
 // `adapt`: None (every tensor), one bool (single form) or one bool per tensor: False
 // excludes a tensor (typically biases and normalization parameters) from the trust
@@ -346,6 +370,9 @@ void bind_optim(py::module_& m) {
         arg("betas"), arg("eps"), arg("weight_decay"),
         arg("amsgrad"), arg("maximize"), arg("decoupled_weight_decay"),
         arg("bias_correction"), arg("eps_inside_sqrt"));
+  m.def("adamax", &adamax, "Adamax, in place. Arrays or lists of arrays. See deepoptim.functional.adamax.",
+        arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_infs"), arg("step"), arg("lr"), arg("betas"),
+        arg("eps"), arg("weight_decay"), arg("maximize"));
   m.def("lamb", &lamb,
         "LAMB, in place; returns the trust ratios. See deepoptim.functional.lamb.", arg("params"),
         arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr"),

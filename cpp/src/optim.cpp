@@ -270,6 +270,44 @@ DEEPOPTIM_INLINE void adam_block_impl(const AdamTensor<T>& t, std::int64_t b, st
 DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_ADAM_BLOCK_CLONES)
 #undef DEEPOPTIM_ADAM_BLOCK_CLONES
 
+// ------------------------------------------------------------------------- Adamax
+template <class T>
+struct AdamaxCoef {
+  T one_minus_beta1, beta2, eps, wd, clr;
+  bool has_wd, maximize;
+};
+
+template <class T>
+AdamaxCoef<T> adamax_coef(const AdamaxHyper& h) {
+  const double clr = h.lr / (1.0 - std::pow(h.beta1, double(h.step)));
+  return {T(1.0 - h.beta1), T(h.beta2), T(h.eps), T(h.weight_decay), T(clr), h.weight_decay != 0.0, h.maximize};
+}
+
+template <class T>
+DEEPOPTIM_INLINE void adamax_block_impl(const AdamaxTensor<T>& t, std::int64_t b, std::int64_t e,
+                                        const AdamaxCoef<T>& c) {
+  T* __restrict p = t.param + b;
+  const T* __restrict g = t.grad + b;
+  T* __restrict m = t.exp_avg + b;
+  T* __restrict u = t.exp_inf + b;
+  const std::int64_t n = e - b;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    T d = c.maximize ? -g[i] : g[i];
+    if (c.has_wd) d = d + c.wd * p[i];
+    const T mi = m[i] + c.one_minus_beta1 * (d - m[i]);  // torch's lerp(m, g, 1 - b1)
+    const T ui = nan_max(c.beta2 * u[i], std::fabs(d) + c.eps);
+    m[i] = mi;
+    u[i] = ui;
+    p[i] = p[i] - (c.clr * mi) / ui;
+  }
+}
+
+#define DEEPOPTIM_ADAMAX_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void adamax_block(const AdamaxTensor<T>& t, std::int64_t b, std::int64_t e, const AdamaxCoef<T>& c) { adamax_block_impl(t, b, e, c); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_ADAMAX_BLOCK_CLONES)
+#undef DEEPOPTIM_ADAMAX_BLOCK_CLONES
+
 // --------------------------------------------------------------------------- LAMB
 template <class T>
 struct LambCoef {
@@ -462,6 +500,14 @@ void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& 
       });
 }
 
+template <class T>
+void adamax(const AdamaxTensor<T>* tensors, std::int64_t ntensors, const AdamaxHyper& h) {
+  const AdamaxCoef<T> c = adamax_coef<T>(h);
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) { adamax_block(tensors[t], b, e, c); });
+}
+
 std::int64_t trust_workspace(const std::int64_t* sizes, std::int64_t ntensors) {
   return 2 * parallel::total_blocks(ntensors, [&](std::int64_t t) { return sizes[t]; }) + 2 * ntensors;
 }
@@ -549,5 +595,7 @@ template void rmsprop<float>(const RmspropTensor<float>*, std::int64_t, const Rm
 template void rmsprop<double>(const RmspropTensor<double>*, std::int64_t, const RmspropHyper&);
 template void adam<float>(const AdamTensor<float>*, std::int64_t, const AdamHyper&);
 template void adam<double>(const AdamTensor<double>*, std::int64_t, const AdamHyper&);
+template void adamax<float>(const AdamaxTensor<float>*, std::int64_t, const AdamaxHyper&);
+template void adamax<double>(const AdamaxTensor<double>*, std::int64_t, const AdamaxHyper&);
 
 }  // namespace deepoptim::optim

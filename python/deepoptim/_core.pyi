@@ -76,6 +76,18 @@ def adam(
     bias_correction: bool,
     eps_inside_sqrt: bool,
 ) -> None: ...
+def adamax(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_infs: _Arrays,
+    step: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    maximize: bool,
+) -> None: ...
 def batch_norm(
     x: _Array,
     running_mean: Optional[_Array],

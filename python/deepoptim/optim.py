@@ -720,6 +720,27 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, **kw)
 
 
+# ------------------------------------------------------------------------- Adamax
+class Adamax(Optimizer):
+    r"""Adamax (Kingma & Ba, 2015, section 7.1), as torch.optim.Adamax (kernel
+    :func:`deepoptim.functional.adamax`, whose docstring has the update)."""
+
+    kernel, torch_name, example = "adamax", "Adamax", {}
+    _nonnegative_state = ("exp_inf",)
+
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 2e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False, **common) -> None:
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize), **common)
+
+    def _state_names(self, g):
+        return ["exp_avg", "exp_inf"]
+
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        F.adamax(params, grads, states["exp_avg"], states["exp_inf"], step=step, lr=lr, betas=tuple(hp["betas"]),
+                 eps=hp["eps"], weight_decay=hp["weight_decay"], maximize=hp["maximize"])
+
+
 # ------------------------------------------------------------------ LAMB and LARS
 class _TrustRatio(Optimizer):
     """LAMB and LARS: per-tensor trust ratios; ``exclude(name, array)`` keeps chosen
@@ -808,4 +829,4 @@ class LARS(_TrustRatio):
                       adapt=[hp["adapt"][i] for i in idx])
 
 
-__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "LAMB", "LARS", "NonFiniteGradients"]
+__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "LAMB", "LARS", "NonFiniteGradients"]

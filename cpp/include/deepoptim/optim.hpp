@@ -126,6 +126,32 @@ struct AdamTensor {
 template <class T>
 void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& h);
 
+// ------------------------------------------------------------------------- Adamax
+// Kingma & Ba, "Adam: A Method for Stochastic Optimization" (ICLR 2015), section 7.1,
+// as torch.optim.Adamax: g += wd*p;  m = m + (1-b1)*(g - m);  u = max(b2*u, |g| + eps);
+// p -= (lr / (1 - b1^step)) * m / u   (NaN in u propagates).
+struct AdamaxHyper {
+  double lr{};
+  double beta1{};
+  double beta2{};
+  double eps{};
+  double weight_decay{};
+  std::int64_t step{};
+  bool maximize{};
+};
+
+template <class T>
+struct AdamaxTensor {
+  T* param;
+  const T* grad;
+  T* exp_avg;
+  T* exp_inf;
+  std::int64_t size;
+};
+
+template <class T>
+void adamax(const AdamaxTensor<T>* tensors, std::int64_t ntensors, const AdamaxHyper& h);
+
 // --------------------------------------------------------------------------- LAMB
 // You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes"
 // (ICLR 2020). m, v as Adam; r = (m/bc1) / (sqrt(v/bc2) + eps) + wd*p;

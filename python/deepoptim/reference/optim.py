@@ -400,6 +400,68 @@ def adamw(
     )
 
 
+def adamax(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    exp_avgs: ArrayOrList,
+    exp_infs: ArrayOrList,
+    *,
+    step: int,
+    lr: float = 2e-3,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r"""Adamax (Kingma & Ba, 2015, section 7.1: Adam with the infinity norm), in place, as
+    torch.optim.Adamax. With :math:`g \leftarrow -g` when ``maximize``::
+
+        g = g + weight_decay * p
+        m = m + (1 - b1) * (g - m)          (torch's lerp; the paper's b1*m + (1-b1)*g)
+        u = max(b2 * u, |g| + eps)          (a NaN in either propagates)
+        p = p - ((lr / (1 - b1**step)) * m) / u
+
+    Args:
+      params, grads: parameters (updated) and gradients.
+      exp_avgs, exp_infs: :math:`m` and :math:`u` (updated; zeros for a fresh start).
+      step: the number of this update, counting from 1. lr: >= 0.
+      betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.reference import adamax
+      >>> p = np.ones(2); m, u = np.zeros(2), np.zeros(2)
+      >>> adamax(p, np.array([1.0, -2.0]), m, u, step=1, lr=0.1)
+      >>> p.round(6)
+      array([0.9, 1.1])
+    """
+    _checks.step(step)
+    lr = _checks.real("lr", lr)
+    b1, b2 = _checks.betas(betas)
+    eps = _checks.real("eps", eps)
+    weight_decay = _checks.real("weight_decay", weight_decay)
+    _checks.finite_ge("lr", lr, 0.0)
+    _checks.finite_gt("eps", eps, 0.0)
+    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    rows, _ = _checks.operands(
+        [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
+         ("exp_infs", True, True, None)],
+        [params, grads, exp_avgs, exp_infs],
+    )
+    _checks.eps_representable("eps", eps, rows)
+    clr = lr / (1.0 - b1**step)
+    with _ieee():
+        for p, g, m, u in rows:
+            d = -g if maximize else g
+            if weight_decay != 0.0:
+                d = d + weight_decay * p
+            mi = m + (1.0 - b1) * (d - m)
+            ui = np.maximum(b2 * u, np.abs(d) + eps)
+            m[...] = mi
+            u[...] = ui
+            p[...] = p - (clr * mi) / ui
+
+
 def _adapt_flags(adapt, n: int, list_form: bool):
     if adapt is None:
         return [True] * n
@@ -585,7 +647,7 @@ def soft_threshold(params: ArrayOrList, *, threshold: float) -> None:
 # The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
 # to the compiled function of the same name; a variant names the kernel it runs and the
 # parameters it fixes.
-KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'lamb', 'lars', 'add_penalty', 'soft_threshold')
+KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'lamb', 'lars', 'add_penalty', 'soft_threshold')
 VARIANTS = {'adamw': ('adam', {'decoupled_weight_decay': True})}
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
     __all__ = list(KERNELS)
