@@ -220,3 +220,21 @@ def test_refused_clip_changes_nothing():
         with pytest.raises(ValueError, match="read-only"):
             impl.clip_grad_norm(g + [ro], 1.0)
         assert all((x == 10.0).all() for x in g)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_decay_matches_twin_bitwise_and_refuses_bad_input(dtype):
+    rng = np.random.default_rng(3)
+    a = _arrays(rng, [7, 4097, 0, 1], dtype)
+    b = [x.copy() for x in a]
+    F.decay(a, lr=0.03, weight_decay=0.7)
+    R.decay(b, lr=0.03, weight_decay=0.7)
+    for x, y in zip(a, b):
+        assert x.tobytes() == y.tobytes()
+    before = [x.copy() for x in a]
+    for impl in (F, R):
+        with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+            impl.decay(a, lr=0.1, weight_decay=-1.0)
+        with pytest.raises(TypeError, match="lr must be a number, got bool"):
+            impl.decay(a, lr=True, weight_decay=0.1)
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, before))

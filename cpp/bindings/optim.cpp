@@ -342,6 +342,21 @@ void soft_threshold(py::handle params, Real threshold_h) {
   });
 }
 
+void decay(py::handle params, Real lr_h, Real weight_decay_h) {
+  const double lr = real(lr_h, "lr");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
+  check_finite_ge("lr", lr, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const Operands ops = parse_operands({{"params", true, true}}, {params});
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<T*> ps(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) ps[static_cast<std::size_t>(t)] = ops.get<T>(t, 0);
+    py::gil_scoped_release nogil;
+    o::decay<T>(ps.data(), ops.sizes.data(), ops.ntensors, lr, weight_decay);
+  });
+}
+
 }  // namespace
 
 void bind_optim(py::module_& m) {
@@ -387,6 +402,8 @@ void bind_optim(py::module_& m) {
         arg("grads"), arg("params"), arg("l1"), arg("l2"));
   m.def("soft_threshold", &soft_threshold, "params = sign(params)*max(|params| - threshold, 0).",
         arg("params"), arg("threshold"));
+  m.def("decay", &decay, "Decoupled weight decay, params *= 1 - lr*weight_decay. See deepoptim.functional.decay.",
+        arg("params"), arg("lr"), arg("weight_decay"));
 }
 
 }  // namespace deepoptim::bind

@@ -416,6 +416,12 @@ DEEPOPTIM_INLINE void penalty_impl(const PenaltyTensor<T>& t, std::int64_t b, st
 }
 
 template <class T>
+DEEPOPTIM_INLINE void decay_impl(T* __restrict p, std::int64_t n, T f) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) p[i] = p[i] * f;
+}
+
+template <class T>
 DEEPOPTIM_INLINE void soft_threshold_impl(T* __restrict p, std::int64_t n, T thr) {
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
@@ -446,7 +452,8 @@ DEEPOPTIM_INLINE void soft_threshold_impl(T* __restrict p, std::int64_t n, T thr
                                     T l1, T l2) {                                                  \
     penalty_impl(t, b, e, l1, l2);                                                                 \
   }                                                                                                \
-  DEEPOPTIM_CLONES void soft_threshold_blk(T* p, std::int64_t n, T thr) { soft_threshold_impl(p, n, thr); }
+  DEEPOPTIM_CLONES void soft_threshold_blk(T* p, std::int64_t n, T thr) { soft_threshold_impl(p, n, thr); } \
+  DEEPOPTIM_CLONES void decay_blk(T* p, std::int64_t n, T f) { decay_impl(p, n, f); }
 
 DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_EXTRA_CLONES)
 #undef DEEPOPTIM_EXTRA_CLONES
@@ -579,6 +586,13 @@ void soft_threshold(T* const* params, const std::int64_t* sizes, std::int64_t nt
                            });
 }
 
+template <class T>
+void decay(T* const* params, const std::int64_t* sizes, std::int64_t ntensors, double lr, double weight_decay) {
+  const T f = T(1.0 - lr * weight_decay);
+  parallel::for_each_block(ntensors, [&](std::int64_t t) { return sizes[t]; },
+                           [&](std::int64_t t, std::int64_t b, std::int64_t e) { decay_blk(params[t] + b, e - b, f); });
+}
+
 template void lamb<float>(const LambTensor<float>*, std::int64_t, const LambHyper&, double*, double*);
 template void lamb<double>(const LambTensor<double>*, std::int64_t, const LambHyper&, double*, double*);
 template void lars<float>(const LarsTensor<float>*, std::int64_t, const LarsHyper&, double*, double*);
@@ -587,6 +601,8 @@ template void add_penalty<float>(const PenaltyTensor<float>*, std::int64_t, doub
 template void add_penalty<double>(const PenaltyTensor<double>*, std::int64_t, double, double);
 template void soft_threshold<float>(float* const*, const std::int64_t*, std::int64_t, double);
 template void soft_threshold<double>(double* const*, const std::int64_t*, std::int64_t, double);
+template void decay<float>(float* const*, const std::int64_t*, std::int64_t, double, double);
+template void decay<double>(double* const*, const std::int64_t*, std::int64_t, double, double);
 template void sgd<float>(const SgdTensor<float>*, std::int64_t, const SgdHyper&);
 template void sgd<double>(const SgdTensor<double>*, std::int64_t, const SgdHyper&);
 template void adagrad<float>(const AdagradTensor<float>*, std::int64_t, const AdagradHyper&);

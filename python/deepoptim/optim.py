@@ -438,7 +438,7 @@ class Optimizer:
             params = [g["params"][i] for i in idx]
             gs = [grads[i] for i in idx]
             if g["decoupled_weight_decay"] and wd and not self._kernel_decouples:
-                F.scale(params, 1.0 - lr * wd)
+                F.decay(params, lr=lr, weight_decay=wd)
             if g["l1"] and g["l1_mode"] == "subgradient":
                 gs = self._penalized(g, idx, gs)
             states = {name: [arrs[i] for i in idx] for name, arrs in g["_state"].items()}

@@ -229,4 +229,9 @@ void add_penalty(const PenaltyTensor<T>* tensors, std::int64_t ntensors, double 
 template <class T>
 void soft_threshold(T* const* params, const std::int64_t* sizes, std::int64_t ntensors, double threshold);
 
+// Decoupled weight decay (Loshchilov & Hutter, 2019): p *= 1 - lr*weight_decay, the factor
+// computed in double and rounded to T once (as Adam's decoupled path does).
+template <class T>
+void decay(T* const* params, const std::int64_t* sizes, std::int64_t ntensors, double lr, double weight_decay);
+
 }  // namespace deepoptim::optim

@@ -644,10 +644,28 @@ def soft_threshold(params: ArrayOrList, *, threshold: float) -> None:
             p[...] = np.where(p > 0, mag, np.where(p < 0, -mag, p))
 
 
+
+def decay(params: ArrayOrList, *, lr: float, weight_decay: float) -> None:
+    r"""Decoupled weight decay (Loshchilov & Hutter, 2019, "Decoupled Weight Decay
+    Regularization"), in place::
+
+        p = p * (1 - lr * weight_decay)      (the factor in double, rounded to the dtype once)
+
+    The optimizers apply it before their update when ``decoupled_weight_decay=True``
+    (Adam's kernel does it inside its own pass).
+    """
+    lr, weight_decay = _checks.real("lr", lr), _checks.real("weight_decay", weight_decay)
+    _checks.finite_ge("lr", lr, 0.0)
+    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    rows, _ = _checks.operands([("params", True, True, None)], [params])
+    with _ieee():
+        for (p,) in rows:
+            p[...] = p * (1.0 - lr * weight_decay)
+
 # The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
 # to the compiled function of the same name; a variant names the kernel it runs and the
 # parameters it fixes.
-KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'lamb', 'lars', 'add_penalty', 'soft_threshold')
+KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'lamb', 'lars', 'add_penalty', 'soft_threshold', 'decay')
 VARIANTS = {'adamw': ('adam', {'decoupled_weight_decay': True})}
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
     __all__ = list(KERNELS)
