@@ -328,3 +328,24 @@ def test_any_fault_anywhere_changes_nothing(which, ngroups, sizes, fault, where,
             opt.load_state_dict(sd)
     assert _snapshot(opt, params) == before
     assert pickle.dumps(opt.state_dict()) == pickle.dumps(snapshot_sd)
+
+
+def test_steps_from_two_threads_are_serialized_and_each_whole():
+    """The same optimizer stepped from two Python threads: the steps run one at a time
+    (an optimizer lock), so the result equals the same number of serial steps."""
+    import threading
+
+    rng = np.random.default_rng(9)
+    w1 = rng.standard_normal(300_000).astype(np.float32)
+    w2 = w1.copy()
+    g = np.full_like(w1, 0.01)
+    o1, o2 = optim.Adam([w1], lr=1e-3), optim.Adam([w2], lr=1e-3)
+    threads = [threading.Thread(target=lambda: [o1.step([g]) for _ in range(10)]) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _ in range(20):
+        o2.step([g])
+    assert o1.param_groups[0]["step"] == 20
+    assert w1.tobytes() == w2.tobytes()  # the same gradient every step: order does not matter

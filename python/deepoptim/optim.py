@@ -23,7 +23,9 @@ Example:
 from __future__ import annotations
 
 import bisect
+import functools
 import math
+import threading
 import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -48,6 +50,17 @@ REGISTRY: Dict[str, type] = {}
 
 class NonFiniteGradients(UserWarning):
     """Reported (as a warning) when the non-finite guard skips a step."""
+
+
+def _locked(method):
+    """Runs the method under the optimizer's lock (one thread at a time)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _is_group_list(params) -> bool:
@@ -157,6 +170,9 @@ class Optimizer:
         if not (_is_real(grad_norm_ratio_eps) and grad_norm_ratio_eps > 0 and math.isfinite(grad_norm_ratio_eps)):
             raise ValueError(f"grad_norm_ratio_eps must be a finite number > 0, got {grad_norm_ratio_eps!r}")
         self.grad_norm_ratio_eps = float(grad_norm_ratio_eps)
+        # Steps, loads and new groups from several Python threads run one at a time, each
+        # whole: the kernels release the GIL, so two steps could otherwise interleave.
+        self._lock = threading.RLock()
         self.param_groups: List[Dict[str, Any]] = []
         self.state: Dict[str, Any] = {"skipped_steps": 0, "prev_grad_sq_norm": None}
         self._written: Tuple[List[int], List[int], List[str]] = ([], [], [])
@@ -168,6 +184,7 @@ class Optimizer:
             self.add_param_group(g)
 
     # ------------------------------------------------------------ parameter groups
+    @_locked
     def add_param_group(self, group: Mapping[str, Any]) -> None:
         """Adds a parameter group (``{"params": list-or-dict, **hyperparameters}``);
         missing hyperparameters take the optimizer's defaults. Once there are several
@@ -389,6 +406,7 @@ class Optimizer:
             out.append(lst)
         return out
 
+    @_locked
     def step(self, grads) -> bool:
         """Applies one update to every parameter that has a gradient. ``grads`` has the
         structure of the params (list, dict, or one list/dict per group; with named groups
@@ -460,6 +478,7 @@ class Optimizer:
         return scratch
 
     # ------------------------------------------------------------ state
+    @_locked
     def reset_state(self) -> None:
         """Zeroes every state array and step count, as if no step had been taken."""
         for g in self.param_groups:
@@ -501,6 +520,7 @@ class Optimizer:
             "prev_grad_sq_norm": self.state["prev_grad_sq_norm"],
         }
 
+    @_locked
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
         """Restores a :meth:`state_dict`, all or nothing: the new state is built aside and
         checked as the constructor checks hyperparameters, then swapped in; on any problem
