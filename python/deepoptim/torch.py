@@ -1,0 +1,393 @@
+"""torch.optim drop-ins on deepoptim's kernels: change one import line.
+
+    from deepoptim.torch import AdamW        # instead of: from torch.optim import AdamW
+
+Every optimizer of :data:`deepoptim.optim.REGISTRY` is here as a
+``torch.optim.Optimizer`` subclass of the same name: the ones torch has (``SGD``,
+``Adam``, ``AdamW``, ``Adagrad``, ``RMSprop``, ``Adamax``) with exactly torch 2.13's
+positional and keyword arguments and defaults, its state names and layout (``step``,
+``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ``sum``,
+``square_avg``, ``grad_avg``, ``exp_inf``) and ``state_dict`` (a torch.optim state_dict
+loads here and the reverse); the others (``LAMB``, ``LARS``) with deepoptim's arguments.
+deepoptim's extra options (``momentum_form``, ``bias_correction``, ``eps_inside_sqrt``,
+``decoupled_weight_decay``, ``l1``, ``l1_mode``, ``skip_nonfinite``,
+``grad_norm_ratio``, LAMB/LARS's ``exclude``) are keyword-only.
+
+How a step runs: for every parameter group, one GIL-free list-form kernel call per
+parameter dtype (and per step count, which differs only after steps where some
+parameters had no gradient), directly on the tensors' own memory (NumPy views of CPU
+tensors: no copy of a parameter, gradient or state tensor). Everything is checked
+before anything is written. ``foreach`` and ``fused`` are accepted and ignored (every
+step is one fused pass per group); ``capturable=True`` and ``differentiable=True`` are
+refused: they exist for CUDA graphs and for autograd through the step, and this step
+runs on the CPU outside autograd.
+
+Under torch.distributed, the engines hand the optimizer what it steps: DDP replicated
+parameters, ``ZeroRedundancyOptimizer`` its local shard (optionally as views into one
+flat bucket), FSDP2's ``fully_shard`` DTensors, whose local shards are stepped here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+try:
+    import torch
+except ImportError as e:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "deepoptim.torch needs PyTorch. Install the CPU build deepoptim is tested with: "
+        'pip install "torch==2.13.0" (or pip install "deepoptim[torch]")'
+    ) from e
+
+import numpy as np
+
+from deepoptim import clip
+from deepoptim import optim as _np
+
+_TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+_FLOATS = (torch.float32, torch.float64)
+_NP_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The tensor whose memory a step updates: the local shard of a DTensor (FSDP2)."""
+    return t.to_local() if hasattr(t, "to_local") and hasattr(t, "device_mesh") else t
+
+
+def _view(t: torch.Tensor) -> np.ndarray:
+    """A NumPy view of a CPU tensor's own memory (no copy)."""
+    t = _local(t)
+    try:
+        return t.numpy()
+    except RuntimeError:  # requires_grad (a Parameter) or a conjugate/neg view
+        return t.detach().numpy()
+
+
+class _Adapter(torch.optim.Optimizer):
+    """The base of every optimizer here: torch.optim's machinery (param groups, state,
+    hooks, ``state_dict``, ``zero_grad``) over deepoptim's kernels. A subclass only names
+    the :mod:`deepoptim.optim` class it adapts (``_np_cls``); that class says which state
+    it keeps and which kernel it calls."""
+
+    _np_cls: type = _np.Optimizer
+    _signature: inspect.Signature
+
+    def __init__(self, params, *args: Any, **kwargs: Any) -> None:
+        bound = self._signature.bind(self, params, *args, **kwargs)
+        bound.apply_defaults()
+        given = dict(bound.arguments)
+        given.pop("self")
+        params = given.pop("params")
+        flags = {k: given.pop(k) for k in _TORCH_FLAGS if k in given}
+        if flags.get("capturable"):
+            raise ValueError("capturable=True is for CUDA graphs; deepoptim.torch steps CPU tensors and does not take it")
+        if flags.get("differentiable"):
+            raise ValueError("differentiable=True (autograd through the step) is not supported: "
+                             "deepoptim's kernels update tensors in place, outside autograd")
+        lr = given.get("lr")
+        if isinstance(lr, torch.Tensor):
+            given["lr"] = float(lr)
+        guard = {k: given.pop(k) for k in ("skip_nonfinite", "grad_norm_ratio", "grad_norm_ratio_eps") if k in given}
+        # The deepoptim.optim class, built on a stand-in parameter, checks every argument
+        # (the kernel's own dry run) and supplies the per-group machinery.
+        self._spec = self._np_cls([np.zeros(1, np.float32)], **given, **guard)
+        self._guard = self._spec.skip_nonfinite, self._spec.grad_norm_ratio, self._spec.grad_norm_ratio_eps
+        self._hyper_keys = list(self._spec.defaults)
+        # state["step"]: kept where the update uses it, and wherever torch keeps it (every
+        # torch optimizer but SGD), so that state_dicts have torch's layout.
+        from deepoptim import reference
+        uses_step = "step" in inspect.signature(getattr(reference, self._np_cls.kernel)).parameters
+        self._has_step = uses_step or self._np_cls.torch_name not in (None, "SGD")
+        self._views: Dict[int, Any] = {}
+        self._prev_grad_sq_norm: Optional[float] = None
+        defaults = dict(self._spec.defaults)
+        defaults.update({k: v for k, v in flags.items()})
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------ groups
+    def _hyper(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        """The group's hyperparameters as deepoptim names them (a 0-d tensor lr, as torch
+        allows, becomes a float; keys a loaded torch state_dict lacks take the defaults)."""
+        h = {k: group.get(k, self.defaults[k]) for k in self._hyper_keys}
+        if isinstance(h["lr"], torch.Tensor):
+            h["lr"] = float(h["lr"])
+        if isinstance(h.get("betas"), (tuple, list)):
+            h["betas"] = tuple(float(b) if isinstance(b, torch.Tensor) else b for b in h["betas"])
+        return h
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """torch's ``add_param_group``, plus deepoptim's checks before anything is added:
+        CPU tensors of float32 or float64, contiguous, and valid hyperparameters."""
+        gi = len(self.param_groups)
+        param_group = dict(param_group)
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        param_group["params"] = params
+        if params and isinstance(params[0], tuple):  # named parameters: torch handles them
+            names = [n for n, _ in params]
+            tensors = [p for _, p in params]
+        else:
+            names, tensors = [f"{gi}.{i}" for i in range(len(params))], params
+        for n, p in zip(names, tensors):
+            self._check_param(p, n)
+        trial = {k: param_group.get(k, self.defaults[k]) for k in self._hyper_keys}
+        dtype = _NP_DTYPE[_local(tensors[0]).dtype] if tensors else np.float32
+        self._spec._check_group(self._np_group_stub(trial, dtype), f"parameter group {gi}")
+        super().add_param_group(param_group)
+        self._views.clear()
+
+    @staticmethod
+    def _check_param(p: torch.Tensor, name: str) -> None:
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"parameter {name} must be a torch.Tensor, got {type(p).__name__}")
+        t = _local(p)
+        if t.device.type != "cpu":
+            raise ValueError(f"parameter {name} is on {t.device}; deepoptim.torch steps CPU tensors "
+                             "(keep the optimizer state on the CPU, e.g. with FSDP2's CPUOffloadPolicy)")
+        if t.dtype not in _FLOATS:
+            raise TypeError(f"parameter {name} has dtype {t.dtype}; deepoptim.torch takes float32 or float64")
+        if t.is_sparse or not t.is_contiguous():
+            raise ValueError(f"parameter {name} must be a dense contiguous tensor (it is updated in place)")
+
+    def _np_group_stub(self, hyper: Dict[str, Any], dtype) -> Dict[str, Any]:
+        g = dict(hyper, params=[np.zeros(1, dtype)], names=["0"], keyed=False, step=0)
+        self._spec._prepare_group(g)
+        return g
+
+    # ------------------------------------------------------------ views
+    def _group_views(self, gi: int, group: Dict[str, Any]) -> Dict[str, Any]:
+        """The deepoptim.optim view of a torch group: NumPy views of the parameters and
+        their state, rebuilt whenever a parameter's memory changed (``model.double()``,
+        ``.to()``, a swapped ``.data``) so a step always reaches the model."""
+        params = group["params"]
+        key = tuple((_local(p).data_ptr(), _local(p).dtype) for p in params)
+        cached = self._views.get(gi)
+        if cached is not None and cached["key"] == key and cached["params_ref"] is params:
+            return cached
+        names = group.get("param_names") or [f"{gi}.{i}" for i in range(len(params))]
+        for n, p in zip(names, params):
+            self._check_param(p, n)
+            # State follows its parameter (model.double(), .to(...)): same dtype, same layout.
+            st = self.state.get(p)
+            if st:
+                for k, t in st.items():
+                    if k != "step" and isinstance(t, torch.Tensor) and (t.dtype != p.dtype or t.shape != p.shape):
+                        if t.shape != p.shape:
+                            raise ValueError(f"parameter {n} changed shape from {tuple(t.shape)} to "
+                                             f"{tuple(p.shape)}; its optimizer state no longer fits")
+                        st[k] = t.to(dtype=p.dtype).contiguous()
+        v = {"key": key, "params_ref": params, "names": list(names), "tensors": list(params),
+             "np_params": [_view(p) for p in params]}
+        self._views[gi] = v
+        return v
+
+    def _state_views(self, group_np: Dict[str, Any], tensors: List[torch.Tensor], state_names: List[str],
+                     pending: Dict[int, Dict[str, Any]]) -> Tuple[Dict[str, List[Optional[np.ndarray]]], List[int]]:
+        """Per-state-name lists of NumPy views (None where a parameter has no state yet and
+        no gradient), and the per-parameter step counts. New state goes to ``pending``
+        and enters ``self.state`` only once the whole step is known to succeed."""
+        views: Dict[str, List[Optional[np.ndarray]]] = {n: [] for n in state_names}
+        steps: List[int] = []
+        for i, p in enumerate(tensors):
+            st = self.state.get(p)
+            fresh = not st
+            if fresh:
+                st = pending.get(id(p))
+            if not st:
+                for n in state_names:
+                    views[n].append(None)
+                steps.append(0)
+                continue
+            for n in state_names:
+                views[n].append(_view(st[n]))
+            # Without a step entry (SGD), state that exists has seen a step; new state has not.
+            steps.append(int(st["step"]) if "step" in st else (0 if fresh else 1))
+        return views, steps
+
+    def _new_state(self, hyper: Dict[str, Any], p: torch.Tensor, state_names: List[str]) -> Dict[str, Any]:
+        st: Dict[str, Any] = {"step": torch.tensor(0.0, dtype=torch.float32)} if self._has_step else {}
+        np_p = _view(p)
+        for n in state_names:
+            t = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            init = self._spec._init_state(hyper, n, np_p)
+            if np.any(init):
+                _view(t)[...] = init
+            st[n] = t
+        return st
+
+    # ------------------------------------------------------------ step
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """One update of every parameter that has a gradient; returns the closure's loss.
+        Refused before anything is written: a sparse, non-CPU or non-contiguous gradient
+        (the message names the parameter), a bad hyperparameter in any group."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plans, pending = [], {}
+        for gi, group in enumerate(self.param_groups):
+            hyper = self._hyper(group)
+            v = self._group_views(gi, group)
+            tensors = v["tensors"]
+            grads: List[Optional[np.ndarray]] = []
+            for n, p in zip(v["names"], tensors):
+                g = p.grad
+                if g is None:
+                    grads.append(None)
+                    continue
+                if g.is_sparse:
+                    raise ValueError(f"parameter {n} has a sparse gradient; deepoptim.torch takes dense gradients")
+                gl = _local(g)
+                if gl.device.type != "cpu":
+                    raise ValueError(f"parameter {n} has its gradient on {gl.device}; deepoptim.torch takes CPU tensors")
+                if not gl.is_contiguous():
+                    raise ValueError(f"parameter {n} has a non-contiguous gradient; pass grad.contiguous()")
+                grads.append(_view(gl))
+            dtype = v["np_params"][0].dtype if v["np_params"] else np.dtype(np.float32)
+            g_np = self._np_group_stub(hyper, dtype)
+            state_names = self._spec._state_names(g_np)
+            for p, g in zip(tensors, grads):
+                if g is not None and not self.state.get(p) and (state_names or self._has_step):
+                    pending[id(p)] = self._new_state(hyper, p, state_names)
+            states, steps = self._state_views(g_np, tensors, state_names, pending)
+            g_np.update(params=v["np_params"], names=v["names"], step=max(steps, default=0),
+                        _state=states, _steps=steps, _scratch=None)
+            self._spec._prepare_group(g_np)
+            # Groups may mix dtypes here (torch allows it): one kernel call per dtype.
+            for dt in {a.dtype for a in v["np_params"]}:
+                idx = [i for i, a in enumerate(v["np_params"]) if a.dtype == dt]
+                sub = dict(g_np, params=[g_np["params"][i] for i in idx], names=[g_np["names"][i] for i in idx],
+                           _state={k: [s[i] for i in idx] for k, s in states.items()},
+                           _steps=[steps[i] for i in idx])
+                if "adapt" in g_np:
+                    sub["adapt"] = [g_np["adapt"][i] for i in idx]
+                self._spec._check_group(dict(sub, _state={k: None for k in states}), f"parameter group {gi}")
+                plans.append((gi, sub, [grads[i] for i in idx], [tensors[i] for i in idx]))
+        flat = [g for _, _, gs, _ in plans for g in gs if g is not None]
+        skip_nonfinite, ratio, ratio_eps = self._guard
+        if skip_nonfinite and not clip.all_finite(flat):
+            self._spec.state["skipped_steps"] += 1
+            warnings.warn(f"non-finite gradients: step skipped ({self._spec.state['skipped_steps']} so far)",
+                          _np.NonFiniteGradients, stacklevel=2)
+            return loss
+        factor, new_prev = 1.0, self._prev_grad_sq_norm
+        if ratio:
+            sq = clip.global_norm(flat) ** 2 if flat else 0.0
+            if new_prev is not None:
+                factor = max(sq, ratio_eps) / max(new_prev, ratio_eps)
+            new_prev = sq
+        lrs = []
+        for gi, sub, _, _ in plans:
+            lr = float(sub["lr"]) * factor
+            if not (math.isfinite(lr) and lr >= 0):
+                raise ValueError(f"parameter group {gi}: learning rate must be finite and >= 0, got {lr!r}")
+            lrs.append(lr)
+        # Nothing below can fail: every check the kernels make was made above.
+        self.state.update({p: pending[id(p)] for _, _, _, ts in plans for p in ts if id(p) in pending})
+        for (gi, sub, grads, tensors), lr in zip(plans, lrs):
+            self._spec._step_group(sub, grads, lr)
+            stepped = [p for p, g in zip(tensors, grads) if g is not None]
+            if self._has_step:
+                for p, t, g in zip(tensors, sub["_steps"], grads):
+                    if g is not None:
+                        self.state[p]["step"].fill_(float(t))
+            if stepped:
+                torch.autograd.graph.increment_version([_local(p) for p in stepped])
+        self._prev_grad_sq_norm = new_prev
+        return loss
+
+    # ------------------------------------------------------------ state
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` (a torch.optim state_dict of the same optimizer
+        loads too), after checking every saved group's hyperparameters as the constructor
+        does; keys deepoptim adds that a torch state_dict lacks take this optimizer's
+        defaults."""
+        groups = state_dict.get("param_groups", [])
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer has {len(self.param_groups)}")
+        saved_state = state_dict.get("state", {})
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            where = f"state_dict parameter group {gi}"
+            trial = {k: saved.get(k, self.defaults[k]) for k in self._hyper_keys}
+            if isinstance(trial.get("lr"), torch.Tensor):
+                trial["lr"] = float(trial["lr"])
+            stub = self._np_group_stub(trial, np.float32)
+            self._spec._check_group(stub, where)
+            names = self._spec._state_names(stub)
+            if len(saved.get("params", [])) != len(group["params"]):
+                raise ValueError(f"{where} has {len(saved.get('params', []))} parameters, the optimizer's has "
+                                 f"{len(group['params'])}")
+            for pid, p in zip(saved["params"], group["params"]):
+                st = saved_state.get(pid)
+                if not st:
+                    continue
+                missing = [n for n in names if n not in st] + (["step"] if self._has_step and "step" not in st else [])
+                if missing:
+                    raise ValueError(f"{where}: the state of parameter {pid} lacks {missing}")
+                step = float(st.get("step", 1))
+                if not (step >= 0 and step == int(step)):
+                    raise ValueError(f"{where}: parameter {pid} has step {step!r}; a step count is an int >= 0")
+                for n in names:
+                    t = st[n]
+                    if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(p.shape):
+                        raise ValueError(f"{where}: state {n} of parameter {pid} must be a tensor of the "
+                                         f"parameter's shape {tuple(p.shape)}")
+                    if n in self._spec._nonnegative_state and t.numel() and bool((_local(t) < 0).any()):
+                        raise ValueError(f"{where}: state {n} of parameter {pid} has negative values, "
+                                         "which no training produces")
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for k in self._hyper_keys:
+                group.setdefault(k, self.defaults[k])
+        self._views.clear()
+
+
+def _make(np_cls: type) -> type:
+    """The torch.optim.Optimizer subclass for a deepoptim.optim class: torch's signature
+    (when torch has the optimizer) plus deepoptim's extra options, keyword-only."""
+    ours = inspect.signature(np_cls.__init__)
+    extras = [p.replace(kind=p.KEYWORD_ONLY) for k, p in ours.parameters.items()
+              if k not in ("self", "params") and p.kind is not p.VAR_KEYWORD]
+    common = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in (
+        ("decoupled_weight_decay", False), ("l1", 0.0), ("l1_mode", "subgradient"), ("skip_nonfinite", False),
+        ("grad_norm_ratio", False), ("grad_norm_ratio_eps", 1e-12))]
+    if np_cls.torch_name:
+        theirs = inspect.signature(getattr(torch.optim, np_cls.torch_name).__init__)
+        base = list(theirs.parameters.values())
+        have = set(theirs.parameters)
+        doc = (f"torch.optim.{np_cls.torch_name} on deepoptim's kernel "
+               f":func:`deepoptim.functional.{np_cls.kernel}` (its NumPy twin carries the math).\n\n"
+               "Same arguments and defaults as torch 2.13's class; ``foreach`` and ``fused`` are accepted "
+               "and ignored, ``capturable`` and ``differentiable`` must stay False. deepoptim's options are "
+               "keyword-only:\n\n" + (np_cls.__doc__ or ""))
+    else:
+        base = [ours.parameters["self"], ours.parameters["params"]] + [
+            p for k, p in ours.parameters.items() if k not in ("self", "params") and p.kind is not p.VAR_KEYWORD]
+        have = set(ours.parameters)
+        extras = []
+        doc = (f"{np_cls.__name__} for torch tensors, on deepoptim's kernel "
+               f":func:`deepoptim.functional.{np_cls.kernel}`.\n\n" + (np_cls.__doc__ or ""))
+    params = [p for p in base if p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in params}
+    params += [p for p in extras + common if p.name not in names and p.name not in have]
+    positional = [p for p in params if p.kind is not p.KEYWORD_ONLY]
+    keyword = [p for p in params if p.kind is p.KEYWORD_ONLY]
+    sig = inspect.Signature(positional + keyword)
+    def __init__(self, params, *args: Any, **kwargs: Any) -> None:
+        _Adapter.__init__(self, params, *args, **kwargs)
+
+    __init__.__signature__ = sig  # type: ignore[attr-defined]
+    __init__.__doc__ = doc
+    return type(np_cls.__name__, (_Adapter,), {"_np_cls": np_cls, "_signature": sig, "__doc__": doc,
+                                               "__init__": __init__, "__module__": __name__,
+                                               "__qualname__": np_cls.__name__})
+
+
+for _name, _cls in _np.REGISTRY.items():
+    globals()[_name] = _make(_cls)
+
+__all__ = list(_np.REGISTRY)
