@@ -13,3 +13,7 @@ settings.register_profile(
 )
 settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "distributed: spawns 2 processes (torch.distributed, gloo, 127.0.0.1)")

@@ -391,3 +391,9 @@ for _name, _cls in _np.REGISTRY.items():
     globals()[_name] = _make(_cls)
 
 __all__ = list(_np.REGISTRY)
+
+
+def __getattr__(name: str) -> "type[_Adapter]":
+    # Only reached for names that do not exist; type checkers read the return type as the
+    # type of every optimizer generated above (they cannot see the loop).
+    raise AttributeError(f"module 'deepoptim.torch' has no attribute {name!r}; it has {__all__}")

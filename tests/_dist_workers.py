@@ -1,0 +1,149 @@
+"""Worker functions of the distributed tests (spawned processes import this module).
+
+Each worker joins a 2-process gloo group on 127.0.0.1, trains a small model under one
+engine with deepoptim.torch, and rank 0 writes what the test checks to a JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def _setup(rank: int, world: int, port: int) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+
+
+def _batches(steps: int, n: int = 16):
+    g = torch.Generator().manual_seed(123)
+    return [(torch.randn(n, 8, generator=g), torch.randint(0, 4, (n,), generator=g)) for _ in range(steps)]
+
+
+def _loss(model, x, y):
+    return torch.nn.functional.cross_entropy(model(x), y)
+
+
+def _max_diff(a, b) -> float:
+    return max(float((p - q).abs().max()) for p, q in zip(a, b))
+
+
+def _write(out: str, data: dict) -> None:
+    with open(out, "w") as f:
+        json.dump(data, f)
+
+
+def ddp(rank: int, world: int, port: int, out: str) -> None:
+    """DDP with deepoptim.torch.AdamW: both ranks end identical, and equal to one process
+    training on the full batch."""
+    import deepoptim.torch as dt
+
+    _setup(rank, world, port)
+    steps = _batches(10)
+    model = torch.nn.parallel.DistributedDataParallel(_model())
+    opt = dt.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    for x, y in steps:
+        half = x.shape[0] // world
+        xs, ys = x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]
+        opt.zero_grad()
+        _loss(model, xs, ys).backward()
+        opt.step()
+    params = [p.detach().clone() for p in model.parameters()]
+    gathered = [[torch.empty_like(p) for p in params] for _ in range(world)]
+    for i, p in enumerate(params):
+        dist.all_gather([g[i] for g in gathered], p)
+    if rank == 0:
+        single = _model()
+        sopt = dt.AdamW(single.parameters(), lr=1e-2, weight_decay=0.1)
+        for x, y in steps:
+            sopt.zero_grad()
+            _loss(single, x, y).backward()
+            sopt.step()
+        _write(out, {"ranks_differ": _max_diff(gathered[0], gathered[1]),
+                     "vs_single": _max_diff(params, [p.detach() for p in single.parameters()])})
+    dist.destroy_process_group()
+
+
+def zero(rank: int, world: int, port: int, out: str) -> None:
+    """ZeroRedundancyOptimizer(optimizer_class=deepoptim.torch.Adam), with and without
+    parameters_as_bucket_view: the same trajectory as plain DDP with deepoptim's Adam;
+    consolidate_state_dict() + state_dict() work."""
+    import deepoptim.torch as dt
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    _setup(rank, world, port)
+    steps = _batches(8)
+    result = {}
+
+    def run(make_opt):
+        model = torch.nn.parallel.DistributedDataParallel(_model())
+        opt = make_opt(model.parameters())
+        for x, y in steps:
+            half = x.shape[0] // world
+            opt.zero_grad()
+            _loss(model, x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]).backward()
+            opt.step()
+        return model, opt
+
+    ref_model, _ = run(lambda ps: dt.Adam(ps, lr=1e-2, weight_decay=1e-2))
+    for bucket in (False, True):
+        model, opt = run(lambda ps: ZeroRedundancyOptimizer(
+            ps, optimizer_class=dt.Adam, parameters_as_bucket_view=bucket, lr=1e-2, weight_decay=1e-2))
+        result[f"bucket={bucket}"] = _max_diff([p.detach() for p in model.parameters()],
+                                               [p.detach() for p in ref_model.parameters()])
+        opt.consolidate_state_dict(to=0)
+        if rank == 0:
+            sd = opt.state_dict()
+            steps_seen = sorted({int(s["step"]) for s in sd["state"].values()})
+            result[f"state bucket={bucket}"] = [len(sd["state"]), steps_seen,
+                                                sorted(next(iter(sd["state"].values())))]
+    if rank == 0:
+        _write(out, result)
+    dist.destroy_process_group()
+
+
+def fsdp2(rank: int, world: int, port: int, out: str) -> None:
+    """FSDP2 fully_shard, with and without CPUOffloadPolicy: deepoptim.torch.Adam steps the
+    local shards of the DTensor parameters; the trajectory equals torch.optim.Adam's under
+    the same sharding."""
+    import deepoptim.torch as dt
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+
+    _setup(rank, world, port)
+    steps = _batches(8)
+    result = {}
+    for offload in (False, True):
+        models = []
+        for cls in (dt.Adam, torch.optim.Adam):
+            m = _model()
+            kw = {"offload_policy": CPUOffloadPolicy(pin_memory=False)} if offload else {}  # no accelerator to pin for
+            for layer in (m[0], m[2]):
+                fully_shard(layer, **kw)
+            fully_shard(m, **kw)
+            opt = cls(m.parameters(), lr=1e-2, weight_decay=1e-2)
+            for x, y in steps:
+                half = x.shape[0] // world
+                opt.zero_grad()
+                _loss(m, x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]).backward()
+                opt.step()
+            models.append(m)
+        ours = [p.full_tensor().detach() for p in models[0].parameters()]
+        theirs = [p.full_tensor().detach() for p in models[1].parameters()]
+        result[f"offload={offload}"] = _max_diff(ours, theirs)
+        result[f"dtensor offload={offload}"] = all(hasattr(p, "device_mesh") for p in models[0].parameters())
+    if rank == 0:
+        _write(out, result)
+    dist.destroy_process_group()
+
+
+def entry(rank: int, fn_name: str, world: int, port: int, out: str) -> None:
+    """For torch.multiprocessing.start_processes: (rank, *args) -> the named worker."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    globals()[fn_name](rank, world, port, out)
