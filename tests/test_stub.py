@@ -85,7 +85,14 @@ def stub_params(fn: ast.FunctionDef) -> tuple[list[str], dict[str, object], set[
 
 
 def public_callables() -> list[str]:
-    return sorted(n for n in dir(_core) if not n.startswith("_") and callable(getattr(_core, n)))
+    return sorted(n for n in dir(_core) if not n.startswith("_") and callable(getattr(_core, n))
+                  and not isinstance(getattr(_core, n), type))
+
+
+def test_stub_declares_the_module_classes():
+    tree = ast.parse(STUB.read_text())
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert classes == {n for n in dir(_core) if not n.startswith("_") and isinstance(getattr(_core, n), type)}
 
 
 def test_stub_is_valid_python():

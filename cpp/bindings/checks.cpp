@@ -1,5 +1,7 @@
 #include "checks.hpp"
 
+#include <pybind11/stl.h>
+
 #include <algorithm>
 #include <sstream>
 
@@ -29,16 +31,21 @@ std::string fmt(double x) { return py::repr(py::float_(x)); }
 bool is_list_like(py::handle h) { return py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h); }
 
 // Two arrays may share memory only if the kernel writes neither (two reads of one grad).
-void check_aliasing(std::vector<Span>& spans) {
-  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+void check_aliasing(std::vector<Span>& spans, const SpanNamer& name_of) {
+  // Sort indices, not the spans: a span carries a string, and a call may have thousands.
+  std::vector<std::uint32_t> order(spans.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<std::uint32_t>(i);
+  std::sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) { return spans[a].begin < spans[b].begin; });
+  auto label = [&](const Span& sp) { return sp.name.empty() && name_of ? name_of(sp.k, sp.t) : sp.name; };
   const Span* reach_any = nullptr;      // of the spans seen so far, the one ending last
   const Span* reach_written = nullptr;  // the same among written spans
-  for (const Span& s : spans) {
+  for (std::uint32_t i : order) {
+    const Span& s = spans[i];
     const Span* other = nullptr;
     if (reach_written && s.begin < reach_written->end) other = reach_written;
     else if (s.written && reach_any && s.begin < reach_any->end) other = reach_any;
     if (other) {
-      throw py::value_error(other->label() + " and " + s.label() +
+      throw py::value_error(label(*other) + " and " + label(s) +
                             " share memory; every array the kernel writes must be distinct "
                             "from all the others");
     }
@@ -50,7 +57,7 @@ void check_aliasing(std::vector<Span>& spans) {
 void add_span(std::vector<Span>& spans, const py::array& a, bool written, const std::string& name) {
   if (a.nbytes() <= 0) return;
   const auto begin = reinterpret_cast<std::uintptr_t>(a.data());
-  spans.push_back({begin, begin + static_cast<std::uintptr_t>(a.nbytes()), written, name});
+  spans.push_back({begin, begin + static_cast<std::uintptr_t>(a.nbytes()), written, name, 0, 0});
 }
 
 const char* dtype_str(DType dt) { return dt == DType::F32 ? "float32" : "float64"; }
@@ -117,7 +124,119 @@ void require_shape(const py::array& a, const std::vector<py::ssize_t>& shape, co
   }
 }
 
+bool is_raw(py::handle h) { return py::isinstance<RawTensors>(h); }
+
+void bind_raw(py::module_& m) {
+  py::class_<RawTensors>(m, "RawTensors",
+                         "Tensors' memory for the kernels (deepoptim.torch's fast path); private.")
+      .def(py::init([](const std::string& dtype, std::vector<std::uintptr_t> ptrs, std::vector<std::int64_t> sizes,
+                       py::object owners) {
+             if (dtype != "float32" && dtype != "float64") {
+               throw py::type_error("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+             }
+             if (ptrs.size() != sizes.size()) throw py::value_error("ptrs and sizes must have one entry per tensor");
+             for (std::size_t i = 0; i < ptrs.size(); ++i) {
+               if (sizes[i] < 0 || (sizes[i] > 0 && ptrs[i] == 0)) {
+                 throw py::value_error("tensor " + std::to_string(i) + " has no memory for its size");
+               }
+             }
+             return RawTensors{dtype == "float32" ? DType::F32 : DType::F64, std::move(ptrs), std::move(sizes),
+                               std::move(owners)};
+           }),
+           py::arg("dtype"), py::arg("ptrs"), py::arg("sizes"), py::arg("owners"))
+      .def("__len__", [](const RawTensors& r) { return r.ptrs.size(); });
+  m.def("torch_pointers", &torch_pointers, "deepoptim.torch's per-step scan of a parameter list; private.",
+        py::arg("params"));
+}
+
+// deepoptim.torch's per-step scan, in one call: ([param.data_ptr()], [grad.data_ptr()],
+// [grad]) when every parameter has a dense contiguous gradient, else None (the caller
+// then takes its general path, which names the fault).
+py::object torch_pointers(const py::list& params) {
+  static PyObject* grad_s = PyUnicode_InternFromString("grad");  // leaked: module lifetime
+  static PyObject* ptr_s = PyUnicode_InternFromString("data_ptr");
+  static PyObject* contig_s = PyUnicode_InternFromString("is_contiguous");
+  const auto n = static_cast<py::ssize_t>(params.size());
+  py::list pptrs(n), gptrs(n), grads(n);
+  for (py::ssize_t i = 0; i < n; ++i) {
+    PyObject* p = PyList_GET_ITEM(params.ptr(), i);
+    py::object g = py::reinterpret_steal<py::object>(PyObject_GetAttr(p, grad_s));
+    if (!g) throw py::error_already_set();
+    if (g.is_none()) return py::none();
+    py::object c = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(g.ptr(), contig_s));
+    py::object gp = c && c.ptr() == Py_True
+                        ? py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(g.ptr(), ptr_s))
+                        : py::object();
+    if (!gp) {  // not contiguous, or no data pointer (a sparse gradient raises)
+      PyErr_Clear();
+      return py::none();
+    }
+    py::object pp = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(p, ptr_s));
+    if (!pp) throw py::error_already_set();
+    PyList_SET_ITEM(pptrs.ptr(), i, pp.release().ptr());
+    PyList_SET_ITEM(gptrs.ptr(), i, gp.release().ptr());
+    PyList_SET_ITEM(grads.ptr(), i, g.release().ptr());
+  }
+  return py::make_tuple(pptrs, gptrs, grads);
+}
+
+namespace {
+
+// parse_operands for RawTensors arguments: the same checks, on pointers and counts.
+Operands parse_raw(const std::vector<Operand>& ops, const std::vector<py::handle>& args) {
+  const RawTensors& lead = args[0].cast<const RawTensors&>();
+  const auto ntensors = static_cast<std::int64_t>(lead.ptrs.size());
+  Operands out;
+  out.dtype = lead.dtype;
+  out.ntensors = ntensors;
+  out.noperands = ops.size();
+  out.ptrs.assign(static_cast<std::size_t>(ntensors) * ops.size(), nullptr);
+  out.sizes = lead.sizes;
+  const std::uintptr_t item = lead.dtype == DType::F32 ? 4 : 8;
+  std::vector<Span> spans;
+  for (std::size_t k = 0; k < ops.size(); ++k) {
+    if (!ops[k].used) continue;
+    if (args[k].is_none()) {
+      throw py::value_error(std::string(ops[k].name) + " is required" +
+                            (ops[k].needed_because ? std::string(" when ") + ops[k].needed_because : "") +
+                            ", got None");
+    }
+    if (!is_raw(args[k])) {
+      throw py::type_error(std::string(ops[k].name) + " must be RawTensors like " + ops[0].name + ", got " +
+                           type_name(args[k]));
+    }
+    const RawTensors& r = args[k].cast<const RawTensors&>();
+    if (r.dtype != lead.dtype) {
+      throw py::type_error(std::string(ops[k].name) + " has dtype " + dtype_str(r.dtype) + " but " + ops[0].name +
+                           " has dtype " + dtype_str(lead.dtype) + "; all arrays of one call must share a dtype");
+    }
+    if (r.sizes != lead.sizes) {
+      throw py::value_error(std::string(ops[k].name) + " has tensors of other sizes than " + ops[0].name);
+    }
+    for (std::int64_t t = 0; t < ntensors; ++t) {
+      const std::uintptr_t p = r.ptrs[static_cast<std::size_t>(t)];
+      if (p % item != 0) {
+        throw py::value_error(std::string(ops[k].name) + "[" + std::to_string(t) + "] is not aligned to its itemsize");
+      }
+      const auto n = static_cast<std::uintptr_t>(r.sizes[static_cast<std::size_t>(t)]);
+      if (n > 0) spans.push_back({p, p + n * item, ops[k].written, {}, k, t});
+      out.ptrs[static_cast<std::size_t>(t) * ops.size() + k] = reinterpret_cast<void*>(p);
+    }
+    out.keep_alive.push_back(r.owners);
+  }
+  if (spans.size() > 1) {
+    // Names are built only for an error: they would cost more than the checks.
+    check_aliasing(spans, [&](std::size_t k, std::int64_t t) {
+      return std::string(ops[k].name) + "[" + std::to_string(t) + "]";
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
 Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::handle>& args) {
+  if (is_raw(args[0])) return parse_raw(ops, args);
   const Operand& lead = ops[0];
   const bool list_form = is_list_like(args[0]);
   if (!list_form && !py::isinstance<py::array>(args[0])) {
@@ -217,8 +336,7 @@ Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::h
     out.sizes[static_cast<std::size_t>(t)] = static_cast<std::int64_t>(p_arr.size());
   }
   if (spans.size() > 1) {
-    for (Span& sp : spans) sp.name_of = [&, k = sp.k, t = sp.t] { return arg_name(k, t); };
-    check_aliasing(spans);
+    check_aliasing(spans, [&](std::size_t k, std::int64_t t) { return arg_name(k, t); });
   }
   return out;
 }

@@ -63,6 +63,21 @@ decltype(auto) dispatch(DType dt, Fn&& fn) {
 template <template <class> class Tensor, class T, std::size_t N>
 std::vector<Tensor<T>> rows(const Operands& ops);
 
+// The memory of tensors that are not NumPy arrays (deepoptim.torch's CPU tensors), for
+// the list form: one pointer and element count per tensor, one dtype, and the Python
+// objects that own the memory (held for the call). Built by deepoptim.torch from
+// data_ptr()s it has checked (contiguous CPU tensors); parse_operands checks the rest
+// (counts, sizes, alignment, aliasing) exactly as for arrays. Private: `_core.RawTensors`.
+struct RawTensors {
+  DType dtype;
+  std::vector<std::uintptr_t> ptrs;
+  std::vector<std::int64_t> sizes;
+  py::object owners;
+};
+bool is_raw(py::handle h);
+py::object torch_pointers(const py::list& params);
+void bind_raw(py::module_& m);
+
 // Parses arguments that are either all single arrays or all lists/tuples of arrays
 // (the list form). args[k] belongs to ops[k]; args[0] must be the params.
 Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::handle>& args);
@@ -102,14 +117,14 @@ std::string type_name(py::handle h);
 struct Span {
   std::uintptr_t begin, end;
   bool written;
-  std::string name;                       // or, on the hot path, built on demand:
-  std::size_t k = 0;                      //   operand index and
-  std::int64_t t = 0;                     //   tensor index for name_of
-  std::function<std::string()> name_of;   // set when name is left empty
-  std::string label() const { return name_of ? name_of() : name; }
+  std::string name;   // or, on the hot path, left empty and built on demand from
+  std::size_t k = 0;  //   the operand index and
+  std::int64_t t = 0; //   the tensor index, by check_aliasing's name_of
 };
+using SpanNamer = std::function<std::string(std::size_t k, std::int64_t t)>;
 void add_span(std::vector<Span>& spans, const py::array& a, bool written, const std::string& name);
-void check_aliasing(std::vector<Span>& spans);
+// name_of(k, t) names a span whose name is empty; it runs only to build an error.
+void check_aliasing(std::vector<Span>& spans, const SpanNamer& name_of = nullptr);
 
 // Hyperparameter checks: ValueError "<name> must be <what>, got <value>". NaN fails all.
 void check_finite_ge(const char* name, double x, double lo);           // lo <= x < inf

@@ -106,6 +106,7 @@ PYBIND11_MODULE(_core, m) {
   deepoptim::bind::bind_norm(m);
   deepoptim::bind::bind_dropout(m);
   deepoptim::bind::bind_reduce(m);
+  deepoptim::bind::bind_raw(m);
   m.def("probe", &deepoptim::bind::probe,
         "Bandwidth probe for benchmarks: per element r = sum(read); update += r; store = r. "
         "Moves the bytes of a kernel with the same operands. Returns sum(r).",

@@ -245,7 +245,7 @@ py::object trust_result(const std::vector<double>& trust, bool list_form) {
 // kernel(tensors, work, trust) its workspace without the GIL, returns the per-tensor ratios.
 template <template <class> class Tensor, std::size_t N, class Kernel>
 py::object run_trust(const Operands& ops, py::handle params, py::handle adapt, Kernel kernel) {
-  const bool list_form = is_list_like(params);
+  const bool list_form = is_list_like(params) || is_raw(params);
   const std::vector<char> ad = parse_adapt(adapt, ops.ntensors, list_form);
   std::vector<double> work(static_cast<std::size_t>(o::trust_workspace(ops.sizes.data(), ops.ntensors)));
   std::vector<double> trust(static_cast<std::size_t>(ops.ntensors));

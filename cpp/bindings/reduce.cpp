@@ -71,7 +71,7 @@ py::object norms(py::handle arrays, Real norm_type_h) {
   const rd::Ord ord = parse_ord(norm_type);
   const Operands ops = parse_operands({{"arrays", false, true}}, {arrays});
   const std::vector<double> out = tensor_norms(ops, ord);
-  const bool list_form = is_list_like(arrays);
+  const bool list_form = is_list_like(arrays) || is_raw(arrays);
   if (!list_form) return py::float_(out[0]);
   py::array_t<double> res(static_cast<py::ssize_t>(out.size()));
   std::copy(out.begin(), out.end(), res.mutable_data());

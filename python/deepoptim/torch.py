@@ -44,7 +44,8 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
 
 import numpy as np
 
-from deepoptim import clip
+from deepoptim import _core, clip
+from deepoptim import functional as F
 from deepoptim import optim as _np
 
 _TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
@@ -102,6 +103,7 @@ class _Adapter(torch.optim.Optimizer):
         uses_step = "step" in inspect.signature(getattr(reference, self._np_cls.kernel)).parameters
         self._has_step = uses_step or self._np_cls.torch_name not in (None, "SGD")
         self._views: Dict[int, Any] = {}
+        self._fast: Dict[int, Any] = {}
         self._prev_grad_sq_norm: Optional[float] = None
         defaults = dict(self._spec.defaults)
         defaults.update({k: v for k, v in flags.items()})
@@ -138,6 +140,7 @@ class _Adapter(torch.optim.Optimizer):
         self._spec._check_group(self._np_group_stub(trial, dtype), f"parameter group {gi}")
         super().add_param_group(param_group)
         self._views.clear()
+        self._fast.clear()
 
     @staticmethod
     def _check_param(p: torch.Tensor, name: str) -> None:
@@ -228,6 +231,8 @@ class _Adapter(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._fast_step():
+            return loss
         plans, pending = [], {}
         for gi, group in enumerate(self.param_groups):
             hyper = self._hyper(group)
@@ -298,7 +303,105 @@ class _Adapter(torch.optim.Optimizer):
             if stepped:
                 torch.autograd.graph.increment_version([_local(p) for p in stepped])
         self._prev_grad_sq_norm = new_prev
+        for gi, group in enumerate(self.param_groups):
+            self._build_fast(gi, group)
         return loss
+
+    # ------------------------------------------------------------ the fast path
+    # The common step (every parameter has a dense contiguous gradient, state exists and
+    # all its counts agree, no L1 or guard options) skips NumPy views altogether: the
+    # kernels get the tensors' data pointers (_core.RawTensors, checked there for size,
+    # alignment and aliasing like arrays), and the step counts live in one buffer per
+    # group whose 0-d views are the state's "step" tensors. Anything else, and the first
+    # step, takes the general path above, which also names every fault.
+    def _build_fast(self, gi: int, group: Dict[str, Any]) -> None:
+        self._fast.pop(gi, None)
+        params = group["params"]
+        if not params or any(hasattr(p, "device_mesh") for p in params):
+            return
+        dtypes = {p.dtype for p in params}
+        if len(dtypes) != 1:
+            return
+        hyper = self._hyper(group)
+        if hyper["l1"]:
+            return
+        dtype = _NP_DTYPE[params[0].dtype]
+        stub = self._np_group_stub(hyper, dtype)
+        stub.update(names=list(group.get("param_names") or [f"{gi}.{i}" for i in range(len(params))]),
+                    params=[_view(p) for p in params])
+        self._spec._prepare_group(stub)
+        names = self._spec._state_names(stub)
+        states = [self.state.get(p) for p in params]
+        if (names or self._has_step) and not all(states):
+            return
+        steps = {int(st["step"]) for st in states if st and "step" in st} if self._has_step else {1}
+        if len(steps) != 1 or any(st and any(st[n].dtype != params[0].dtype for n in names) for st in states):
+            return
+        (step,) = steps
+        sizes = [p.numel() for p in params]
+        dname = "float32" if dtype == np.float32 else "float64"
+
+        def raw(ts):
+            return _core.RawTensors(dname, [t.data_ptr() for t in ts], sizes, ts)
+
+        buf = None
+        if self._has_step:
+            buf = torch.full((len(params),), float(step), dtype=torch.float32)
+            for i, st in enumerate(states):
+                st["step"] = buf[i]
+        self._fast[gi] = {
+            "params_ref": params, "pptrs": [p.data_ptr() for p in params], "dname": dname, "sizes": sizes,
+            "params": raw(params), "states": {n: raw([st[n] for st in states]) for n in names},
+            "state_ids": [id(st[n]) for st in states for n in names], "adapt": stub.get("adapt"),
+            "step": step, "buf": buf, "stub": stub,
+        }
+
+    def _fast_step(self) -> bool:
+        skip, ratio, _ = self._guard
+        if skip or ratio or len(self._fast) != len(self.param_groups):
+            return False
+        plans = []
+        for gi, group in enumerate(self.param_groups):
+            fc = self._fast.get(gi)
+            params = group["params"]
+            if fc is None or fc["params_ref"] is not params:
+                return False
+            scan = _core.torch_pointers(params)  # None: a missing, sparse or strided gradient
+            if scan is None or scan[0] != fc["pptrs"]:  # or a parameter moved: the general path
+                return False
+            _, gptrs, grads = scan
+            hyper = self._hyper(group)
+            if hyper["l1"]:
+                return False
+            g = dict(fc["stub"], **hyper, step=fc["step"])
+            g["adapt"] = fc["adapt"]
+            if hyper != fc.get("checked"):  # the kernel's own dry run, once per distinct setting
+                self._spec._check_group(g, f"parameter group {gi}")
+                fc["checked"] = hyper
+            lr = float(hyper["lr"])
+            plans.append((fc, g, _core.RawTensors(fc["dname"], gptrs, fc["sizes"], grads), lr))
+        # Nothing below can fail: checked above, and _core checks the pointers first.
+        everyone = []
+        for fc, g, grads, lr in plans:
+            t = fc["step"] + 1
+            if g["decoupled_weight_decay"] and g["weight_decay"] and not self._spec._kernel_decouples:
+                F.decay(fc["params"], lr=lr, weight_decay=g["weight_decay"])
+            n = len(fc["sizes"])
+            self._spec._kernel(self._spec._kernel_hyper(g), list(range(n)), fc["params"], grads, fc["states"], lr, t)
+            fc["step"] = t
+            if fc["buf"] is not None:
+                fc["buf"].add_(1.0)
+            everyone.extend(fc["params_ref"])
+        torch.autograd.graph.increment_version(everyone)
+        return True
+
+    def state_dict(self) -> Dict[str, Any]:
+        """torch's ``state_dict``; the step counts are copies (here they are views of one
+        buffer per group)."""
+        sd = super().state_dict()
+        sd["state"] = {k: {n: (v.clone() if n == "step" and isinstance(v, torch.Tensor) else v)
+                           for n, v in st.items()} for k, st in sd["state"].items()}
+        return sd
 
     # ------------------------------------------------------------ state
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -344,6 +447,7 @@ class _Adapter(torch.optim.Optimizer):
             for k in self._hyper_keys:
                 group.setdefault(k, self.defaults[k])
         self._views.clear()
+        self._fast.clear()
 
 
 def _make(np_cls: type) -> type:

@@ -175,7 +175,7 @@ struct LambTensor {
   T* exp_avg;
   T* exp_avg_sq;
   std::int64_t size;
-  bool adapt;
+  bool adapt{true};
 };
 
 // Doubles of workspace lamb() and lars() need: two partials per block, two sums per tensor.
@@ -204,7 +204,7 @@ struct LarsTensor {
   const T* grad;
   T* momentum_buffer;  // null when momentum == 0
   std::int64_t size;
-  bool adapt;
+  bool adapt{true};
 };
 
 // work: trust_workspace(...) doubles; trust: one double per tensor (out: local).
