@@ -335,3 +335,55 @@ def test_adapter_overhead_is_measured():
     per = (time.perf_counter() - t0) / 50
     print(f"deepoptim.torch.AdamW.step overhead, 161 tensors: {per * 1e6:.0f} us")
     assert per < 0.05
+
+
+# ------------------------------------------------------------------ fast path vs general path
+@pytest.mark.parametrize("name", ["Adam", "SGD", "Adagrad"])
+def test_fast_and_general_paths_agree_with_torch_when_gradients_come_and_go(name):
+    """Steps alternate between the fast path (every gradient present) and the general one
+    (some missing): per-parameter step counts as torch keeps them."""
+    hp = CONFIGS[name][0]
+    tname = npoptim.REGISTRY[name].torch_name
+    m, ref = _mlp(torch.float64), _mlp(torch.float64)
+    o, r = getattr(dt, name)(m.parameters(), **hp), getattr(torch.optim, tname)(ref.parameters(), **hp)
+    x, y = _data("mlp", torch.float64)
+    for k in range(12):
+        for model, opt in ((m, o), (ref, r)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            if k in (3, 4, 8):
+                model[0].bias.grad = None
+            opt.step()
+    _close(m, ref, torch.float64, name)
+    if name != "SGD":
+        assert int(o.state[m[0].bias]["step"]) == 9 and int(o.state[m[0].weight]["step"]) == 12
+
+
+def test_state_dict_step_counts_are_copies():
+    m = _mlp()
+    o = dt.Adam(m.parameters(), lr=1e-2)
+    x, y = _data("mlp", torch.float32)
+    for _ in range(3):
+        o.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        o.step()
+    sd = o.state_dict()
+    sd["state"][0]["step"].fill_(100.0)
+    assert int(o.state[m[0].weight]["step"]) == 3
+    assert all(int(s["step"]) == 3 for s in o.state_dict()["state"].values())
+
+
+def test_strided_gradient_after_fast_steps_refused_and_nothing_changes():
+    a = torch.nn.Parameter(torch.ones(4, 4))
+    b = torch.nn.Parameter(torch.ones(4, 4))
+    o = dt.Adam([a, b], lr=0.1)
+    for _ in range(3):
+        a.grad, b.grad = torch.ones(4, 4), torch.ones(4, 4)
+        o.step()
+    before = (a.detach().clone(), b.detach().clone(), copy.deepcopy(o.state_dict()))
+    b.grad = torch.ones(4, 8)[:, ::2]
+    with pytest.raises(ValueError, match="parameter 0.1 has a non-contiguous gradient"):
+        o.step()
+    assert torch.equal(a.detach(), before[0]) and torch.equal(b.detach(), before[1])
+    now = o.state_dict()
+    assert all(torch.equal(now["state"][i][k], before[2]["state"][i][k]) for i in (0, 1) for k in now["state"][i])

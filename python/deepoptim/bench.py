@@ -173,6 +173,99 @@ def _overhead_case() -> Case:
     return Case("overhead/adam-1K-call", "overhead", 1000, 28, setup)
 
 
+# ---------------------------------------------------------------------------- torch models
+def gpt2_small_shapes() -> List[tuple]:
+    """GPT-2 small's parameter shapes (124M parameters in 148 tensors, HF layout)."""
+    d, v, ctx, layers = 768, 50257, 1024, 12
+    shapes = [(v, d), (ctx, d)]
+    for _ in range(layers):
+        shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    return shapes + [(d,), (d,)]
+
+
+def resnet50_shapes() -> List[tuple]:
+    """ResNet-50's parameter shapes (25.6M parameters in 161 tensors, torchvision layout)."""
+    shapes = [(64, 3, 7, 7), (64,), (64,)]
+    cin = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for b in range(blocks):
+            shapes += [(width, cin, 1, 1), (width,), (width,), (width, width, 3, 3), (width,), (width,),
+                       (4 * width, width, 1, 1), (4 * width,), (4 * width,)]
+            if b == 0:
+                shapes += [(4 * width, cin, 1, 1), (4 * width,), (4 * width,)]
+            cin = 4 * width
+    return shapes + [(1000, 2048), (1000,)]
+
+
+def _torch_model_case(label: str, shapes: List[tuple]) -> Case:
+    """AdamW on a real model's parameter list through deepoptim.torch, beside torch's
+    fused and foreach AdamW and DeepSpeed's CPU Adam where it is installed."""
+    n = int(sum(np.prod(s) for s in shapes))
+
+    def setup():
+        if torch is None:
+            raise RuntimeError("torch is not installed")
+        import deepoptim.torch as dt
+
+        gen = torch.Generator().manual_seed(0)
+
+        def params():
+            ps = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.02) for s in shapes]
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+            return ps
+
+        impls = {}
+        ours = dt.AdamW(params(), lr=1e-3, weight_decay=1e-2)
+        ours.step()  # state outside the timing; the second step is the fast path
+        ours.step()
+        impls["deepoptim"] = ours.step
+        ps = ours.param_groups[0]["params"]
+        views = [[t.detach().numpy() for t in col] for col in
+                 ([p.grad for p in ps], ps, [ours.state[p]["exp_avg"] for p in ps],
+                  [ours.state[p]["exp_avg_sq"] for p in ps])]
+        impls["probe"] = lambda: _core.probe([views[0]], [views[1], views[2], views[3]], [])
+        for vname, vkw in (("fused", dict(fused=True)), ("foreach", dict(foreach=True))):
+            opt = torch.optim.AdamW(params(), lr=1e-3, weight_decay=1e-2, **vkw)
+            opt.step()
+            impls[f"torch {vname}"] = opt.step
+        try:  # a peer, never a requirement
+            from deepspeed.ops.adam import DeepSpeedCPUAdam  # type: ignore[import-not-found]
+        except Exception:  # noqa: BLE001 - not installed, or installed without its CPU op
+            pass
+        else:
+            ds = DeepSpeedCPUAdam(params(), lr=1e-3, weight_decay=1e-2, adamw_mode=True)
+            ds.step()
+            impls["deepspeed cpu_adam"] = ds.step
+        return impls
+
+    return Case(label, "torch-adamw", n, 28, setup)
+
+
+def _torch_overhead_case() -> Case:
+    """deepoptim.torch's own per-step work: AdamW over 161 one-element tensors (ResNet-50's
+    tensor count), where the kernels' arithmetic is negligible."""
+
+    def setup():
+        if torch is None:
+            raise RuntimeError("torch is not installed")
+        import deepoptim.torch as dt
+
+        impls = {}
+        for name, make in (("deepoptim", lambda ps: dt.AdamW(ps, lr=1e-3)),
+                           ("torch fused", lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True))):
+            ps = [torch.nn.Parameter(torch.zeros(1)) for _ in range(161)]
+            for p in ps:
+                p.grad = torch.ones(1)
+            opt = make(ps)
+            opt.step()
+            opt.step()
+            impls[name] = opt.step
+        return impls
+
+    return Case("overhead/torch-adamw-161-tensors", "overhead", 161, 28, setup)
+
+
 # ---------------------------------------------------------------------------- layers
 def _bn_case(shape, channel_axis: int, label: str) -> Case:
     # Our passes: forward 2 reads of x (mean, variance), 1 read x + write y; backward
@@ -280,6 +373,9 @@ def suite(quick: bool = False) -> List[Case]:
         cases += [_optim_case(name, 1, n, True) for n in (1_000_000, 10_000_000)]
     cases.append(_optim_case("sgd", 1000, 10_000, True))
     cases.append(_overhead_case())
+    if torch is not None:
+        cases += [_torch_overhead_case(), _torch_model_case("torch-adamw/resnet50", resnet50_shapes()),
+                  _torch_model_case("torch-adamw/gpt2-small", gpt2_small_shapes())]
     cases += [
         _bn_case((32, 64, 56, 56), 1, "NCHW(32,64,56,56)"),
         _bn_case((32, 56, 56, 64), -1, "NHWC(32,56,56,64)"),
