@@ -33,7 +33,7 @@ def test_stub_and_py_typed_ship_with_the_package():
     public = [n for n in dir(_core) if not n.startswith("_")]
     assert public, "the compiled module exports nothing"
     for name in public:
-        assert re.search(rf"^def {name}\(", stub, re.M), f"_core.{name} missing from _core.pyi"
+        assert re.search(rf"^(def|class) {name}\b", stub, re.M), f"_core.{name} missing from _core.pyi"
 
 
 @pytest.mark.parametrize("name", functional.__all__)
