@@ -387,3 +387,10 @@ def test_strided_gradient_after_fast_steps_refused_and_nothing_changes():
     assert torch.equal(a.detach(), before[0]) and torch.equal(b.detach(), before[1])
     now = o.state_dict()
     assert all(torch.equal(now["state"][i][k], before[2]["state"][i][k]) for i in (0, 1) for k in now["state"][i])
+
+
+def test_non_cpu_and_non_float_parameters_refused_by_name():
+    with pytest.raises(ValueError, match="parameter 0.1 is on meta"):
+        dt.Adam([torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2, device="meta"))])
+    with pytest.raises(TypeError, match="parameter 0.0 has dtype torch.int64"):
+        dt.SGD([torch.zeros(2, dtype=torch.int64)])
