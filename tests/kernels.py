@@ -170,6 +170,21 @@ def _adamax_hyper():
     )
 
 
+def _radam_hyper():
+    return st.builds(lambda hp, dec: {**hp, "decoupled_weight_decay": dec}, _adamax_hyper(), st.booleans())
+
+
+def _lion_hyper():
+    return st.fixed_dictionaries(
+        dict(
+            lr=_unit(0.0, 0.1),
+            betas=st.tuples(st.sampled_from([0.0, 0.5, 0.9]), st.sampled_from([0.0, 0.9, 0.99])),
+            weight_decay=st.sampled_from([0.0, 1e-2, 0.5]),
+            maximize=st.booleans(),
+        )
+    )
+
+
 def _lamb_hyper():
     return st.fixed_dictionaries(
         dict(
@@ -240,6 +255,13 @@ KERNELS: Dict[str, Kernel] = {
             _adamax_hyper, has_step=True,
             torch_cases=[dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.1), dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, maximize=True)],
         ),
+        Kernel(
+            "radam", ["exp_avgs", "exp_avg_sqs"], lambda hp: {"exp_avgs": True, "exp_avg_sqs": True},
+            _radam_hyper, has_step=True,
+            torch_cases=[dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.1), dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+                         dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, maximize=True)],
+        ),
+        Kernel("lion", ["exp_avgs"], lambda hp: {"exp_avgs": True}, _lion_hyper, has_step=False),
         Kernel(
             "lamb", ["exp_avgs", "exp_avg_sqs"], lambda hp: {"exp_avgs": True, "exp_avg_sqs": True},
             _lamb_hyper, has_step=True, defaults={"weight_decay": 0.01},

@@ -180,3 +180,43 @@ def test_seed_000_adam_form_by_hand():
     F.adam(p, g, m, v, step=1, lr=0.01, eps=1e-7, bias_correction=False, eps_inside_sqrt=True)
     m_e, v_e = 0.1 * g, 0.001 * g * g
     np.testing.assert_allclose(p, np.array([1.0, -1.0]) - 0.01 * m_e / np.sqrt(v_e + 1e-7), rtol=1e-14)
+
+
+def test_lion_by_hand_and_against_optax():
+    """Lion's update written out (sign of the interpolation, decoupled decay, then the
+    momentum); and optax's lion trajectory where optax is installed."""
+    from deepoptim import functional as F
+
+    p, m = np.array([1.0, -1.0, 0.5]), np.zeros(3)
+    g = np.array([0.3, -0.7, 0.0])
+    F.lion(p, g, m, lr=0.1, betas=(0.9, 0.99), weight_decay=0.5)
+    np.testing.assert_array_equal(p, np.array([1.0, -1.0, 0.5]) * (1 - 0.05) - 0.1 * np.sign(0.1 * g))
+    np.testing.assert_array_equal(m, (1 - 0.99) * g)
+    optax = pytest.importorskip("optax")
+    jnp = pytest.importorskip("jax.numpy")
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(50)
+    p, m = p0.copy(), np.zeros(50)
+    opt = optax.lion(learning_rate=1e-2, b1=0.9, b2=0.99, weight_decay=0.1)
+    q = jnp.asarray(p0)
+    state = opt.init(q)
+    for _ in range(30):
+        g = rng.standard_normal(50)
+        F.lion(p, g, m, lr=1e-2, weight_decay=0.1)
+        upd, state = opt.update(jnp.asarray(g), state, q)
+        q = optax.apply_updates(q, upd)
+    np.testing.assert_allclose(p, np.asarray(q), rtol=1e-5, atol=1e-6)
+
+
+def test_radam_first_steps_are_momentum_sgd_then_rectified():
+    """rho_t <= 5 for the first steps (b2 = 0.999): p -= lr * m / bc1, no adaptive rate;
+    then the rectified Adam step."""
+    from deepoptim import functional as F
+
+    p, m, v = np.ones(2), np.zeros(2), np.zeros(2)
+    g = np.array([0.5, -1.0])
+    F.radam(p, g, m, v, step=1, lr=0.1)
+    np.testing.assert_allclose(p, 1 - 0.1 * g, rtol=1e-15)
+    rho_inf = 2 / (1 - 0.999) - 1
+    t = next(t for t in range(1, 20) if rho_inf - 2 * t * 0.999**t / (1 - 0.999**t) > 5)
+    assert t == 6  # the first rectified step

@@ -206,6 +206,50 @@ void adamax(py::handle params, py::handle grads, py::handle exp_avgs, py::handle
   });
 }
 
+// -------------------------------------------------------------------------- RAdam
+void radam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs, Index step_h,
+           Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, bool decoupled_weight_decay,
+           bool maximize) {
+  const std::int64_t step = step_arg(step_h);
+  const double lr = real(lr_h, "lr");
+  const auto [beta1, beta2] = betas_arg(betas_h);
+  const double eps = real(eps_h, "eps");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
+  check_finite_ge("lr", lr, 0.0);
+  check_finite_gt("eps", eps, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const Operands ops = parse_operands(
+      {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}},
+      {params, grads, exp_avgs, exp_avg_sqs});
+  check_eps_representable("eps", eps, ops);
+  const o::RadamHyper h{lr, beta1, beta2, eps, weight_decay, step, decoupled_weight_decay, maximize};
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto ts = rows<o::RadamTensor, T, 4>(ops);
+    py::gil_scoped_release nogil;
+    o::radam<T>(ts.data(), ops.ntensors, h);
+  });
+}
+
+// --------------------------------------------------------------------------- Lion
+void lion(py::handle params, py::handle grads, py::handle exp_avgs, Real lr_h, RealPair betas_h,
+          Real weight_decay_h, bool maximize) {
+  const double lr = real(lr_h, "lr");
+  const auto [beta1, beta2] = betas_arg(betas_h);
+  const double weight_decay = real(weight_decay_h, "weight_decay");
+  check_finite_ge("lr", lr, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const Operands ops = parse_operands({{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}},
+                                      {params, grads, exp_avgs});
+  const o::LionHyper h{lr, beta1, beta2, weight_decay, maximize};
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto ts = rows<o::LionTensor, T, 3>(ops);
+    py::gil_scoped_release nogil;
+    o::lion<T>(ts.data(), ops.ntensors, h);
+  });
+}
+
 // ------------------------------------------------------------------ LAMB and LARS
 // `adapt`: None (every tensor), one bool (single form) or one bool per tensor: False
 // excludes a tensor (typically biases and normalization parameters) from the trust
@@ -388,6 +432,11 @@ void bind_optim(py::module_& m) {
   m.def("adamax", &adamax, "Adamax, in place. Arrays or lists of arrays. See deepoptim.functional.adamax.",
         arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_infs"), arg("step"), arg("lr"), arg("betas"),
         arg("eps"), arg("weight_decay"), arg("maximize"));
+  m.def("radam", &radam, "RAdam, in place. Arrays or lists of arrays. See deepoptim.functional.radam.",
+        arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr"), arg("betas"),
+        arg("eps"), arg("weight_decay"), arg("decoupled_weight_decay"), arg("maximize"));
+  m.def("lion", &lion, "Lion, in place. Arrays or lists of arrays. See deepoptim.functional.lion.",
+        arg("params"), arg("grads"), arg("exp_avgs"), arg("lr"), arg("betas"), arg("weight_decay"), arg("maximize"));
   m.def("lamb", &lamb,
         "LAMB, in place; returns the trust ratios. See deepoptim.functional.lamb.", arg("params"),
         arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr"),

@@ -308,6 +308,84 @@ DEEPOPTIM_INLINE void adamax_block_impl(const AdamaxTensor<T>& t, std::int64_t b
 DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_ADAMAX_BLOCK_CLONES)
 #undef DEEPOPTIM_ADAMAX_BLOCK_CLONES
 
+// -------------------------------------------------------------------------- RAdam
+template <class T>
+struct RadamCoef {
+  T one_minus_beta1, beta2, one_minus_beta2, bc1, lr, sqrt_bc2, eps, rect, wd, decay;
+  bool rectify, coupled, decoupled, maximize;
+};
+
+template <class T>
+RadamCoef<T> radam_coef(const RadamHyper& h) {
+  const double t = double(h.step);
+  const double bc1 = 1.0 - std::pow(h.beta1, t), bc2 = 1.0 - std::pow(h.beta2, t);
+  const double rho_inf = 2.0 / (1.0 - h.beta2) - 1.0;
+  const double rho_t = rho_inf - 2.0 * t * std::pow(h.beta2, t) / bc2;
+  const bool rectify = rho_t > 5.0;
+  const double rect =
+      rectify ? std::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) : 1.0;
+  const bool has_wd = h.weight_decay != 0.0;
+  return {T(1.0 - h.beta1), T(h.beta2), T(1.0 - h.beta2), T(bc1), T(h.lr), T(std::sqrt(bc2)), T(h.eps), T(rect),
+          T(h.weight_decay), T(1.0 - h.lr * h.weight_decay), rectify, has_wd && !h.decoupled_weight_decay,
+          has_wd && h.decoupled_weight_decay, h.maximize};
+}
+
+template <class T>
+DEEPOPTIM_INLINE void radam_block_impl(const RadamTensor<T>& t, std::int64_t b, std::int64_t e,
+                                       const RadamCoef<T>& c) {
+  T* __restrict p = t.param + b;
+  const T* __restrict g = t.grad + b;
+  T* __restrict m = t.exp_avg + b;
+  T* __restrict v = t.exp_avg_sq + b;
+  const std::int64_t n = e - b;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    T d = c.maximize ? -g[i] : g[i];
+    T pi = p[i];
+    if (c.decoupled) pi = pi * c.decay;
+    if (c.coupled) d = d + c.wd * pi;
+    const T mi = m[i] + c.one_minus_beta1 * (d - m[i]);  // torch's lerp(m, g, 1 - b1)
+    const T vi = c.beta2 * v[i] + c.one_minus_beta2 * (d * d);
+    m[i] = mi;
+    v[i] = vi;
+    const T step = (mi / c.bc1) * c.lr;
+    p[i] = c.rectify ? pi - (step * (c.sqrt_bc2 / (std::sqrt(vi) + c.eps))) * c.rect : pi - step;
+  }
+}
+
+#define DEEPOPTIM_RADAM_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void radam_block(const RadamTensor<T>& t, std::int64_t b, std::int64_t e, const RadamCoef<T>& c) { radam_block_impl(t, b, e, c); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_RADAM_BLOCK_CLONES)
+#undef DEEPOPTIM_RADAM_BLOCK_CLONES
+
+// --------------------------------------------------------------------------- Lion
+template <class T>
+struct LionCoef {
+  T beta1, one_minus_beta1, beta2, one_minus_beta2, lr, decay;
+  bool maximize;
+};
+
+template <class T>
+DEEPOPTIM_INLINE void lion_block_impl(const LionTensor<T>& t, std::int64_t b, std::int64_t e, const LionCoef<T>& c) {
+  T* __restrict p = t.param + b;
+  const T* __restrict g = t.grad + b;
+  T* __restrict m = t.exp_avg + b;
+  const std::int64_t n = e - b;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T d = c.maximize ? -g[i] : g[i];
+    const T u = c.beta1 * m[i] + c.one_minus_beta1 * d;
+    const T s = u > T(0) ? T(1) : (u < T(0) ? T(-1) : u);  // sign, keeping 0 and NaN
+    p[i] = p[i] * c.decay - c.lr * s;
+    m[i] = c.beta2 * m[i] + c.one_minus_beta2 * d;
+  }
+}
+
+#define DEEPOPTIM_LION_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void lion_block(const LionTensor<T>& t, std::int64_t b, std::int64_t e, const LionCoef<T>& c) { lion_block_impl(t, b, e, c); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_LION_BLOCK_CLONES)
+#undef DEEPOPTIM_LION_BLOCK_CLONES
+
 // --------------------------------------------------------------------------- LAMB
 template <class T>
 struct LambCoef {
@@ -515,6 +593,23 @@ void adamax(const AdamaxTensor<T>* tensors, std::int64_t ntensors, const AdamaxH
       [&](std::int64_t t, std::int64_t b, std::int64_t e) { adamax_block(tensors[t], b, e, c); });
 }
 
+template <class T>
+void radam(const RadamTensor<T>* tensors, std::int64_t ntensors, const RadamHyper& h) {
+  const RadamCoef<T> c = radam_coef<T>(h);
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) { radam_block(tensors[t], b, e, c); });
+}
+
+template <class T>
+void lion(const LionTensor<T>* tensors, std::int64_t ntensors, const LionHyper& h) {
+  const LionCoef<T> c{T(h.beta1), T(1.0 - h.beta1), T(h.beta2), T(1.0 - h.beta2), T(h.lr),
+                      T(1.0 - h.lr * h.weight_decay), h.maximize};
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) { lion_block(tensors[t], b, e, c); });
+}
+
 std::int64_t trust_workspace(const std::int64_t* sizes, std::int64_t ntensors) {
   return 2 * parallel::total_blocks(ntensors, [&](std::int64_t t) { return sizes[t]; }) + 2 * ntensors;
 }
@@ -613,5 +708,9 @@ template void adam<float>(const AdamTensor<float>*, std::int64_t, const AdamHype
 template void adam<double>(const AdamTensor<double>*, std::int64_t, const AdamHyper&);
 template void adamax<float>(const AdamaxTensor<float>*, std::int64_t, const AdamaxHyper&);
 template void adamax<double>(const AdamaxTensor<double>*, std::int64_t, const AdamaxHyper&);
+template void radam<float>(const RadamTensor<float>*, std::int64_t, const RadamHyper&);
+template void radam<double>(const RadamTensor<double>*, std::int64_t, const RadamHyper&);
+template void lion<float>(const LionTensor<float>*, std::int64_t, const LionHyper&);
+template void lion<double>(const LionTensor<double>*, std::int64_t, const LionHyper&);
 
 }  // namespace deepoptim::optim

@@ -76,6 +76,28 @@ def adam(
     bias_correction: bool,
     eps_inside_sqrt: bool,
 ) -> None: ...
+def radam(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    step: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+) -> None: ...
+def lion(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    lr: float,
+    betas: tuple[float, float],
+    weight_decay: float,
+    maximize: bool,
+) -> None: ...
 def adamax(
     params: _Arrays,
     grads: _Arrays,

@@ -761,6 +761,54 @@ class Adamax(Optimizer):
                  eps=hp["eps"], weight_decay=hp["weight_decay"], maximize=hp["maximize"])
 
 
+# -------------------------------------------------------------------------- RAdam
+class RAdam(Optimizer):
+    r"""RAdam (Liu et al., ICLR 2020), as torch.optim.RAdam (kernel
+    :func:`deepoptim.functional.radam`, whose docstring has the update): Adam with the
+    variance of its adaptive rate rectified, and plain momentum in the first steps."""
+
+    kernel, torch_name, example = "radam", "RAdam", {}
+    _kernel_decouples = True
+    _nonnegative_state = ("exp_avg_sq",)
+
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                 **common) -> None:
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize), decoupled_weight_decay=decoupled_weight_decay, **common)
+
+    def _state_names(self, g):
+        return ["exp_avg", "exp_avg_sq"]
+
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        F.radam(params, grads, states["exp_avg"], states["exp_avg_sq"], step=step, lr=lr, betas=tuple(hp["betas"]),
+                eps=hp["eps"], weight_decay=hp["weight_decay"], decoupled_weight_decay=hp["decoupled_weight_decay"],
+                maximize=hp["maximize"])
+
+
+# --------------------------------------------------------------------------- Lion
+class Lion(Optimizer):
+    r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"; kernel
+    :func:`deepoptim.functional.lion`): the sign of an interpolated momentum, with
+    decoupled weight decay. Not in torch.optim; defaults as the authors' code."""
+
+    kernel, torch_name, example = "lion", None, dict(weight_decay=1e-2)
+    _kernel_decouples = True  # Lion's decay is decoupled by definition
+
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-4, betas=(0.9, 0.99),
+                 weight_decay: float = 0.0, *, maximize: bool = False, **common) -> None:
+        common.setdefault("decoupled_weight_decay", True)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize),
+                         **common)
+
+    def _state_names(self, g):
+        return ["exp_avg"]
+
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        F.lion(params, grads, states["exp_avg"], lr=lr, betas=tuple(hp["betas"]), weight_decay=hp["weight_decay"],
+               maximize=hp["maximize"])
+
+
 # ------------------------------------------------------------------ LAMB and LARS
 class _TrustRatio(Optimizer):
     """LAMB and LARS: per-tensor trust ratios; ``exclude(name, array)`` keeps chosen
@@ -849,4 +897,4 @@ class LARS(_TrustRatio):
                       adapt=[hp["adapt"][i] for i in idx])
 
 
-__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "LAMB", "LARS", "NonFiniteGradients"]
+__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Lion", "LAMB", "LARS", "NonFiniteGradients"]

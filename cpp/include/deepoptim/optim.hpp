@@ -152,6 +152,57 @@ struct AdamaxTensor {
 template <class T>
 void adamax(const AdamaxTensor<T>* tensors, std::int64_t ntensors, const AdamaxHyper& h);
 
+// -------------------------------------------------------------------------- RAdam
+// Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond" (ICLR 2020), as
+// torch.optim.RAdam: g += wd*p (or p *= 1 - lr*wd, decoupled); m = m + (1-b1)*(g - m);
+// v = b2*v + (1-b2)*g*g; rho_inf = 2/(1-b2) - 1, rho_t = rho_inf - 2 t b2^t / (1 - b2^t);
+// rho_t > 5: p -= ((m/bc1)*lr) * (sqrt(bc2)/(sqrt(v) + eps)) * rect; else p -= (m/bc1)*lr.
+struct RadamHyper {
+  double lr{};
+  double beta1{};
+  double beta2{};
+  double eps{};
+  double weight_decay{};
+  std::int64_t step{};
+  bool decoupled_weight_decay{};
+  bool maximize{};
+};
+
+template <class T>
+struct RadamTensor {
+  T* param;
+  const T* grad;
+  T* exp_avg;
+  T* exp_avg_sq;
+  std::int64_t size;
+};
+
+template <class T>
+void radam(const RadamTensor<T>* tensors, std::int64_t ntensors, const RadamHyper& h);
+
+// --------------------------------------------------------------------------- Lion
+// Chen et al., "Symbolic Discovery of Optimization Algorithms" (NeurIPS 2023):
+// p *= 1 - lr*wd;  p -= lr * sign(b1*m + (1-b1)*g);  m = b2*m + (1-b2)*g.
+// sign keeps 0 and NaN as they are.
+struct LionHyper {
+  double lr{};
+  double beta1{};
+  double beta2{};
+  double weight_decay{};
+  bool maximize{};
+};
+
+template <class T>
+struct LionTensor {
+  T* param;
+  const T* grad;
+  T* exp_avg;
+  std::int64_t size;
+};
+
+template <class T>
+void lion(const LionTensor<T>* tensors, std::int64_t ntensors, const LionHyper& h);
+
 // --------------------------------------------------------------------------- LAMB
 // You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes"
 // (ICLR 2020). m, v as Adam; r = (m/bc1) / (sqrt(v/bc2) + eps) + wd*p;

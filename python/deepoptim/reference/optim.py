@@ -462,6 +462,127 @@ def adamax(
             p[...] = p - (clr * mi) / ui
 
 
+def radam(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    exp_avgs: ArrayOrList,
+    exp_avg_sqs: ArrayOrList,
+    *,
+    step: int,
+    lr: float = 1e-3,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+) -> None:
+    r"""RAdam (Liu et al., 2020, "On the Variance of the Adaptive Learning Rate and
+    Beyond"), in place, as torch.optim.RAdam. With :math:`g \leftarrow -g` when
+    ``maximize``; weight decay coupled (``g += wd * p``) or decoupled
+    (``p *= 1 - lr * wd``)::
+
+        m = m + (1 - b1) * (g - m)          (torch's lerp)
+        v = b2 * v + (1 - b2) * g * g
+        bc1 = 1 - b1**step,  bc2 = 1 - b2**step
+        rho_inf = 2 / (1 - b2) - 1,   rho_t = rho_inf - 2 * step * b2**step / bc2
+        rho_t > 5:   rect = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+                     p = p - ((m / bc1) * lr) * (sqrt(bc2) / (sqrt(v) + eps)) * rect
+        otherwise:   p = p - (m / bc1) * lr          (SGD with momentum while the variance is unreliable)
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.reference import radam
+      >>> p = np.ones(2); m, v = np.zeros(2), np.zeros(2)
+      >>> radam(p, np.array([1.0, -2.0]), m, v, step=1, lr=0.1)
+      >>> p
+      array([0.9, 1.2])
+    """
+    _checks.step(step)
+    lr = _checks.real("lr", lr)
+    b1, b2 = _checks.betas(betas)
+    eps = _checks.real("eps", eps)
+    weight_decay = _checks.real("weight_decay", weight_decay)
+    _checks.finite_ge("lr", lr, 0.0)
+    _checks.finite_gt("eps", eps, 0.0)
+    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    rows, _ = _checks.operands(
+        [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
+         ("exp_avg_sqs", True, True, None)],
+        [params, grads, exp_avgs, exp_avg_sqs],
+    )
+    _checks.eps_representable("eps", eps, rows)
+    bc1, bc2 = 1.0 - b1**step, 1.0 - b2**step
+    rho_inf = 2.0 / (1.0 - b2) - 1.0
+    rho_t = rho_inf - 2.0 * step * b2**step / bc2
+    rectify = rho_t > 5.0
+    rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) if rectify else 1.0
+    coupled = weight_decay != 0.0 and not decoupled_weight_decay
+    decoupled = weight_decay != 0.0 and decoupled_weight_decay
+    with _ieee():
+        for p, g, m, v in rows:
+            d = -g if maximize else g
+            pi = p * (1.0 - lr * weight_decay) if decoupled else p
+            if coupled:
+                d = d + weight_decay * pi
+            mi = m + (1.0 - b1) * (d - m)
+            vi = b2 * v + (1.0 - b2) * (d * d)
+            m[...] = mi
+            v[...] = vi
+            step_ = (mi / bc1) * lr
+            if rectify:
+                p[...] = pi - (step_ * (math.sqrt(bc2) / (np.sqrt(vi) + eps))) * rect
+            else:
+                p[...] = pi - step_
+
+
+def lion(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    exp_avgs: ArrayOrList,
+    *,
+    lr: float = 1e-4,
+    betas: Tuple[float, float] = (0.9, 0.99),
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"), in
+    place, as the authors' reference code (google/automl) defines it. With
+    :math:`g \leftarrow -g` when ``maximize``::
+
+        p = p * (1 - lr * weight_decay)                  (decoupled decay)
+        p = p - lr * sign(b1 * m + (1 - b1) * g)         (sign keeps 0 and NaN)
+        m = b2 * m + (1 - b2) * g
+
+    Every coordinate moves by exactly ``lr`` (or not at all): use a learning rate 3-10x
+    smaller than AdamW's and a weight decay 3-10x larger, as the paper advises.
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.reference import lion
+      >>> p, m = np.ones(3), np.zeros(3)
+      >>> lion(p, np.array([0.5, -2.0, 0.0]), m, lr=0.1)
+      >>> p
+      array([0.9, 1.1, 1. ])
+    """
+    lr = _checks.real("lr", lr)
+    b1, b2 = _checks.betas(betas)
+    weight_decay = _checks.real("weight_decay", weight_decay)
+    _checks.finite_ge("lr", lr, 0.0)
+    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    rows, _ = _checks.operands(
+        [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None)],
+        [params, grads, exp_avgs],
+    )
+    with _ieee():
+        for p, g, m in rows:
+            d = -g if maximize else g
+            u = b1 * m + (1.0 - b1) * d
+            one = np.ones_like(u)
+            s = np.where(u > 0, one, np.where(u < 0, -one, u))
+            p[...] = p * (1.0 - lr * weight_decay) - lr * s
+            m[...] = b2 * m + (1.0 - b2) * d
+
+
 def _adapt_flags(adapt, n: int, list_form: bool):
     if adapt is None:
         return [True] * n
@@ -665,7 +786,7 @@ def decay(params: ArrayOrList, *, lr: float, weight_decay: float) -> None:
 # The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
 # to the compiled function of the same name; a variant names the kernel it runs and the
 # parameters it fixes.
-KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'lamb', 'lars', 'add_penalty', 'soft_threshold', 'decay')
+KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'lion', 'lamb', 'lars', 'add_penalty', 'soft_threshold', 'decay')
 VARIANTS = {'adamw': ('adam', {'decoupled_weight_decay': True})}
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
     __all__ = list(KERNELS)
