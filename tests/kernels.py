@@ -57,6 +57,8 @@ class Kernel:
     # Configurations whose 100-step trajectories must equal torch.optim's class of the
     # same name (test_optim_torch.py), for optimizers torch has.
     torch_cases: List[dict] = dataclasses.field(default_factory=list)
+    # A state's starting value where it is not zero (Rprop's step sizes start at lr).
+    state_init: Dict[str, Callable[[dict], float]] = dataclasses.field(default_factory=dict)
 
     @property
     def fast(self):
@@ -68,10 +70,16 @@ class Kernel:
 
     def make_state(self, p: np.ndarray, hp: dict, fill: float = 0.0) -> List[Optional[np.ndarray]]:
         need = self.needs(hp)
-        return [np.full_like(p, fill) if need[s] else None for s in self.states]
+        return [np.full_like(p, self.state_init[s](hp) if s in self.state_init else fill) if need[s] else None
+                for s in self.states]
 
     def kwargs(self, hp: dict, step: int) -> dict:
-        kw = dict(hp)
+        # A configuration may carry what only the optimizer class takes (Rprop's lr, the
+        # start of its step sizes): the kernel gets the hyperparameters it has.
+        import inspect
+
+        takes = inspect.signature(self.twin).parameters
+        kw = {k: v for k, v in hp.items() if k in takes or k.startswith("_")}
         if self.has_step:
             kw["step"] = step
         if self.name == "sgd" and kw.get("momentum_form", "torch") == "torch":
@@ -185,6 +193,20 @@ def _lion_hyper():
     )
 
 
+def _adadelta_hyper():
+    return st.fixed_dictionaries(
+        dict(lr=_unit(0.0, 2.0), rho=st.sampled_from([0.0, 0.5, 0.9, 1.0]), eps=st.sampled_from([1e-6, 1e-3]),
+             weight_decay=st.sampled_from([0.0, 1e-2]), maximize=st.booleans())
+    )
+
+
+def _rprop_hyper():
+    return st.fixed_dictionaries(
+        dict(etas=st.sampled_from([(0.5, 1.2), (0.3, 2.0)]), step_sizes=st.sampled_from([(1e-6, 50.0), (1e-3, 0.1)]),
+             maximize=st.booleans())
+    )
+
+
 def _lamb_hyper():
     return st.fixed_dictionaries(
         dict(
@@ -260,6 +282,17 @@ KERNELS: Dict[str, Kernel] = {
             _radam_hyper, has_step=True,
             torch_cases=[dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.1), dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
                          dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, maximize=True)],
+        ),
+        Kernel(
+            "adadelta", ["square_avgs", "acc_deltas"], lambda hp: {"square_avgs": True, "acc_deltas": True},
+            _adadelta_hyper, has_step=False,
+            torch_cases=[dict(lr=1.0), dict(lr=0.5, rho=0.8, weight_decay=1e-2), dict(lr=1.0, eps=1e-4, maximize=True)],
+        ),
+        Kernel(
+            "rprop", ["prevs", "state_step_sizes"], lambda hp: {"prevs": True, "state_step_sizes": True},
+            _rprop_hyper, has_step=False, state_init={"state_step_sizes": lambda hp: hp.get("lr", 1e-2)},
+            torch_cases=[dict(lr=1e-2), dict(lr=1e-3, etas=(0.3, 2.0), step_sizes=(1e-4, 0.1)),
+                         dict(lr=1e-2, maximize=True)],
         ),
         Kernel("lion", ["exp_avgs"], lambda hp: {"exp_avgs": True}, _lion_hyper, has_step=False),
         Kernel(

@@ -256,6 +256,33 @@ def _cases(name):
             hp["trust_coefficient"] = 0.0
             return ValueError, r"trust_coefficient must be a finite number > 0"
 
+    if name == "rprop":
+        @case
+        def etaminus_above_one(rows, grads, hp):
+            hp["etas"] = (1.5, 1.2)
+            return ValueError, r"etas must satisfy 0 < etaminus < 1 < etaplus"
+
+        @case
+        def etas_not_a_pair(rows, grads, hp):
+            hp["etas"] = 0.5
+            return TypeError, r"etas must be a pair \(etaminus, etaplus\)"
+
+        @case
+        def max_step_below_min(rows, grads, hp):
+            hp["step_sizes"] = (1.0, 0.1)
+            return ValueError, r"max_step must be a finite number >= 1.0"
+
+        @case
+        def step_size_is_bool(rows, grads, hp):
+            hp["step_sizes"] = (True, 1.0)
+            return TypeError, r"min_step must be a number, got bool"
+
+    if name == "adadelta":
+        @case
+        def rho_above_one(rows, grads, hp):
+            hp["rho"] = 1.5
+            return ValueError, r"rho must be in \[0.0, 1.0\]"
+
     if name == "rmsprop":
         @case
         def alpha_above_one(rows, grads, hp):
@@ -268,6 +295,13 @@ def _cases(name):
                 r[2] = None
             return ValueError, r"grad_avgs is required when centered=True"
 
+    # Cases about a hyperparameter apply to the kernels that take it (Rprop has no lr).
+    import inspect
+
+    takes = inspect.signature(kernel.twin).parameters
+    for hyper in ("weight_decay", "lr"):
+        if hyper not in takes:
+            cases = {k: f for k, f in cases.items() if hyper not in k}
     return cases
 
 

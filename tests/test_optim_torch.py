@@ -42,7 +42,9 @@ def test_trajectory_equals_torch(torch_name, name, hp, dtype):
 
     ours = [p.copy() for p in p0]
     fill = hp.get("initial_accumulator_value", 0.0)
-    states = [[np.full_like(p, fill) if kernel.needs(hp)[s] else None for p in ours] for s in kernel.states]
+    per_param = [kernel.make_state(p, hp, fill=fill) for p in ours]
+    states = [[row[k] for row in per_param] if per_param[0][k] is not None else [None] * len(ours)
+              for k in range(len(kernel.states))]
     states = [col if col[0] is not None else None for col in states]
 
     theirs = [torch.tensor(p, requires_grad=False) for p in p0]

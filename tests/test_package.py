@@ -53,13 +53,15 @@ def test_each_hyperparameter_reaches_the_kernel_parameter_of_its_name(name):
 
     kernel = KERNELS[name]
     sig = inspect.signature(kernel.twin)
-    numeric = [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY
-               and isinstance(p.default, float)]
-    assert numeric
-    for k in numeric:
+    keyword = [p for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY]
+    numeric = [p.name for p in keyword if isinstance(p.default, float)]
+    pairs = [p.name for p in keyword if isinstance(p.default, tuple)]
+    assert numeric or pairs
+    for k in numeric + pairs:
         hp = dict(kernel.defaults, **{k: "bad"})
         p = np.ones(3, np.float32)
-        with pytest.raises(TypeError, match=rf"^{k} must be a number, got str"):
+        needle = rf"^{k} must be a number, got str" if k in numeric else rf"^{k} must be a pair"
+        with pytest.raises(TypeError, match=needle):
             kernel.call(kernel.fast, p, p.copy(), kernel.make_state(p, kernel.defaults), hp, 1)
 
 

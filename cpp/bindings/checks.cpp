@@ -394,12 +394,17 @@ double real(py::handle h, const char* name) {
   return x;
 }
 
-std::pair<double, double> betas_arg(py::handle h) {
+std::pair<double, double> pair_arg(py::handle h, const char* name, const char* first, const char* second) {
   if (!(is_list_like(h) && py::len(h) == 2)) {
-    throw py::type_error("betas must be a pair (beta1, beta2), got " + std::string(py::repr(h)));
+    throw py::type_error(std::string(name) + " must be a pair (" + first + ", " + second + "), got " +
+                         std::string(py::repr(h)));
   }
   const auto seq = py::reinterpret_borrow<py::sequence>(h);
-  const double b1 = real(seq[0], "beta1"), b2 = real(seq[1], "beta2");
+  return {real(seq[0], first), real(seq[1], second)};
+}
+
+std::pair<double, double> betas_arg(py::handle h) {
+  const auto [b1, b2] = pair_arg(h, "betas", "beta1", "beta2");
   check_in_range("beta1", b1, 0.0, 1.0, false);
   check_in_range("beta2", b2, 0.0, 1.0, false);
   return {b1, b2};

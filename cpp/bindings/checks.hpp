@@ -156,6 +156,8 @@ class RealPair : public py::object {
 double real(py::handle h, const char* name);
 // `betas`: a tuple or list of two numbers, each in [0, 1) (named beta1, beta2).
 std::pair<double, double> betas_arg(py::handle h);
+// A pair of numbers `name` = (first, second): TypeError unless a tuple/list of two numbers.
+std::pair<double, double> pair_arg(py::handle h, const char* name, const char* first, const char* second);
 // `step` is an int (not a bool) in [1, 2**63): TypeError / ValueError naming it.
 std::int64_t step_arg(py::handle h);
 // An eps that rounds to 0 in the dtype the math runs in would turn 0/0 into NaN.

@@ -6,6 +6,7 @@
 
 #include <pybind11/numpy.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -250,6 +251,54 @@ void lion(py::handle params, py::handle grads, py::handle exp_avgs, Real lr_h, R
   });
 }
 
+// ----------------------------------------------------------------------- Adadelta
+void adadelta(py::handle params, py::handle grads, py::handle square_avgs, py::handle acc_deltas, Real lr_h,
+              Real rho_h, Real eps_h, Real weight_decay_h, bool maximize) {
+  const double lr = real(lr_h, "lr");
+  const double rho = real(rho_h, "rho");
+  const double eps = real(eps_h, "eps");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
+  check_finite_ge("lr", lr, 0.0);
+  check_in_range("rho", rho, 0.0, 1.0, true);
+  check_finite_gt("eps", eps, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const Operands ops = parse_operands(
+      {{"params", true, true}, {"grads", false, true}, {"square_avgs", true, true}, {"acc_deltas", true, true}},
+      {params, grads, square_avgs, acc_deltas});
+  check_eps_representable("eps", eps, ops);
+  const o::AdadeltaHyper h{lr, rho, eps, weight_decay, maximize};
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto ts = rows<o::AdadeltaTensor, T, 4>(ops);
+    py::gil_scoped_release nogil;
+    o::adadelta<T>(ts.data(), ops.ntensors, h);
+  });
+}
+
+// -------------------------------------------------------------------------- Rprop
+void rprop(py::handle params, py::handle grads, py::handle prevs, py::handle state_step_sizes, RealPair etas_h,
+           RealPair step_sizes_h, bool maximize) {
+  const auto [etaminus, etaplus] = pair_arg(etas_h, "etas", "etaminus", "etaplus");
+  const auto [step_min, step_max] = pair_arg(step_sizes_h, "step_sizes", "min_step", "max_step");
+  if (!(0.0 < etaminus && etaminus < 1.0 && 1.0 < etaplus && std::isfinite(etaplus))) {
+    throw py::value_error("etas must satisfy 0 < etaminus < 1 < etaplus (finite), got (" +
+                          std::string(py::repr(py::float_(etaminus))) + ", " +
+                          std::string(py::repr(py::float_(etaplus))) + ")");
+  }
+  check_finite_ge("min_step", step_min, 0.0);
+  check_finite_ge("max_step", step_max, step_min);
+  const Operands ops = parse_operands(
+      {{"params", true, true}, {"grads", false, true}, {"prevs", true, true}, {"state_step_sizes", true, true}},
+      {params, grads, prevs, state_step_sizes});
+  const o::RpropHyper h{etaminus, etaplus, step_min, step_max, maximize};
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto ts = rows<o::RpropTensor, T, 4>(ops);
+    py::gil_scoped_release nogil;
+    o::rprop<T>(ts.data(), ops.ntensors, h);
+  });
+}
+
 // ------------------------------------------------------------------ LAMB and LARS
 // `adapt`: None (every tensor), one bool (single form) or one bool per tensor: False
 // excludes a tensor (typically biases and normalization parameters) from the trust
@@ -437,6 +486,11 @@ void bind_optim(py::module_& m) {
         arg("eps"), arg("weight_decay"), arg("decoupled_weight_decay"), arg("maximize"));
   m.def("lion", &lion, "Lion, in place. Arrays or lists of arrays. See deepoptim.functional.lion.",
         arg("params"), arg("grads"), arg("exp_avgs"), arg("lr"), arg("betas"), arg("weight_decay"), arg("maximize"));
+  m.def("adadelta", &adadelta, "Adadelta, in place. See deepoptim.functional.adadelta.", arg("params"),
+        arg("grads"), arg("square_avgs"), arg("acc_deltas"), arg("lr"), arg("rho"), arg("eps"), arg("weight_decay"),
+        arg("maximize"));
+  m.def("rprop", &rprop, "Rprop, in place. See deepoptim.functional.rprop.", arg("params"), arg("grads"),
+        arg("prevs"), arg("state_step_sizes"), arg("etas"), arg("step_sizes"), arg("maximize"));
   m.def("lamb", &lamb,
         "LAMB, in place; returns the trust ratios. See deepoptim.functional.lamb.", arg("params"),
         arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr"),

@@ -386,6 +386,73 @@ DEEPOPTIM_INLINE void lion_block_impl(const LionTensor<T>& t, std::int64_t b, st
 DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_LION_BLOCK_CLONES)
 #undef DEEPOPTIM_LION_BLOCK_CLONES
 
+// ----------------------------------------------------------------------- Adadelta
+template <class T>
+struct AdadeltaCoef {
+  T lr, rho, one_minus_rho, eps, wd;
+  bool has_wd, maximize;
+};
+
+template <class T>
+DEEPOPTIM_INLINE void adadelta_block_impl(const AdadeltaTensor<T>& t, std::int64_t b, std::int64_t e,
+                                          const AdadeltaCoef<T>& c) {
+  T* __restrict p = t.param + b;
+  const T* __restrict g = t.grad + b;
+  T* __restrict sq = t.square_avg + b;
+  T* __restrict acc = t.acc_delta + b;
+  const std::int64_t n = e - b;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    T d = c.maximize ? -g[i] : g[i];
+    if (c.has_wd) d = d + c.wd * p[i];
+    const T si = c.rho * sq[i] + c.one_minus_rho * (d * d);
+    const T delta = (std::sqrt(acc[i] + c.eps) / std::sqrt(si + c.eps)) * d;
+    sq[i] = si;
+    acc[i] = c.rho * acc[i] + c.one_minus_rho * (delta * delta);
+    p[i] = p[i] - c.lr * delta;
+  }
+}
+
+#define DEEPOPTIM_ADADELTA_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void adadelta_block(const AdadeltaTensor<T>& t, std::int64_t b, std::int64_t e, const AdadeltaCoef<T>& c) { adadelta_block_impl(t, b, e, c); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_ADADELTA_BLOCK_CLONES)
+#undef DEEPOPTIM_ADADELTA_BLOCK_CLONES
+
+// -------------------------------------------------------------------------- Rprop
+template <class T>
+struct RpropCoef {
+  T etaminus, etaplus, step_min, step_max;
+  bool maximize;
+};
+
+template <class T>
+DEEPOPTIM_INLINE void rprop_block_impl(const RpropTensor<T>& t, std::int64_t b, std::int64_t e,
+                                       const RpropCoef<T>& c) {
+  T* __restrict p = t.param + b;
+  const T* __restrict g = t.grad + b;
+  T* __restrict prev = t.prev + b;
+  T* __restrict step = t.step_size + b;
+  const std::int64_t n = e - b;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T d = c.maximize ? -g[i] : g[i];
+    const T gp = d * prev[i];
+    const T s = gp > T(0) ? c.etaplus : (gp < T(0) ? c.etaminus : (gp == T(0) ? T(1) : gp));  // NaN stays
+    const T raw = step[i] * s;
+    const T si = raw < c.step_min ? c.step_min : (raw > c.step_max ? c.step_max : raw);  // NaN stays
+    const T gi = s == c.etaminus ? T(0) : d;
+    const T sg = gi > T(0) ? T(1) : (gi < T(0) ? T(-1) : gi);
+    step[i] = si;
+    p[i] = p[i] - sg * si;
+    prev[i] = gi;
+  }
+}
+
+#define DEEPOPTIM_RPROP_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void rprop_block(const RpropTensor<T>& t, std::int64_t b, std::int64_t e, const RpropCoef<T>& c) { rprop_block_impl(t, b, e, c); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_RPROP_BLOCK_CLONES)
+#undef DEEPOPTIM_RPROP_BLOCK_CLONES
+
 // --------------------------------------------------------------------------- LAMB
 template <class T>
 struct LambCoef {
@@ -610,6 +677,23 @@ void lion(const LionTensor<T>* tensors, std::int64_t ntensors, const LionHyper& 
       [&](std::int64_t t, std::int64_t b, std::int64_t e) { lion_block(tensors[t], b, e, c); });
 }
 
+template <class T>
+void adadelta(const AdadeltaTensor<T>* tensors, std::int64_t ntensors, const AdadeltaHyper& h) {
+  const AdadeltaCoef<T> c{T(h.lr), T(h.rho), T(1.0 - h.rho), T(h.eps), T(h.weight_decay), h.weight_decay != 0.0,
+                          h.maximize};
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) { adadelta_block(tensors[t], b, e, c); });
+}
+
+template <class T>
+void rprop(const RpropTensor<T>* tensors, std::int64_t ntensors, const RpropHyper& h) {
+  const RpropCoef<T> c{T(h.etaminus), T(h.etaplus), T(h.step_min), T(h.step_max), h.maximize};
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) { rprop_block(tensors[t], b, e, c); });
+}
+
 std::int64_t trust_workspace(const std::int64_t* sizes, std::int64_t ntensors) {
   return 2 * parallel::total_blocks(ntensors, [&](std::int64_t t) { return sizes[t]; }) + 2 * ntensors;
 }
@@ -712,5 +796,9 @@ template void radam<float>(const RadamTensor<float>*, std::int64_t, const RadamH
 template void radam<double>(const RadamTensor<double>*, std::int64_t, const RadamHyper&);
 template void lion<float>(const LionTensor<float>*, std::int64_t, const LionHyper&);
 template void lion<double>(const LionTensor<double>*, std::int64_t, const LionHyper&);
+template void adadelta<float>(const AdadeltaTensor<float>*, std::int64_t, const AdadeltaHyper&);
+template void adadelta<double>(const AdadeltaTensor<double>*, std::int64_t, const AdadeltaHyper&);
+template void rprop<float>(const RpropTensor<float>*, std::int64_t, const RpropHyper&);
+template void rprop<double>(const RpropTensor<double>*, std::int64_t, const RpropHyper&);
 
 }  // namespace deepoptim::optim

@@ -98,6 +98,26 @@ def lion(
     weight_decay: float,
     maximize: bool,
 ) -> None: ...
+def adadelta(
+    params: _Arrays,
+    grads: _Arrays,
+    square_avgs: _Arrays,
+    acc_deltas: _Arrays,
+    lr: float,
+    rho: float,
+    eps: float,
+    weight_decay: float,
+    maximize: bool,
+) -> None: ...
+def rprop(
+    params: _Arrays,
+    grads: _Arrays,
+    prevs: _Arrays,
+    state_step_sizes: _Arrays,
+    etas: tuple[float, float],
+    step_sizes: tuple[float, float],
+    maximize: bool,
+) -> None: ...
 def adamax(
     params: _Arrays,
     grads: _Arrays,

@@ -786,6 +786,52 @@ class RAdam(Optimizer):
                 maximize=hp["maximize"])
 
 
+# ----------------------------------------------------------------------- Adadelta
+class Adadelta(Optimizer):
+    r"""Adadelta (Zeiler, 2012), as torch.optim.Adadelta (kernel
+    :func:`deepoptim.functional.adadelta`, whose docstring has the update)."""
+
+    kernel, torch_name, example = "adadelta", "Adadelta", {}
+    _nonnegative_state = ("square_avg", "acc_delta")
+
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0, *, maximize: bool = False, **common) -> None:
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize), **common)
+
+    def _state_names(self, g):
+        return ["square_avg", "acc_delta"]
+
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        F.adadelta(params, grads, states["square_avg"], states["acc_delta"], lr=lr, rho=hp["rho"], eps=hp["eps"],
+                   weight_decay=hp["weight_decay"], maximize=hp["maximize"])
+
+
+# -------------------------------------------------------------------------- Rprop
+class Rprop(Optimizer):
+    r"""Rprop (Riedmiller & Braun, 1993), as torch.optim.Rprop (kernel
+    :func:`deepoptim.functional.rprop`): per-element step sizes grown by ``etaplus`` while
+    the gradient keeps its sign and shrunk by ``etaminus`` when it flips; ``lr`` is the
+    initial step size. Meant for full-batch training."""
+
+    kernel, torch_name, example = "rprop", "Rprop", {}
+    _nonnegative_state = ("step_size",)
+
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0),
+                 *, maximize: bool = False, **common) -> None:
+        super().__init__(params, dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes), weight_decay=0.0,
+                                      maximize=maximize), **common)
+
+    def _state_names(self, g):
+        return ["prev", "step_size"]
+
+    def _init_state(self, g, name, p):
+        return np.full_like(p, self._group_lr(g, 1)) if name == "step_size" else np.zeros_like(p)
+
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        F.rprop(params, grads, states["prev"], states["step_size"], etas=tuple(hp["etas"]),
+                step_sizes=tuple(hp["step_sizes"]), maximize=hp["maximize"])
+
+
 # --------------------------------------------------------------------------- Lion
 class Lion(Optimizer):
     r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"; kernel
@@ -897,4 +943,4 @@ class LARS(_TrustRatio):
                       adapt=[hp["adapt"][i] for i in idx])
 
 
-__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Lion", "LAMB", "LARS", "NonFiniteGradients"]
+__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "Lion", "LAMB", "LARS", "NonFiniteGradients"]

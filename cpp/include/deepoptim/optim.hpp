@@ -203,6 +203,55 @@ struct LionTensor {
 template <class T>
 void lion(const LionTensor<T>* tensors, std::int64_t ntensors, const LionHyper& h);
 
+// ----------------------------------------------------------------------- Adadelta
+// Zeiler, "ADADELTA: An Adaptive Learning Rate Method" (2012), as torch.optim.Adadelta:
+// g += wd*p;  sq = rho*sq + (1-rho)*g*g;  delta = (sqrt(acc + eps) / sqrt(sq + eps)) * g;
+// acc = rho*acc + (1-rho)*delta*delta;  p -= lr*delta.
+struct AdadeltaHyper {
+  double lr{};
+  double rho{};
+  double eps{};
+  double weight_decay{};
+  bool maximize{};
+};
+
+template <class T>
+struct AdadeltaTensor {
+  T* param;
+  const T* grad;
+  T* square_avg;
+  T* acc_delta;
+  std::int64_t size;
+};
+
+template <class T>
+void adadelta(const AdadeltaTensor<T>* tensors, std::int64_t ntensors, const AdadeltaHyper& h);
+
+// -------------------------------------------------------------------------- Rprop
+// Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning: The
+// RPROP Algorithm" (1993), as torch.optim.Rprop: s = sign(g*prev) mapped to etaplus (>0),
+// etaminus (<0), 1 (=0); step = clamp(step*s, min, max); g = 0 where s == etaminus;
+// p -= sign(g)*step; prev = g.
+struct RpropHyper {
+  double etaminus{};
+  double etaplus{};
+  double step_min{};
+  double step_max{};
+  bool maximize{};
+};
+
+template <class T>
+struct RpropTensor {
+  T* param;
+  const T* grad;
+  T* prev;
+  T* step_size;
+  std::int64_t size;
+};
+
+template <class T>
+void rprop(const RpropTensor<T>* tensors, std::int64_t ntensors, const RpropHyper& h);
+
 // --------------------------------------------------------------------------- LAMB
 // You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes"
 // (ICLR 2020). m, v as Adam; r = (m/bc1) / (sqrt(v/bc2) + eps) + wd*p;

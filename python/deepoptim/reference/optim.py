@@ -583,6 +583,115 @@ def lion(
             m[...] = b2 * m + (1.0 - b2) * d
 
 
+def adadelta(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    square_avgs: ArrayOrList,
+    acc_deltas: ArrayOrList,
+    *,
+    lr: float = 1.0,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r"""Adadelta (Zeiler, 2012, "ADADELTA: An Adaptive Learning Rate Method"), in place,
+    as torch.optim.Adadelta. With :math:`g \leftarrow -g` when ``maximize``::
+
+        g = g + weight_decay * p
+        sq = rho * sq + (1 - rho) * g * g
+        delta = (sqrt(acc + eps) / sqrt(sq + eps)) * g
+        acc = rho * acc + (1 - rho) * delta * delta
+        p = p - lr * delta
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.reference import adadelta
+      >>> p, sq, acc = np.ones(1), np.zeros(1), np.zeros(1)
+      >>> adadelta(p, np.array([1.0]), sq, acc, eps=1e-6)
+      >>> p.round(6)
+      array([0.996838])
+    """
+    lr, rho = _checks.real("lr", lr), _checks.real("rho", rho)
+    eps, weight_decay = _checks.real("eps", eps), _checks.real("weight_decay", weight_decay)
+    _checks.finite_ge("lr", lr, 0.0)
+    _checks.in_range("rho", rho, 0.0, 1.0, True)
+    _checks.finite_gt("eps", eps, 0.0)
+    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    rows, _ = _checks.operands(
+        [("params", True, True, None), ("grads", False, True, None), ("square_avgs", True, True, None),
+         ("acc_deltas", True, True, None)],
+        [params, grads, square_avgs, acc_deltas],
+    )
+    _checks.eps_representable("eps", eps, rows)
+    with _ieee():
+        for p, g, sq, acc in rows:
+            d = -g if maximize else g
+            if weight_decay != 0.0:
+                d = d + weight_decay * p
+            si = rho * sq + (1.0 - rho) * (d * d)
+            delta = (np.sqrt(acc + eps) / np.sqrt(si + eps)) * d
+            sq[...] = si
+            acc[...] = rho * acc + (1.0 - rho) * (delta * delta)
+            p[...] = p - lr * delta
+
+
+def rprop(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    prevs: ArrayOrList,
+    state_step_sizes: ArrayOrList,
+    *,
+    etas: Tuple[float, float] = (0.5, 1.2),
+    step_sizes: Tuple[float, float] = (1e-6, 50.0),
+    maximize: bool = False,
+) -> None:
+    r"""Rprop (Riedmiller & Braun, 1993), in place, as torch.optim.Rprop. With
+    :math:`g \leftarrow -g` when ``maximize``; ``state_step_sizes`` start at lr::
+
+        s = etaplus if g * prev > 0,  etaminus if g * prev < 0,  1 if g * prev == 0
+        step = clamp(step * s, min_step, max_step)
+        g = 0 where s == etaminus          (no move after a sign change)
+        p = p - sign(g) * step
+        prev = g
+
+    Args:
+      etas: (etaminus, etaplus), 0 < etaminus < 1 < etaplus. step_sizes: (min_step,
+        max_step), 0 <= min_step <= max_step.
+    """
+    etaminus, etaplus = _pair("etas", etas, "etaminus", "etaplus")
+    step_min, step_max = _pair("step_sizes", step_sizes, "min_step", "max_step")
+    if not (0.0 < etaminus < 1.0 < etaplus and math.isfinite(etaplus)):
+        raise ValueError(f"etas must satisfy 0 < etaminus < 1 < etaplus (finite), got ({etaminus!r}, {etaplus!r})")
+    _checks.finite_ge("min_step", step_min, 0.0)
+    _checks.finite_ge("max_step", step_max, step_min)
+    rows, _ = _checks.operands(
+        [("params", True, True, None), ("grads", False, True, None), ("prevs", True, True, None),
+         ("state_step_sizes", True, True, None)],
+        [params, grads, prevs, state_step_sizes],
+    )
+    with _ieee():
+        for p, g, prev, step in rows:
+            t = p.dtype.type
+            d = -g if maximize else g
+            gp = d * prev
+            s = np.where(gp > 0, t(etaplus), np.where(gp < 0, t(etaminus), np.where(gp == 0, t(1), gp)))
+            raw = step * s
+            lo, hi = t(step_min), t(step_max)
+            si = np.where(raw < lo, lo, np.where(raw > hi, hi, raw))
+            gi = np.where(s == t(etaminus), t(0), d)
+            sg = np.where(gi > 0, t(1), np.where(gi < 0, t(-1), gi))
+            step[...] = si
+            p[...] = p - sg * si
+            prev[...] = gi
+
+
+def _pair(name: str, x, first: str, second: str) -> Tuple[float, float]:
+    if not (isinstance(x, (tuple, list)) and len(x) == 2):
+        raise TypeError(f"{name} must be a pair ({first}, {second}), got {x!r}")
+    return _checks.real(first, x[0]), _checks.real(second, x[1])
+
+
 def _adapt_flags(adapt, n: int, list_form: bool):
     if adapt is None:
         return [True] * n
@@ -786,7 +895,7 @@ def decay(params: ArrayOrList, *, lr: float, weight_decay: float) -> None:
 # The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
 # to the compiled function of the same name; a variant names the kernel it runs and the
 # parameters it fixes.
-KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'lion', 'lamb', 'lars', 'add_penalty', 'soft_threshold', 'decay')
+KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'adadelta', 'rprop', 'lion', 'lamb', 'lars', 'add_penalty', 'soft_threshold', 'decay')
 VARIANTS = {'adamw': ('adam', {'decoupled_weight_decay': True})}
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
     __all__ = list(KERNELS)
