@@ -330,14 +330,10 @@ RadamCoef<T> radam_coef(const RadamHyper& h) {
           has_wd && h.decoupled_weight_decay, h.maximize};
 }
 
-template <class T>
-DEEPOPTIM_INLINE void radam_block_impl(const RadamTensor<T>& t, std::int64_t b, std::int64_t e,
-                                       const RadamCoef<T>& c) {
-  T* __restrict p = t.param + b;
-  const T* __restrict g = t.grad + b;
-  T* __restrict m = t.exp_avg + b;
-  T* __restrict v = t.exp_avg_sq + b;
-  const std::int64_t n = e - b;
+// RECT is a template parameter: a division under a run-time condition keeps the loop scalar.
+template <class T, bool RECT>
+DEEPOPTIM_INLINE void radam_body(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+                                 std::int64_t n, const RadamCoef<T> c) {  // a copy: its flags cannot alias the arrays
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     T d = c.maximize ? -g[i] : g[i];
@@ -349,8 +345,19 @@ DEEPOPTIM_INLINE void radam_block_impl(const RadamTensor<T>& t, std::int64_t b, 
     m[i] = mi;
     v[i] = vi;
     const T step = (mi / c.bc1) * c.lr;
-    p[i] = c.rectify ? pi - (step * (c.sqrt_bc2 / (std::sqrt(vi) + c.eps))) * c.rect : pi - step;
+    if constexpr (RECT) {
+      p[i] = pi - (step * (c.sqrt_bc2 / (std::sqrt(vi) + c.eps))) * c.rect;
+    } else {
+      p[i] = pi - step;
+    }
   }
+}
+
+template <class T>
+DEEPOPTIM_INLINE void radam_block_impl(const RadamTensor<T>& t, std::int64_t b, std::int64_t e,
+                                       const RadamCoef<T>& c) {
+  if (c.rectify) return radam_body<T, true>(t.param + b, t.grad + b, t.exp_avg + b, t.exp_avg_sq + b, e - b, c);
+  radam_body<T, false>(t.param + b, t.grad + b, t.exp_avg + b, t.exp_avg_sq + b, e - b, c);
 }
 
 #define DEEPOPTIM_RADAM_BLOCK_CLONES(T) \
@@ -395,7 +402,7 @@ struct AdadeltaCoef {
 
 template <class T>
 DEEPOPTIM_INLINE void adadelta_block_impl(const AdadeltaTensor<T>& t, std::int64_t b, std::int64_t e,
-                                          const AdadeltaCoef<T>& c) {
+                                          const AdadeltaCoef<T> c) {  // a copy: cannot alias the arrays
   T* __restrict p = t.param + b;
   const T* __restrict g = t.grad + b;
   T* __restrict sq = t.square_avg + b;
@@ -403,13 +410,15 @@ DEEPOPTIM_INLINE void adadelta_block_impl(const AdadeltaTensor<T>& t, std::int64
   const std::int64_t n = e - b;
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
+    const T pi = p[i];  // loaded unconditionally: a load under a condition keeps the loop scalar
+    const T ai = acc[i];
     T d = c.maximize ? -g[i] : g[i];
-    if (c.has_wd) d = d + c.wd * p[i];
+    if (c.has_wd) d = d + c.wd * pi;
     const T si = c.rho * sq[i] + c.one_minus_rho * (d * d);
-    const T delta = (std::sqrt(acc[i] + c.eps) / std::sqrt(si + c.eps)) * d;
+    const T delta = (std::sqrt(ai + c.eps) / std::sqrt(si + c.eps)) * d;
     sq[i] = si;
-    acc[i] = c.rho * acc[i] + c.one_minus_rho * (delta * delta);
-    p[i] = p[i] - c.lr * delta;
+    acc[i] = c.rho * ai + c.one_minus_rho * (delta * delta);
+    p[i] = pi - c.lr * delta;
   }
 }
 
@@ -425,27 +434,35 @@ struct RpropCoef {
   bool maximize;
 };
 
-template <class T>
-DEEPOPTIM_INLINE void rprop_block_impl(const RpropTensor<T>& t, std::int64_t b, std::int64_t e,
-                                       const RpropCoef<T>& c) {
-  T* __restrict p = t.param + b;
-  const T* __restrict g = t.grad + b;
-  T* __restrict prev = t.prev + b;
-  T* __restrict step = t.step_size + b;
-  const std::int64_t n = e - b;
+// Plain selects on values only (no conditional loads or stores), maximize a template
+// parameter: GCC keeps a loop with these nested selects scalar otherwise.
+template <class T, bool MAXIMIZE>
+DEEPOPTIM_INLINE void rprop_body(T* __restrict p, const T* __restrict g, T* __restrict prev, T* __restrict step,
+                                 std::int64_t n, const RpropCoef<T> c) {
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
-    const T d = c.maximize ? -g[i] : g[i];
+    const T d = MAXIMIZE ? -g[i] : g[i];
     const T gp = d * prev[i];
-    const T s = gp > T(0) ? c.etaplus : (gp < T(0) ? c.etaminus : (gp == T(0) ? T(1) : gp));  // NaN stays
+    const T eq = gp == T(0) ? T(1) : gp;  // NaN stays
+    const T lt = gp < T(0) ? c.etaminus : eq;
+    const T s = gp > T(0) ? c.etaplus : lt;
     const T raw = step[i] * s;
-    const T si = raw < c.step_min ? c.step_min : (raw > c.step_max ? c.step_max : raw);  // NaN stays
+    const T hi = raw > c.step_max ? c.step_max : raw;
+    const T si = raw < c.step_min ? c.step_min : hi;  // NaN stays
     const T gi = s == c.etaminus ? T(0) : d;
-    const T sg = gi > T(0) ? T(1) : (gi < T(0) ? T(-1) : gi);
+    const T neg = gi < T(0) ? T(-1) : gi;
+    const T sg = gi > T(0) ? T(1) : neg;
     step[i] = si;
     p[i] = p[i] - sg * si;
     prev[i] = gi;
   }
+}
+
+template <class T>
+DEEPOPTIM_INLINE void rprop_block_impl(const RpropTensor<T>& t, std::int64_t b, std::int64_t e,
+                                       const RpropCoef<T>& c) {
+  if (c.maximize) return rprop_body<T, true>(t.param + b, t.grad + b, t.prev + b, t.step_size + b, e - b, c);
+  rprop_body<T, false>(t.param + b, t.grad + b, t.prev + b, t.step_size + b, e - b, c);
 }
 
 #define DEEPOPTIM_RPROP_BLOCK_CLONES(T) \

@@ -141,13 +141,14 @@ def _optim_case(name: str, ntensors: int, each: int, with_numpy: bool) -> Case:
         tname = cls.torch_name
         if torch is not None and tname is not None:
             variants = {"fused": dict(fused=True), "foreach": dict(foreach=True), "loop": dict(foreach=False)}
-            if tname == "RMSprop":
-                del variants["fused"]  # torch 2.13 has no fused RMSprop on CPU
+            tcls = getattr(torch.optim, tname)
+            if "fused" not in inspect.signature(tcls).parameters:
+                del variants["fused"]  # torch 2.13 has a fused CPU path for SGD, Adam(W), Adagrad only
             for vname, vkw in variants.items():
                 tp = [torch.from_numpy(a.copy()) for a in p]
                 for t, a in zip(tp, g):
                     t.grad = torch.from_numpy(a)
-                opt = getattr(torch.optim, tname)(tp, **kw, **vkw)
+                opt = tcls(tp, **kw, **vkw)
                 opt.step()  # creates the state outside the timing
                 impls[f"torch {vname}"] = opt.step
         return impls
