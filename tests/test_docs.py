@@ -74,3 +74,19 @@ def test_docs_snippets_are_the_readmes_examples():
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     for snippet in ("quick_start.py", "training_loop.py"):
         assert (ROOT / "docs" / "snippets" / snippet).read_text() in blocks, snippet
+
+
+def test_every_optimizer_and_kernel_has_its_docs_entry():
+    """The optimizers page lists each class and each update rule: a new optimizer that
+    forgets its two doc lines fails here rather than silently missing from the site."""
+    import pathlib
+
+    from deepoptim import optim
+    from deepoptim.reference import optim as ref
+
+    page = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "optimizers.md").read_text()
+    for name in optim.REGISTRY:
+        assert f"::: deepoptim.optim.{name}\n" in page, name
+    for name in ref.KERNELS:
+        if name not in ("add_penalty", "soft_threshold", "decay"):
+            assert f"::: deepoptim.reference.optim.{name}\n" in page, name
