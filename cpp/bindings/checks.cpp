@@ -124,6 +124,15 @@ void require_shape(const py::array& a, const std::vector<py::ssize_t>& shape, co
   }
 }
 
+namespace {
+
+[[noreturn]] void refuse_missing(const Operand& op) {
+  throw py::value_error(std::string(op.name) + " is required" +
+                        (op.needed_because ? std::string(" when ") + op.needed_because : "") + ", got None");
+}
+
+}  // namespace
+
 bool is_raw(py::handle h) { return py::isinstance<RawTensors>(h); }
 
 void bind_raw(py::module_& m) {
@@ -196,11 +205,7 @@ Operands parse_raw(const std::vector<Operand>& ops, const std::vector<py::handle
   std::vector<Span> spans;
   for (std::size_t k = 0; k < ops.size(); ++k) {
     if (!ops[k].used) continue;
-    if (args[k].is_none()) {
-      throw py::value_error(std::string(ops[k].name) + " is required" +
-                            (ops[k].needed_because ? std::string(" when ") + ops[k].needed_because : "") +
-                            ", got None");
-    }
+    if (args[k].is_none()) refuse_missing(ops[k]);
     if (!is_raw(args[k])) {
       throw py::type_error(std::string(ops[k].name) + " must be RawTensors like " + ops[0].name + ", got " +
                            type_name(args[k]));
@@ -249,11 +254,7 @@ Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::h
   // Pass 1: structure (None, list lengths), so that errors name the argument.
   for (std::size_t k = 0; k < ops.size(); ++k) {
     if (!ops[k].used) continue;
-    if (args[k].is_none()) {
-      throw py::value_error(std::string(ops[k].name) + " is required" +
-                            (ops[k].needed_because ? std::string(" when ") + ops[k].needed_because : "") +
-                            ", got None");
-    }
+    if (args[k].is_none()) refuse_missing(ops[k]);
     if (list_form) {
       if (!is_list_like(args[k])) {
         throw py::type_error(std::string(ops[k].name) + " must be a list or tuple (" + lead.name +

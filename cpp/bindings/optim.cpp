@@ -18,6 +18,25 @@ namespace {
 
 namespace o = deepoptim::optim;
 
+// The hyperparameters of Adam's family (Adam, Adamax, RAdam, LAMB), parsed and checked in
+// the order the twins check them.
+struct AdamLike {
+  std::int64_t step;
+  double lr, beta1, beta2, eps, weight_decay;
+};
+
+AdamLike adam_like(Index step_h, Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h) {
+  const std::int64_t step = step_arg(step_h);
+  const double lr = real(lr_h, "lr");
+  const auto [beta1, beta2] = betas_arg(betas_h);
+  const double eps = real(eps_h, "eps");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
+  check_finite_ge("lr", lr, 0.0);
+  check_finite_gt("eps", eps, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  return {step, lr, beta1, beta2, eps, weight_decay};
+}
+
 // ---------------------------------------------------------------------------- SGD
 o::MomentumForm parse_form(const std::string& form) {
   if (form == "torch") return o::MomentumForm::Torch;
@@ -148,14 +167,7 @@ void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle e
           py::handle max_exp_avg_sqs, Index step_h, Real lr_h, RealPair betas_h,
           Real eps_h, Real weight_decay_h, bool amsgrad, bool maximize,
           bool decoupled_weight_decay, bool bias_correction, bool eps_inside_sqrt) {
-  const std::int64_t step = step_arg(step_h);
-  const double lr = real(lr_h, "lr");
-  const auto [beta1, beta2] = betas_arg(betas_h);
-  const double eps = real(eps_h, "eps");
-  const double weight_decay = real(weight_decay_h, "weight_decay");
-  check_finite_ge("lr", lr, 0.0);
-  check_finite_gt("eps", eps, 0.0);
-  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
   const Operands ops = parse_operands({{"params", true, true},
                                        {"grads", false, true},
                                        {"exp_avgs", true, true},
@@ -186,14 +198,7 @@ void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle e
 // ------------------------------------------------------------------------- Adamax
 void adamax(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_infs, Index step_h,
             Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, bool maximize) {
-  const std::int64_t step = step_arg(step_h);
-  const double lr = real(lr_h, "lr");
-  const auto [beta1, beta2] = betas_arg(betas_h);
-  const double eps = real(eps_h, "eps");
-  const double weight_decay = real(weight_decay_h, "weight_decay");
-  check_finite_ge("lr", lr, 0.0);
-  check_finite_gt("eps", eps, 0.0);
-  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_infs", true, true}},
       {params, grads, exp_avgs, exp_infs});
@@ -211,14 +216,7 @@ void adamax(py::handle params, py::handle grads, py::handle exp_avgs, py::handle
 void radam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs, Index step_h,
            Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, bool decoupled_weight_decay,
            bool maximize) {
-  const std::int64_t step = step_arg(step_h);
-  const double lr = real(lr_h, "lr");
-  const auto [beta1, beta2] = betas_arg(betas_h);
-  const double eps = real(eps_h, "eps");
-  const double weight_decay = real(weight_decay_h, "weight_decay");
-  check_finite_ge("lr", lr, 0.0);
-  check_finite_gt("eps", eps, 0.0);
-  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}},
       {params, grads, exp_avgs, exp_avg_sqs});
@@ -355,14 +353,7 @@ py::object run_trust(const Operands& ops, py::handle params, py::handle adapt, K
 py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
                 Index step_h, Real lr_h, RealPair betas_h, Real eps_h,
                 Real weight_decay_h, bool bias_correction, py::handle adapt) {
-  const std::int64_t step = step_arg(step_h);
-  const double lr = real(lr_h, "lr");
-  const auto [beta1, beta2] = betas_arg(betas_h);
-  const double eps = real(eps_h, "eps");
-  const double weight_decay = real(weight_decay_h, "weight_decay");
-  check_finite_ge("lr", lr, 0.0);
-  check_finite_gt("eps", eps, 0.0);
-  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}},
       {params, grads, exp_avgs, exp_avg_sqs});
