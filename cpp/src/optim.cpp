@@ -502,15 +502,22 @@ DEEPOPTIM_INLINE void lamb_pass1_impl(const LambTensor<T>& t, std::int64_t b, st
   T* __restrict m = t.exp_avg + b;
   T* __restrict v = t.exp_avg_sq + b;
   const T wd = t.adapt ? c.wd : T(0);
-  double pacc[parallel::kLanes] = {}, racc[parallel::kLanes] = {};
-  parallel::for_lanes(e - b, [&](std::int64_t i, std::int64_t l) {
+  // The update in one SIMD loop, r kept in a block-sized buffer; then both sums in the
+  // fixed lane order over data still in L1 (fusing them into one loop ran 3x slower).
+  alignas(64) T rbuf[parallel::kBlock];
+  const std::int64_t n = e - b;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
     const T mi = c.beta1 * m[i] + c.one_minus_beta1 * g[i];
     const T vi = c.beta2 * v[i] + c.one_minus_beta2 * (g[i] * g[i]);
     m[i] = mi;
     v[i] = vi;
-    const T r = lamb_r(mi, vi, p[i], c, wd);
+    rbuf[i] = lamb_r(mi, vi, p[i], c, wd);
+  }
+  double pacc[parallel::kLanes] = {}, racc[parallel::kLanes] = {};
+  parallel::for_lanes(n, [&](std::int64_t i, std::int64_t l) {
     pacc[l] += double(p[i]) * double(p[i]);
-    racc[l] += double(r) * double(r);
+    racc[l] += double(rbuf[i]) * double(rbuf[i]);
   });
   *pn = parallel::lanes_total(pacc);
   *rn = parallel::lanes_total(racc);
