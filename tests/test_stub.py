@@ -8,8 +8,10 @@ import ast
 import os
 import pathlib
 import re
+import site
 import subprocess
 import sys
+import sysconfig
 from importlib import resources
 
 import pytest
@@ -186,7 +188,15 @@ _BAD_CALLS = {
 
 
 def _mypy(tmp_path: pathlib.Path, files: list[pathlib.Path], *flags: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, MYPYPATH=str(STUB.parent.parent))  # the stub of this checkout
+    env = dict(os.environ)
+    root = STUB.parent.parent.resolve()
+    installed = {pathlib.Path(d).resolve() for d in site.getsitepackages()}
+    installed |= {pathlib.Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    # An installed package is found by mypy through its py.typed (and mypy refuses
+    # site-packages on MYPYPATH); an editable install's import hook is invisible to mypy,
+    # so there the checkout's package folder is named explicitly.
+    if root not in installed:
+        env["MYPYPATH"] = str(root)
     return subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "--cache-dir", str(tmp_path / "cache"),
          *flags, *map(str, files)],
@@ -221,5 +231,6 @@ def test_mypy_strict_refuses_wrong_calls_into_core(tmp_path, mypy_available):
         files.append(tmp_path / f"bad_{i}.py")
         files[-1].write_text(header + call + "\n")
     result = _mypy(tmp_path, files)
+    assert result.returncode == 1, result.stdout + result.stderr  # 1: type errors found; 2: mypy itself failed
     for i, what in enumerate(_BAD_CALLS):
         assert re.search(rf"bad_{i}\.py:5: error", result.stdout), f"mypy accepted {what}:\n{result.stdout}"
