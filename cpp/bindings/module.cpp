@@ -73,6 +73,12 @@ double probe(py::list read, py::list update, py::list store) {
 }  // namespace
 }  // namespace deepoptim::bind
 
+#ifdef DEEPOPTIM_TEST_HOOKS
+namespace deepoptim::bind {
+void bind_testing(py::module_& m);
+}
+#endif
+
 #ifndef DEEPOPTIM_VERSION
 #define DEEPOPTIM_VERSION "0+unknown"
 #endif
@@ -93,6 +99,11 @@ PYBIND11_MODULE(_core, m) {
         // In a child forked after threads ran, kernels run on one thread (parallel.hpp).
         d["forked_child_single_thread"] = deepoptim::parallel::in_forked_child();
         d["block_size"] = deepoptim::parallel::kBlock;
+#if defined(DEEPOPTIM_SANITIZE)
+        d["sanitize"] = "address,undefined";
+#else
+        d["sanitize"] = "";
+#endif
         d["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +
                      "." + std::to_string(EIGEN_MINOR_VERSION);
 #if defined(__VERSION__)
@@ -111,5 +122,8 @@ PYBIND11_MODULE(_core, m) {
         "Bandwidth probe for benchmarks: per element r = sum(read); update += r; store = r. "
         "Moves the bytes of a kernel with the same operands. Returns sum(r).",
         py::arg("read"), py::arg("update"), py::arg("store"));
+#ifdef DEEPOPTIM_TEST_HOOKS
+  deepoptim::bind::bind_testing(m);
+#endif
 
 }

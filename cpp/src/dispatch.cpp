@@ -11,6 +11,8 @@ const char* active_isa() {
   return "x86-64";
 #elif defined(DEEPOPTIM_NATIVE)
   return "native";
+#elif defined(DEEPOPTIM_PINNED_ISA)
+  return DEEPOPTIM_PINNED_ISA;
 #elif defined(__x86_64__)
   return "x86-64";
 #elif defined(__aarch64__)
@@ -25,6 +27,8 @@ const char* dispatch_mode() {
   return "target_clones(x86-64-v4,x86-64-v3,default)";
 #elif defined(DEEPOPTIM_NATIVE)
   return "native (-march=native, no clones)";
+#elif defined(DEEPOPTIM_PINNED_ISA)
+  return "pinned (-march=" DEEPOPTIM_PINNED_ISA ", no clones)";
 #else
   return "single (compiler default ISA)";
 #endif

@@ -6,7 +6,8 @@
 // the per-block call through the resolved pointer costs nothing next to 4096 elements.
 #pragma once
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(DEEPOPTIM_NATIVE)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(DEEPOPTIM_NATIVE) && \
+    !defined(DEEPOPTIM_PINNED_ISA)
 #define DEEPOPTIM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define DEEPOPTIM_HAS_CLONES 1
 #else
