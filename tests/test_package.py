@@ -104,7 +104,7 @@ def test_ci_runs_the_readmes_test_command():
     readme = (root / "README.md").read_text()
     assert ci.startswith("pip install") and "pytest" in ci
     assert f"```bash\n{ci}\n```" in readme
-    assert steps[1:] == ["python .ci/variants.py"], steps
+    assert steps[1:] == ["python .ci/variants.py", "python .ci/wheel.py"], steps
 
 
 def test_readme_python_examples_run():
