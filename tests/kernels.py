@@ -4,7 +4,7 @@ to draw valid hyperparameters, how to call it. A kernel added here gets every te
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from hypothesis import strategies as st
@@ -59,6 +59,9 @@ class Kernel:
     torch_cases: List[dict] = dataclasses.field(default_factory=list)
     # A state's starting value where it is not zero (Rprop's step sizes start at lr).
     state_init: Dict[str, Callable[[dict], float]] = dataclasses.field(default_factory=dict)
+    # States holding one number per tensor (NAdam's mu_products, ASGD's mus and etas): a
+    # 0-d float32 array each, as torch's 0-d state tensors, whatever the parameters' dtype.
+    scalar_states: Tuple[str, ...] = ()
 
     @property
     def fast(self):
@@ -70,7 +73,9 @@ class Kernel:
 
     def make_state(self, p: np.ndarray, hp: dict, fill: float = 0.0) -> List[Optional[np.ndarray]]:
         need = self.needs(hp)
-        return [np.full_like(p, self.state_init[s](hp) if s in self.state_init else fill) if need[s] else None
+        return [None if not need[s] else
+                np.array(self.state_init[s](hp) if s in self.state_init else 1.0, np.float32) if s in self.scalar_states
+                else np.full_like(p, self.state_init[s](hp) if s in self.state_init else fill)
                 for s in self.states]
 
     def kwargs(self, hp: dict, step: int) -> dict:
@@ -207,6 +212,20 @@ def _rprop_hyper():
     )
 
 
+def _nadam_hyper():
+    return st.builds(
+        lambda hp, dec, psi: {**hp, "decoupled_weight_decay": dec, "momentum_decay": psi},
+        _adamax_hyper(), st.booleans(), st.sampled_from([0.0, 4e-3, 0.1]),
+    )
+
+
+def _asgd_hyper():
+    return st.fixed_dictionaries(
+        dict(lr=_unit(0.0, 0.1), lambd=st.sampled_from([0.0, 1e-4, 0.1]), alpha=st.sampled_from([0.0, 0.75, 1.0]),
+             t0=st.sampled_from([0.0, 3.0, 1e6]), weight_decay=st.sampled_from([0.0, 1e-2]), maximize=st.booleans())
+    )
+
+
 def _lamb_hyper():
     return st.fixed_dictionaries(
         dict(
@@ -293,6 +312,21 @@ KERNELS: Dict[str, Kernel] = {
             _rprop_hyper, has_step=False, state_init={"state_step_sizes": lambda hp: hp.get("lr", 1e-2)},
             torch_cases=[dict(lr=1e-2), dict(lr=1e-3, etas=(0.3, 2.0), step_sizes=(1e-4, 0.1)),
                          dict(lr=1e-2, maximize=True)],
+        ),
+        Kernel(
+            "nadam", ["exp_avgs", "exp_avg_sqs", "mu_products"],
+            lambda hp: {"exp_avgs": True, "exp_avg_sqs": True, "mu_products": True},
+            _nadam_hyper, has_step=True, scalar_states=("mu_products",),
+            torch_cases=[dict(lr=1e-2), dict(lr=1e-2, weight_decay=0.1),
+                         dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+                         dict(lr=1e-2, momentum_decay=0.05, betas=(0.8, 0.99), eps=1e-6, maximize=True)],
+        ),
+        Kernel(
+            "asgd", ["axs", "mus", "etas"], lambda hp: {"axs": True, "mus": True, "etas": True},
+            _asgd_hyper, has_step=True, scalar_states=("mus", "etas"),
+            state_init={"etas": lambda hp: hp.get("lr", 1e-2)},
+            torch_cases=[dict(lr=1e-2), dict(lr=5e-2, lambd=1e-2, alpha=0.5, t0=10.0, weight_decay=0.1),
+                         dict(lr=1e-2, t0=0.0), dict(lr=2e-2, lambd=0.1, t0=30.0, maximize=True)],
         ),
         Kernel("lion", ["exp_avgs"], lambda hp: {"exp_avgs": True}, _lion_hyper, has_step=False),
         Kernel(

@@ -283,6 +283,63 @@ def _cases(name):
             hp["rho"] = 1.5
             return ValueError, r"rho must be in \[0.0, 1.0\]"
 
+    if kernel.scalar_states:
+        k_sc = 1 + kernel.states.index(kernel.scalar_states[0])
+        sc = kernel.scalar_states[0]
+
+        @case
+        def scalar_state_not_one_element(rows, grads, hp):
+            rows[-1][k_sc] = np.ones(2, np.float32)
+            return ValueError, rf"{sc}\[2\] must hold one element \(a per-tensor scalar state\), got shape \(2,\)"
+
+        @case
+        def scalar_state_is_a_numpy_scalar(rows, grads, hp):
+            rows[-1][k_sc] = np.float32(1.0)
+            return TypeError, rf"{sc}\[2\] must be a numpy.ndarray, got float32"
+
+        @case
+        def scalar_state_int_dtype(rows, grads, hp):
+            rows[-1][k_sc] = np.ones((), np.int32)
+            return TypeError, rf"{sc}\[2\] must have dtype float32 or float64"
+
+        @case
+        def scalar_state_read_only(rows, grads, hp):
+            rows[-1][k_sc].flags.writeable = False
+            return ValueError, rf"{sc}\[2\] is read-only"
+
+        @case
+        def scalar_state_shared_by_two_tensors(rows, grads, hp):
+            rows[0][k_sc] = rows[-1][k_sc]
+            return ValueError, r"share memory"
+
+        @case
+        def scalar_state_inside_a_param(rows, grads, hp):
+            rows[-1][k_sc] = rows[-1][0][4:5]
+            return ValueError, r"share memory"
+
+        @case
+        def scalar_state_missing(rows, grads, hp):
+            for r in rows:
+                r[k_sc] = None
+            return ValueError, rf"{sc} is required, got None"
+
+    if name == "nadam":
+        @case
+        def negative_momentum_decay(rows, grads, hp):
+            hp["momentum_decay"] = -1e-3
+            return ValueError, r"momentum_decay must be a finite number >= 0.0"
+
+    if name == "asgd":
+        @case
+        def negative_lambd(rows, grads, hp):
+            hp["lambd"] = -1.0
+            return ValueError, r"lambd must be a finite number >= 0.0"
+
+        @case
+        def infinite_t0(rows, grads, hp):
+            hp["t0"] = float("inf")
+            return ValueError, r"t0 must be a finite number >= 0.0"
+
     if name == "rmsprop":
         @case
         def alpha_above_one(rows, grads, hp):
@@ -358,7 +415,8 @@ def test_empty_list_and_empty_arrays_are_noops(name):
         p = np.zeros(0, np.float32)
         states = kernel.make_state(p, hp)
         single = kernel.call(fn, p, p.copy(), states, hp, 1)
-        assert p.shape == (0,) and all(s is None or s.shape == (0,) for s in states)
+        assert p.shape == (0,) and all(s is None or s.shape == (() if n in kernel.scalar_states else (0,))
+                                       for n, s in zip(kernel.states, states))
         results.append((type(listed), None if listed is None else np.asarray(listed).tolist(),
                          type(single), single))
     assert results[0] == results[1]  # the same types and values from kernel and twin

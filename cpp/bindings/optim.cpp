@@ -297,6 +297,140 @@ void rprop(py::handle params, py::handle grads, py::handle prevs, py::handle sta
   });
 }
 
+// ------------------------------------------------ per-tensor scalar state operands
+// NAdam's mu_products, ASGD's mus and etas: per tensor, one array holding exactly one
+// float32 or float64 element (torch's 0-d state tensors), whatever the parameters' dtype.
+// Checked after the array operands and like them (type, dtype, size, contiguity,
+// writeability), and refused if one shares memory with any array of the call.
+struct ScalarArg {
+  const char* name;
+  py::handle arg;
+};
+
+struct ScalarStates {
+  std::vector<std::vector<o::ScalarState>> states;  // [argument][tensor]
+  std::vector<py::object> keep_alive;               // held while the kernel runs without the GIL
+};
+
+ScalarStates scalar_states(const std::vector<Operand>& spec, const std::vector<py::handle>& operand_args,
+                           const Operands& ops, const std::vector<ScalarArg>& args) {
+  const bool list_form = is_list_like(operand_args[0]) || is_raw(operand_args[0]);
+  const char* lead = spec[0].name;
+  const std::int64_t n = ops.ntensors;
+  auto label = [&](const char* name, std::int64_t t) {
+    return list_form ? std::string(name) + "[" + std::to_string(t) + "]" : std::string(name);
+  };
+  ScalarStates out;
+  std::vector<Span> spans;
+  const std::uintptr_t item = ops.dtype == DType::F32 ? 4 : 8;
+  for (std::size_t k = 0; k < spec.size(); ++k) {
+    if (!spec[k].used) continue;
+    for (std::int64_t t = 0; t < n; ++t) {
+      const auto begin = reinterpret_cast<std::uintptr_t>(ops.ptrs[static_cast<std::size_t>(t) * ops.noperands + k]);
+      const auto bytes = static_cast<std::uintptr_t>(ops.sizes[static_cast<std::size_t>(t)]) * item;
+      if (begin && bytes) spans.push_back({begin, begin + bytes, spec[k].written, {}, k, t});
+    }
+  }
+  for (const ScalarArg& a : args) {
+    if (a.arg.is_none()) throw py::value_error(std::string(a.name) + " is required, got None");
+    py::list items;
+    if (list_form) {
+      if (!is_list_like(a.arg)) {
+        throw py::type_error(std::string(a.name) + " must be a list or tuple (" + lead + " is one), got " +
+                             type_name(a.arg));
+      }
+      items = py::list(py::reinterpret_borrow<py::object>(a.arg));
+      if (static_cast<std::int64_t>(items.size()) != n) {
+        throw py::value_error(std::string(a.name) + " has " + std::to_string(items.size()) + " arrays but " + lead +
+                              " has " + std::to_string(n));
+      }
+    } else {
+      if (!py::isinstance<py::array>(a.arg)) {
+        throw py::type_error(std::string(a.name) + " must be a numpy.ndarray (" + lead + " is one), got " +
+                             type_name(a.arg));
+      }
+      items.append(a.arg);
+    }
+    std::vector<o::ScalarState> row;
+    for (std::int64_t t = 0; t < n; ++t) {
+      const std::string name = label(a.name, t);
+      const py::array arr = require_array(items[static_cast<std::size_t>(t)], name);
+      const DType dt = float_dtype(arr, name);
+      if (arr.size() != 1) {
+        throw py::value_error(name + " must hold one element (a per-tensor scalar state), got shape " +
+                              shape_str(arr));
+      }
+      require_contiguous(arr, name);
+      require_writeable(arr, name);
+      add_span(spans, arr, true, name);
+      row.push_back({const_cast<void*>(arr.data()), dt == DType::F64});
+      out.keep_alive.push_back(arr);
+    }
+    out.states.push_back(std::move(row));
+  }
+  if (spans.size() > 1) {
+    check_aliasing(spans, [&](std::size_t k, std::int64_t t) { return label(spec[k].name, t); });
+  }
+  return out;
+}
+
+// -------------------------------------------------------------------------- NAdam
+void nadam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs, py::handle mu_products,
+           Index step_h, Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, Real momentum_decay_h,
+           bool decoupled_weight_decay, bool maximize) {
+  const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
+  const double momentum_decay = real(momentum_decay_h, "momentum_decay");
+  check_finite_ge("momentum_decay", momentum_decay, 0.0);
+  const std::vector<Operand> spec{
+      {"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}};
+  const std::vector<py::handle> args{params, grads, exp_avgs, exp_avg_sqs};
+  const Operands ops = parse_operands(spec, args);
+  const ScalarStates sc = scalar_states(spec, args, ops, {{"mu_products", mu_products}});
+  check_eps_representable("eps", eps, ops);
+  const o::NadamHyper h{lr, beta1, beta2, eps, weight_decay, momentum_decay, step, decoupled_weight_decay, maximize};
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<o::NadamTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
+      const auto i = static_cast<std::size_t>(t);
+      ts[i] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2), ops.get<T>(t, 3), ops.sizes[i], sc.states[0][i]};
+    }
+    py::gil_scoped_release nogil;
+    o::nadam<T>(ts.data(), ops.ntensors, h);
+  });
+}
+
+// --------------------------------------------------------------------------- ASGD
+void asgd(py::handle params, py::handle grads, py::handle axs, py::handle mus, py::handle etas, Index step_h,
+          Real lr_h, Real lambd_h, Real alpha_h, Real t0_h, Real weight_decay_h, bool maximize) {
+  const std::int64_t step = step_arg(step_h);
+  const double lr = real(lr_h, "lr");
+  const double lambd = real(lambd_h, "lambd");
+  const double alpha = real(alpha_h, "alpha");
+  const double t0 = real(t0_h, "t0");
+  const double weight_decay = real(weight_decay_h, "weight_decay");
+  check_finite_ge("lr", lr, 0.0);
+  check_finite_ge("lambd", lambd, 0.0);
+  check_finite_ge("alpha", alpha, 0.0);
+  check_finite_ge("t0", t0, 0.0);
+  check_finite_ge("weight_decay", weight_decay, 0.0);
+  const std::vector<Operand> spec{{"params", true, true}, {"grads", false, true}, {"axs", true, true}};
+  const std::vector<py::handle> args{params, grads, axs};
+  const Operands ops = parse_operands(spec, args);
+  const ScalarStates sc = scalar_states(spec, args, ops, {{"mus", mus}, {"etas", etas}});
+  const o::AsgdHyper h{lr, lambd, alpha, t0, weight_decay, step, maximize};
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<o::AsgdTensor<T>> ts(static_cast<std::size_t>(ops.ntensors));
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
+      const auto i = static_cast<std::size_t>(t);
+      ts[i] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2), ops.sizes[i], sc.states[0][i], sc.states[1][i]};
+    }
+    py::gil_scoped_release nogil;
+    o::asgd<T>(ts.data(), ops.ntensors, h);
+  });
+}
+
 // ------------------------------------------------------------------ LAMB and LARS
 // `adapt`: None (every tensor), one bool (single form) or one bool per tensor: False
 // excludes a tensor (typically biases and normalization parameters) from the trust
@@ -482,6 +616,12 @@ void bind_optim(py::module_& m) {
         arg("maximize"));
   m.def("rprop", &rprop, "Rprop, in place. See deepoptim.functional.rprop.", arg("params"), arg("grads"),
         arg("prevs"), arg("state_step_sizes"), arg("etas"), arg("step_sizes"), arg("maximize"));
+  m.def("nadam", &nadam, "NAdam, in place (mu_products too). See deepoptim.functional.nadam.", arg("params"),
+        arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("mu_products"), arg("step"), arg("lr"), arg("betas"),
+        arg("eps"), arg("weight_decay"), arg("momentum_decay"), arg("decoupled_weight_decay"), arg("maximize"));
+  m.def("asgd", &asgd, "ASGD, in place (mus and etas too). See deepoptim.functional.asgd.", arg("params"),
+        arg("grads"), arg("axs"), arg("mus"), arg("etas"), arg("step"), arg("lr"), arg("lambd"), arg("alpha"),
+        arg("t0"), arg("weight_decay"), arg("maximize"));
   m.def("lamb", &lamb,
         "LAMB, in place; returns the trust ratios. See deepoptim.functional.lamb.", arg("params"),
         arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr"),

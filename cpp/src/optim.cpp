@@ -11,6 +11,7 @@
 // as run-time selects: the vectorizer turns them into blends at no measurable cost.
 #include "deepoptim/optim.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "deepoptim/dispatch.hpp"
@@ -470,6 +471,109 @@ DEEPOPTIM_INLINE void rprop_block_impl(const RpropTensor<T>& t, std::int64_t b, 
 DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_RPROP_BLOCK_CLONES)
 #undef DEEPOPTIM_RPROP_BLOCK_CLONES
 
+// -------------------------------------------------------------------------- NAdam
+template <class T>
+struct NadamCoef {
+  T one_minus_beta1, beta2, one_minus_beta2, bc2, eps, wd, decay, c_grad, c_avg;
+  bool coupled, decoupled, maximize;
+};
+
+// What does not depend on the tensor: the momentum cache mu_t, mu_{t+1} and 1 - b2^t.
+struct NadamStep {
+  double mu, mu_next, bc2;
+};
+
+NadamStep nadam_step(const NadamHyper& h) {
+  const double t = double(h.step);
+  return {h.beta1 * (1.0 - 0.5 * std::pow(0.96, t * h.momentum_decay)),
+          h.beta1 * (1.0 - 0.5 * std::pow(0.96, (t + 1.0) * h.momentum_decay)),
+          1.0 - std::pow(h.beta2, t)};
+}
+
+// The tensor's new mu_product: its old value times mu, in the state's own dtype (torch's
+// `mu_product *= mu` on a 0-d tensor rounds mu to that dtype first).
+double nadam_product(const ScalarState& s, double mu) {
+  return s.f64 ? *static_cast<const double*>(s.ptr) * mu
+               : double(*static_cast<const float*>(s.ptr) * float(mu));
+}
+
+template <class T>
+NadamCoef<T> nadam_coef(const NadamHyper& h, const NadamStep& st, double mu_product) {
+  const double c_grad = (-h.lr * (1.0 - st.mu)) / (1.0 - mu_product);
+  const double c_avg = (-h.lr * st.mu_next) / (1.0 - mu_product * st.mu_next);
+  const bool has_wd = h.weight_decay != 0.0;
+  return {T(1.0 - h.beta1), T(h.beta2), T(1.0 - h.beta2), T(st.bc2), T(h.eps), T(h.weight_decay),
+          T(1.0 - h.lr * h.weight_decay), T(c_grad), T(c_avg), has_wd && !h.decoupled_weight_decay,
+          has_wd && h.decoupled_weight_decay, h.maximize};
+}
+
+template <class T>
+DEEPOPTIM_INLINE void nadam_block_impl(const NadamTensor<T>& t, std::int64_t b, std::int64_t e,
+                                       const NadamCoef<T> c) {  // a copy: cannot alias the arrays
+  T* __restrict p = t.param + b;
+  const T* __restrict g = t.grad + b;
+  T* __restrict m = t.exp_avg + b;
+  T* __restrict v = t.exp_avg_sq + b;
+  const std::int64_t n = e - b;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T p0 = p[i];
+    const T d0 = c.maximize ? -g[i] : g[i];
+    const T pi = c.decoupled ? p0 * c.decay : p0;
+    const T d = c.coupled ? d0 + c.wd * pi : d0;
+    const T mi = m[i] + c.one_minus_beta1 * (d - m[i]);  // torch's lerp(m, g, 1 - b1)
+    const T vi = v[i] * c.beta2 + (c.one_minus_beta2 * d) * d;
+    const T den = std::sqrt(vi / c.bc2) + c.eps;
+    m[i] = mi;
+    v[i] = vi;
+    const T pg = pi + (c.c_grad * d) / den;  // torch's two addcdiv_, in its order
+    p[i] = pg + (c.c_avg * mi) / den;
+  }
+}
+
+#define DEEPOPTIM_NADAM_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void nadam_block(const NadamTensor<T>& t, std::int64_t b, std::int64_t e, const NadamCoef<T>& c) { nadam_block_impl(t, b, e, c); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_NADAM_BLOCK_CLONES)
+#undef DEEPOPTIM_NADAM_BLOCK_CLONES
+
+// --------------------------------------------------------------------------- ASGD
+template <class T>
+struct AsgdCoef {
+  T wd, decay, neg_eta, mu;
+  bool has_wd, average, maximize;
+};
+
+template <class T>
+AsgdCoef<T> asgd_coef(const AsgdHyper& h, const AsgdTensor<T>& t) {
+  const double eta = t.eta.get(), mu = t.mu.get();
+  return {T(h.weight_decay), T(1.0 - h.lambd * eta), T(-eta), T(mu), h.weight_decay != 0.0, mu != 1.0, h.maximize};
+}
+
+template <class T>
+DEEPOPTIM_INLINE void asgd_block_impl(const AsgdTensor<T>& t, std::int64_t b, std::int64_t e,
+                                      const AsgdCoef<T> c) {  // a copy: cannot alias the arrays
+  T* __restrict p = t.param + b;
+  const T* __restrict g = t.grad + b;
+  T* __restrict ax = t.ax + b;
+  const std::int64_t n = e - b;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T p0 = p[i];
+    const T a0 = ax[i];  // loaded unconditionally: a load under a condition keeps the loop scalar
+    const T d0 = c.maximize ? -g[i] : g[i];
+    const T d = c.has_wd ? d0 + c.wd * p0 : d0;
+    const T pd = p0 * c.decay;
+    const T pi = pd + c.neg_eta * d;
+    p[i] = pi;
+    ax[i] = c.average ? a0 + (pi - a0) * c.mu : pi;
+  }
+}
+
+#define DEEPOPTIM_ASGD_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void asgd_block(const AsgdTensor<T>& t, std::int64_t b, std::int64_t e, const AsgdCoef<T>& c) { asgd_block_impl(t, b, e, c); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_ASGD_BLOCK_CLONES)
+#undef DEEPOPTIM_ASGD_BLOCK_CLONES
+
 // --------------------------------------------------------------------------- LAMB
 template <class T>
 struct LambCoef {
@@ -718,6 +822,33 @@ void rprop(const RpropTensor<T>* tensors, std::int64_t ntensors, const RpropHype
       [&](std::int64_t t, std::int64_t b, std::int64_t e) { rprop_block(tensors[t], b, e, c); });
 }
 
+template <class T>
+void nadam(const NadamTensor<T>* tensors, std::int64_t ntensors, const NadamHyper& h) {
+  const NadamStep st = nadam_step(h);
+  // Each block reads its tensor's mu_product; all are rewritten once the blocks are done.
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) {
+        nadam_block(tensors[t], b, e, nadam_coef<T>(h, st, nadam_product(tensors[t].mu_product, st.mu)));
+      });
+  for (std::int64_t t = 0; t < ntensors; ++t) tensors[t].mu_product.set(nadam_product(tensors[t].mu_product, st.mu));
+}
+
+template <class T>
+void asgd(const AsgdTensor<T>* tensors, std::int64_t ntensors, const AsgdHyper& h) {
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) { asgd_block(tensors[t], b, e, asgd_coef<T>(h, tensors[t])); });
+  // eta and mu of the next step, rounded to float32 as torch's default-dtype tensors.
+  const double s = double(h.step);
+  const double eta = double(float(h.lr / std::pow(1.0 + h.lambd * h.lr * s, h.alpha)));
+  const double mu = double(float(1.0 / std::max(1.0, s - h.t0)));
+  for (std::int64_t t = 0; t < ntensors; ++t) {
+    tensors[t].eta.set(eta);
+    tensors[t].mu.set(mu);
+  }
+}
+
 std::int64_t trust_workspace(const std::int64_t* sizes, std::int64_t ntensors) {
   return 2 * parallel::total_blocks(ntensors, [&](std::int64_t t) { return sizes[t]; }) + 2 * ntensors;
 }
@@ -824,5 +955,9 @@ template void adadelta<float>(const AdadeltaTensor<float>*, std::int64_t, const 
 template void adadelta<double>(const AdadeltaTensor<double>*, std::int64_t, const AdadeltaHyper&);
 template void rprop<float>(const RpropTensor<float>*, std::int64_t, const RpropHyper&);
 template void rprop<double>(const RpropTensor<double>*, std::int64_t, const RpropHyper&);
+template void nadam<float>(const NadamTensor<float>*, std::int64_t, const NadamHyper&);
+template void nadam<double>(const NadamTensor<double>*, std::int64_t, const NadamHyper&);
+template void asgd<float>(const AsgdTensor<float>*, std::int64_t, const AsgdHyper&);
+template void asgd<double>(const AsgdTensor<double>*, std::int64_t, const AsgdHyper&);
 
 }  // namespace deepoptim::optim

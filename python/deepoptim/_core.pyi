@@ -118,6 +118,35 @@ def rprop(
     step_sizes: tuple[float, float],
     maximize: bool,
 ) -> None: ...
+def nadam(
+    params: _Arrays,
+    grads: _Arrays,
+    exp_avgs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    mu_products: _Arrays,
+    step: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    momentum_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+) -> None: ...
+def asgd(
+    params: _Arrays,
+    grads: _Arrays,
+    axs: _Arrays,
+    mus: _Arrays,
+    etas: _Arrays,
+    step: int,
+    lr: float,
+    lambd: float,
+    alpha: float,
+    t0: float,
+    weight_decay: float,
+    maximize: bool,
+) -> None: ...
 def adamax(
     params: _Arrays,
     grads: _Arrays,

@@ -88,7 +88,9 @@ _MULTIPASS = {
 
 
 def _spec(name: str):
-    """(class, twin operand names of the states, the states the example keeps, has_step)."""
+    """(class, which state operands of the twin the example uses, has_step, and for each
+    used one its starting value if it is a per-tensor scalar state (NAdam's mu_product,
+    ASGD's eta and mu: one number per tensor, moving no bytes per element) else None)."""
     cls = next(c for c in optim.REGISTRY.values() if c.kernel == name)
     sig = inspect.signature(getattr(R, name))
     operands = [k for k, p in sig.parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD][2:]
@@ -96,20 +98,25 @@ def _spec(name: str):
     kept = probe_opt._state_names(probe_opt.param_groups[0])
     used = [any(op in (s + "s", f"state_{s}s") for s in kept) for op in operands]
     assert sum(used) == len(kept), (name, operands, kept)
-    return cls, used, "step" in sig.parameters
+    group = probe_opt.param_groups[0]
+    scalars = [float(probe_opt._init_state(group, op[:-1], group["params"][0])) if op[:-1] in cls._scalar_state
+               else None for op, u in zip(operands, used) if u]
+    return cls, used, "step" in sig.parameters, scalars
 
 
 def _optim_case(name: str, ntensors: int, each: int, with_numpy: bool) -> Case:
-    cls, used, has_step = _spec(name)
+    cls, used, has_step, scalars = _spec(name)
     kw = dict(cls.example)
-    nstate = sum(used)
+    nstate = sum(1 for x in scalars if x is None)  # the states of the parameter's size
     nbytes, multipass = _MULTIPASS.get(name, (4 * (3 + 2 * nstate), None))
 
     def setup():
         rng = np.random.default_rng(0)
         p = [rng.standard_normal(each).astype(np.float32) for _ in range(ntensors)]
         g = [rng.standard_normal(each).astype(np.float32) * 0.1 for _ in range(ntensors)]
-        st = [[np.zeros(each, np.float32) for _ in range(ntensors)] for _ in range(nstate)]
+        cols = [[np.zeros(each, np.float32) if x is None else np.array(x, np.float32) for _ in range(ntensors)]
+                for x in scalars]
+        st = [c for c, x in zip(cols, scalars) if x is None]  # what the probe moves
         fast, twin = getattr(F, name), getattr(R, name)
         extra = (lambda s: {"step": s}) if has_step else (lambda s: {})
 
@@ -118,12 +125,12 @@ def _optim_case(name: str, ntensors: int, each: int, with_numpy: bool) -> Case:
             return [next(it) if u else None for u in used]
 
         # Check: one step of each from the same start agrees.
-        p2, st2 = [a.copy() for a in p], [[a.copy() for a in col] for col in st]
-        fast(p, g, *operands(st), **kw, **extra(1))
+        p2, st2 = [a.copy() for a in p], [[a.copy() for a in col] for col in cols]
+        fast(p, g, *operands(cols), **kw, **extra(1))
         twin(p2, g, *operands(st2), **kw, **extra(1))
         _check(p, p2, name)
         counter = {"t": 1}
-        ops = operands(st)
+        ops = operands(cols)
 
         def ours():
             counter["t"] += 1

@@ -110,6 +110,8 @@ class Optimizer:
       ``weight_decay`` already set to what the kernel must apply (0 where the base class
       applied decoupled decay itself); ``states`` maps each state name to the arrays of
       those parameters.
+    - ``_scalar_state``: names among the state whose value is one number per parameter
+      (a 0-d float32 array, as torch's 0-d state tensors), not an array like the parameter.
     - ``_kernel_decouples = True`` where the kernel applies decoupled decay itself.
 
     The base class owns the parameter structure (a list of arrays, a dict name -> array,
@@ -139,6 +141,9 @@ class Optimizer:
 
     _kernel_decouples = False
     _nonnegative_state: Tuple[str, ...] = ()
+    #: names of per-parameter state that is one number, kept as a 0-d float32 array (torch
+    #: keeps it as a 0-d tensor of its default dtype): NAdam's mu_product, ASGD's eta and mu.
+    _scalar_state: Tuple[str, ...] = ()
     #: the :mod:`deepoptim.functional` kernel this optimizer calls (twin: same name in
     #: :mod:`deepoptim.reference`); a class that sets it is listed in :data:`REGISTRY`.
     kernel: str = ""
@@ -320,7 +325,8 @@ class Optimizer:
                              "cannot change after construction")
         try:
             # A zero-size stand-in for parameter 0, so the dtype-dependent checks run too.
-            self._kernel(self._kernel_hyper(g), [0], [empty], [empty], {n: [np.empty_like(empty)] for n in names}, lr, 1)
+            dry = {n: [self._init_state(g, n, empty) if n in self._scalar_state else np.empty_like(empty)] for n in names}
+            self._kernel(self._kernel_hyper(g), [0], [empty], [empty], dry, lr, 1)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}: {e}") from None
 
@@ -597,7 +603,11 @@ class Optimizer:
                 for n, p, a in zip(g["names"], g["params"], lst):
                     if not isinstance(a, np.ndarray) or isinstance(a, np.ma.MaskedArray):
                         raise TypeError(f"{where}: state {name} of {n} must be a numpy.ndarray, got {type(a).__name__}")
-                    if a.shape != p.shape or a.dtype != p.dtype:
+                    if name in self._scalar_state:
+                        if a.shape != () or a.dtype != np.float32:
+                            raise ValueError(f"{where}: state {name} of {n} must be a 0-d float32 array, got "
+                                             f"shape/dtype {a.shape}/{a.dtype}")
+                    elif a.shape != p.shape or a.dtype != p.dtype:
                         raise ValueError(f"{where}: state {name} of {n} has shape/dtype {a.shape}/{a.dtype}, "
                                          f"parameter has {p.shape}/{p.dtype}")
                     if name in self._nonnegative_state and a.size and np.min(a) < 0:
@@ -832,6 +842,74 @@ class Rprop(Optimizer):
                 step_sizes=tuple(hp["step_sizes"]), maximize=hp["maximize"])
 
 
+# -------------------------------------------------------------------------- NAdam
+class NAdam(Optimizer):
+    r"""NAdam (Dozat, 2016, "Incorporating Nesterov Momentum into Adam"), as
+    torch.optim.NAdam (kernel :func:`deepoptim.functional.nadam`, whose docstring has the
+    update): Adam with Nesterov momentum, the momentum cache
+    :math:`\mu_t = \beta_1 (1 - 0.5 \cdot 0.96^{t \psi})` (``momentum_decay`` :math:`\psi`),
+    and NAdamW with ``decoupled_weight_decay=True``. Per parameter it keeps ``exp_avg``,
+    ``exp_avg_sq`` and ``mu_product`` (:math:`\prod_{i \le t} \mu_i`, a 0-d float32 array
+    as torch's 0-d tensor)."""
+
+    kernel, torch_name, example = "nadam", "NAdam", {}
+    _kernel_decouples = True
+    _nonnegative_state = ("exp_avg_sq", "mu_product")
+    _scalar_state = ("mu_product",)
+
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 2e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *,
+                 maximize: bool = False, **common) -> None:
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay, maximize=maximize),
+                         decoupled_weight_decay=decoupled_weight_decay, **common)
+
+    def _state_names(self, g):
+        return ["mu_product", "exp_avg", "exp_avg_sq"]
+
+    def _init_state(self, g, name, p):
+        return np.ones((), np.float32) if name == "mu_product" else np.zeros_like(p)
+
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        F.nadam(params, grads, states["exp_avg"], states["exp_avg_sq"], states["mu_product"], step=step, lr=lr,
+                betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"],
+                momentum_decay=hp["momentum_decay"], decoupled_weight_decay=hp["decoupled_weight_decay"],
+                maximize=hp["maximize"])
+
+
+# --------------------------------------------------------------------------- ASGD
+class ASGD(Optimizer):
+    r"""ASGD, averaged SGD (Polyak & Juditsky, 1992, "Acceleration of Stochastic
+    Approximation by Averaging"), as torch.optim.ASGD (kernel
+    :func:`deepoptim.functional.asgd`, whose docstring has the update): SGD with the
+    decaying step :math:`\eta_t = lr / (1 + \lambda \, lr \, t)^\alpha` and, from step
+    ``t0`` on, the running average of the iterates in ``ax``. Per parameter it keeps
+    ``eta``, ``mu`` (0-d float32 arrays, as torch's 0-d tensors) and ``ax``; the averaged
+    parameters are ``group["_state"]["ax"]`` (``optimizer.state[p]["ax"]`` in
+    :mod:`deepoptim.torch`)."""
+
+    kernel, torch_name, example = "asgd", "ASGD", {}
+    _nonnegative_state = ("eta", "mu")
+    _scalar_state = ("eta", "mu")
+
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
+                 t0: float = 1e6, weight_decay: float = 0.0, *, maximize: bool = False, **common) -> None:
+        super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+                                      maximize=maximize), **common)
+
+    def _state_names(self, g):
+        return ["eta", "mu", "ax"]
+
+    def _init_state(self, g, name, p):
+        if name == "eta":  # torch starts eta at the group's lr
+            return np.array(self._group_lr(g, 1), np.float32)
+        return np.ones((), np.float32) if name == "mu" else np.zeros_like(p)
+
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        F.asgd(params, grads, states["ax"], states["mu"], states["eta"], step=step, lr=lr, lambd=hp["lambd"],
+               alpha=hp["alpha"], t0=hp["t0"], weight_decay=hp["weight_decay"], maximize=hp["maximize"])
+
+
 # --------------------------------------------------------------------------- Lion
 class Lion(Optimizer):
     r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"; kernel
@@ -943,4 +1021,4 @@ class LARS(_TrustRatio):
                       adapt=[hp["adapt"][i] for i in idx])
 
 
-__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "Lion", "LAMB", "LARS", "NonFiniteGradients"]
+__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "Lion", "LAMB", "LARS", "NonFiniteGradients"]

@@ -4,10 +4,12 @@
 
 Every optimizer of :data:`deepoptim.optim.REGISTRY` is here as a
 ``torch.optim.Optimizer`` subclass of the same name: the ones torch has (``SGD``,
-``Adam``, ``AdamW``, ``Adagrad``, ``RMSprop``, ``Adamax``) with exactly torch 2.13's
-positional and keyword arguments and defaults, its state names and layout (``step``,
-``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ``sum``,
-``square_avg``, ``grad_avg``, ``exp_inf``) and ``state_dict`` (a torch.optim state_dict
+``Adam``, ``AdamW``, ``Adagrad``, ``RMSprop``, ``Adamax``, ``RAdam``, ``Adadelta``,
+``Rprop``, ``NAdam``, ``ASGD``) with exactly torch 2.13's positional and keyword arguments
+and defaults, its state names, dtypes and layout (``step``, ``exp_avg``, ``exp_avg_sq``,
+``max_exp_avg_sq``, ``momentum_buffer``, ``sum``, ``square_avg``, ``grad_avg``,
+``exp_inf``, ..., and the 0-d ``mu_product``, ``eta``, ``mu`` in torch's scalar dtype)
+and ``state_dict`` (a torch.optim state_dict
 loads here and the reverse); the others (``LAMB``, ``LARS``) with deepoptim's arguments.
 deepoptim's extra options (``momentum_form``, ``bias_correction``, ``eps_inside_sqrt``,
 ``decoupled_weight_decay``, ``l1``, ``l1_mode``, ``skip_nonfinite``,
@@ -51,6 +53,11 @@ from deepoptim import optim as _np
 _TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 _FLOATS = (torch.float32, torch.float64)
 _NP_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _scalar_dtype() -> torch.dtype:
+    """The dtype torch.optim gives 0-d state (NAdam's mu_product, ASGD's eta and mu)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -177,7 +184,9 @@ class _Adapter(torch.optim.Optimizer):
             st = self.state.get(p)
             if st:
                 for k, t in st.items():
-                    if k != "step" and isinstance(t, torch.Tensor) and (t.dtype != p.dtype or t.shape != p.shape):
+                    if k == "step" or k in self._spec._scalar_state:  # 0-d state keeps its own dtype
+                        continue
+                    if isinstance(t, torch.Tensor) and (t.dtype != p.dtype or t.shape != p.shape):
                         if t.shape != p.shape:
                             raise ValueError(f"parameter {n} changed shape from {tuple(t.shape)} to "
                                              f"{tuple(p.shape)}; its optimizer state no longer fits")
@@ -214,8 +223,11 @@ class _Adapter(torch.optim.Optimizer):
         st: Dict[str, Any] = {"step": torch.tensor(0.0, dtype=torch.float32)} if self._has_step else {}
         np_p = _view(p)
         for n in state_names:
-            t = torch.zeros_like(p, memory_format=torch.contiguous_format)
             init = self._spec._init_state(hyper, n, np_p)
+            if n in self._spec._scalar_state:  # a 0-d tensor of torch's scalar dtype, as torch keeps it
+                st[n] = torch.tensor(float(init), dtype=_scalar_dtype())
+                continue
+            t = torch.zeros_like(p, memory_format=torch.contiguous_format)
             if np.any(init):
                 _view(t)[...] = init
             st[n] = t
@@ -335,7 +347,8 @@ class _Adapter(torch.optim.Optimizer):
         if (names or self._has_step) and not all(states):
             return
         steps = {int(st["step"]) for st in states if st and "step" in st} if self._has_step else {1}
-        if len(steps) != 1 or any(st and any(st[n].dtype != params[0].dtype for n in names) for st in states):
+        arrays = [n for n in names if n not in self._spec._scalar_state]
+        if len(steps) != 1 or any(st and any(st[n].dtype != params[0].dtype for n in arrays) for st in states):
             return
         (step,) = steps
         sizes = [p.numel() for p in params]
@@ -351,7 +364,10 @@ class _Adapter(torch.optim.Optimizer):
                 st["step"] = buf[i]
         self._fast[gi] = {
             "params_ref": params, "pptrs": [p.data_ptr() for p in params], "dname": dname, "sizes": sizes,
-            "params": raw(params), "states": {n: raw([st[n] for st in states]) for n in names},
+            "params": raw(params),
+            # 0-d state (any float dtype) as NumPy views of the tensors; the rest as raw pointers
+            "states": {n: ([_view(st[n]) for st in states] if n in self._spec._scalar_state
+                           else raw([st[n] for st in states])) for n in names},
             "state_ids": [id(st[n]) for st in states for n in names], "adapt": stub.get("adapt"),
             "step": step, "buf": buf, "stub": stub,
         }
@@ -436,7 +452,11 @@ class _Adapter(torch.optim.Optimizer):
                     raise ValueError(f"{where}: parameter {pid} has step {step!r}; a step count is an int >= 0")
                 for n in names:
                     t = st[n]
-                    if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(p.shape):
+                    if n in self._spec._scalar_state:
+                        if not (isinstance(t, torch.Tensor) and t.dim() == 0 and t.dtype in _FLOATS):
+                            raise ValueError(f"{where}: state {n} of parameter {pid} must be a 0-d float32 or "
+                                             "float64 tensor")
+                    elif not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(p.shape):
                         raise ValueError(f"{where}: state {n} of parameter {pid} must be a tensor of the "
                                          f"parameter's shape {tuple(p.shape)}")
                     if n in self._spec._nonnegative_state and t.numel() and bool((_local(t) < 0).any()):

@@ -252,6 +252,86 @@ struct RpropTensor {
 template <class T>
 void rprop(const RpropTensor<T>* tensors, std::int64_t ntensors, const RpropHyper& h);
 
+// --------------------------------------------------- per-tensor scalar state
+// State torch keeps as one 0-d tensor per parameter (NAdam's mu_product, ASGD's eta and
+// mu): float32 (torch's default scalar dtype), or float64 (after torch's load_state_dict
+// casts state to float64 parameters), whatever the parameters' dtype. Read before the
+// update, rewritten once per tensor after it; every new value is rounded to its dtype.
+struct ScalarState {
+  void* ptr = nullptr;
+  bool f64 = false;
+  double get() const { return f64 ? *static_cast<const double*>(ptr) : double(*static_cast<const float*>(ptr)); }
+  // Stores x (rounded to float32 first where the state is float32).
+  void set(double x) const {
+    if (f64) {
+      *static_cast<double*>(ptr) = x;
+    } else {
+      *static_cast<float*>(ptr) = float(x);
+    }
+  }
+};
+
+// -------------------------------------------------------------------------- NAdam
+// Dozat, "Incorporating Nesterov Momentum into Adam" (ICLR 2016 workshop), as
+// torch.optim.NAdam: g += wd*p (or p *= 1 - lr*wd, decoupled); mu_t = b1*(1 - 0.5*0.96^(t*psi)),
+// mu_{t+1} likewise; mu_product *= mu_t (in its own dtype); m = m + (1-b1)*(g - m);
+// v = v*b2 + (1-b2)*g*g; denom = sqrt(v / (1 - b2^t)) + eps;
+// p += (-lr*(1-mu_t)/(1-mu_product)) * g / denom;
+// p += (-lr*mu_{t+1}/(1-mu_product*mu_{t+1})) * m / denom.
+struct NadamHyper {
+  double lr{};
+  double beta1{};
+  double beta2{};
+  double eps{};
+  double weight_decay{};
+  double momentum_decay{};
+  std::int64_t step{};
+  bool decoupled_weight_decay{};
+  bool maximize{};
+};
+
+template <class T>
+struct NadamTensor {
+  T* param;
+  const T* grad;
+  T* exp_avg;
+  T* exp_avg_sq;
+  std::int64_t size;
+  ScalarState mu_product;  // the product of mu_1..mu_{t-1}; becomes that of mu_1..mu_t
+};
+
+template <class T>
+void nadam(const NadamTensor<T>* tensors, std::int64_t ntensors, const NadamHyper& h);
+
+// --------------------------------------------------------------------------- ASGD
+// Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging" (1992), as
+// torch.optim.ASGD: g += wd*p; p *= 1 - lambd*eta; p -= eta*g; ax = p if mu == 1, else
+// ax += (p - ax)*mu; then, for the next step, eta = lr / (1 + lambd*lr*t)^alpha and
+// mu = 1 / max(1, t - t0), each rounded to float32 (torch builds them as default-dtype
+// tensors) and stored in its own dtype.
+struct AsgdHyper {
+  double lr{};
+  double lambd{};
+  double alpha{};
+  double t0{};
+  double weight_decay{};
+  std::int64_t step{};
+  bool maximize{};
+};
+
+template <class T>
+struct AsgdTensor {
+  T* param;
+  const T* grad;
+  T* ax;
+  std::int64_t size;
+  ScalarState mu;
+  ScalarState eta;
+};
+
+template <class T>
+void asgd(const AsgdTensor<T>* tensors, std::int64_t ntensors, const AsgdHyper& h);
+
 // --------------------------------------------------------------------------- LAMB
 // You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes"
 // (ICLR 2020). m, v as Adam; r = (m/bc1) / (sqrt(v/bc2) + eps) + wd*p;

@@ -218,3 +218,47 @@ def uint64(x: Any, name: str) -> int:
     if not 0 <= x < 2**64:
         raise ValueError(f"{name} must be in [0, 2**64), got {x}")
     return x
+
+
+def scalar_states(spec: Sequence[Tuple[str, bool, bool, Optional[str]]], rows: list, list_form: bool,
+                  scalars: Sequence[Tuple[str, Any]]) -> List[List[np.ndarray]]:
+    """Check per-tensor scalar state arguments (NAdam's ``mu_products``, ASGD's ``mus``
+    and ``etas``; torch keeps them as 0-d tensors): per tensor one array holding exactly
+    one float32 or float64 element, whatever the parameters' dtype; writeable, and
+    sharing memory with no array of the call. ``spec`` and ``rows`` are those of
+    :func:`operands`, checked first. Returns one list of arrays per scalar argument."""
+    lead = spec[0][0]
+    n = len(rows)
+    spans: list = []
+    for t, row in enumerate(rows):
+        for (name, written, _used, _why), a in zip(spec, row):
+            if a is not None:
+                add_span(spans, a, written, f"{name}[{t}]" if list_form else name)
+    out = []
+    for name, arg in scalars:
+        if arg is None:
+            raise ValueError(f"{name} is required, got None")
+        if list_form:
+            if not _is_list_like(arg):
+                raise TypeError(f"{name} must be a list or tuple ({lead} is one), got {type(arg).__name__}")
+            if len(arg) != n:
+                raise ValueError(f"{name} has {len(arg)} arrays but {lead} has {n}")
+            items = list(arg)
+        else:
+            if not isinstance(arg, np.ndarray):
+                raise TypeError(f"{name} must be a numpy.ndarray ({lead} is one), got {type(arg).__name__}")
+            items = [arg]
+        checked = []
+        for t, a in enumerate(items):
+            label = f"{name}[{t}]" if list_form else name
+            array(a, label)
+            float_dtype(a, label)
+            if a.size != 1:
+                raise ValueError(f"{label} must hold one element (a per-tensor scalar state), got shape {a.shape}")
+            contiguous(a, label)
+            writeable(a, label)
+            add_span(spans, a, True, label)
+            checked.append(a)
+        out.append(checked)
+    _check_aliasing(spans)
+    return out

@@ -686,6 +686,171 @@ def rprop(
             prev[...] = gi
 
 
+def nadam(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    exp_avgs: ArrayOrList,
+    exp_avg_sqs: ArrayOrList,
+    mu_products: ArrayOrList,
+    *,
+    step: int,
+    lr: float = 2e-3,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum_decay: float = 4e-3,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+) -> None:
+    r"""NAdam (Dozat, 2016, "Incorporating Nesterov Momentum into Adam"), in place, as
+    torch.optim.NAdam. With :math:`g \leftarrow -g` when ``maximize``; weight decay
+    coupled (``g += wd * p``) or decoupled (``p *= 1 - lr * wd``, NAdamW)::
+
+        mu_t  = b1 * (1 - 0.5 * 0.96**(step * momentum_decay))     (the momentum cache)
+        mu_t1 = b1 * (1 - 0.5 * 0.96**((step + 1) * momentum_decay))
+        mu_product = mu_product * mu_t      (in mu_product's own dtype, as torch's 0-d tensor)
+        m = m + (1 - b1) * (g - m)          (torch's lerp)
+        v = v * b2 + ((1 - b2) * g) * g
+        denom = sqrt(v / (1 - b2**step)) + eps
+        p = p + ((-lr * (1 - mu_t) / (1 - mu_product)) * g) / denom
+        p = p + ((-lr * mu_t1 / (1 - mu_product * mu_t1)) * m) / denom
+
+    Args:
+      params, grads: parameters (updated) and gradients.
+      exp_avgs, exp_avg_sqs: :math:`m` and :math:`v` (updated; zeros for a fresh start).
+      mu_products: per tensor, one array of one float32 or float64 element (torch's 0-d
+        state): the product of the momentum caches of the earlier steps, 1 for a fresh
+        start (updated).
+      step: the number of this update, counting from 1. lr: >= 0.
+      betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
+      momentum_decay: :math:`\psi`, >= 0.
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.reference import nadam
+      >>> p = np.ones(2); m, v, mp = np.zeros(2), np.zeros(2), np.ones((), np.float32)
+      >>> nadam(p, np.array([1.0, -2.0]), m, v, mp, step=1, lr=0.1)
+      >>> p.round(4)
+      array([0.8944, 1.1056])
+    """
+    _checks.step(step)
+    lr = _checks.real("lr", lr)
+    b1, b2 = _checks.betas(betas)
+    eps = _checks.real("eps", eps)
+    weight_decay = _checks.real("weight_decay", weight_decay)
+    _checks.finite_ge("lr", lr, 0.0)
+    _checks.finite_gt("eps", eps, 0.0)
+    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    momentum_decay = _checks.real("momentum_decay", momentum_decay)
+    _checks.finite_ge("momentum_decay", momentum_decay, 0.0)
+    spec = [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
+            ("exp_avg_sqs", True, True, None)]
+    rows, list_form = _checks.operands(spec, [params, grads, exp_avgs, exp_avg_sqs])
+    (mps,) = _checks.scalar_states(spec, rows, list_form, [("mu_products", mu_products)])
+    _checks.eps_representable("eps", eps, rows)
+    mu = b1 * (1.0 - 0.5 * 0.96 ** (float(step) * momentum_decay))
+    mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((float(step) + 1.0) * momentum_decay))
+    bc2 = 1.0 - b2 ** float(step)
+    coupled = weight_decay != 0.0 and not decoupled_weight_decay
+    decoupled = weight_decay != 0.0 and decoupled_weight_decay
+    with _ieee():
+        for (p, g, m, v), mp in zip(rows, mps):
+            mu_product = (mp * mp.dtype.type(mu)).item()  # in the state's dtype, as torch's `mu_product *= mu`
+            c_grad = (-lr * (1.0 - mu)) / (1.0 - mu_product)
+            c_avg = (-lr * mu_next) / (1.0 - mu_product * mu_next)
+            d = -g if maximize else g
+            pi = p * (1.0 - lr * weight_decay) if decoupled else p
+            if coupled:
+                d = d + weight_decay * pi
+            mi = m + (1.0 - b1) * (d - m)
+            vi = v * b2 + ((1.0 - b2) * d) * d
+            den = np.sqrt(vi / bc2) + eps
+            m[...] = mi
+            v[...] = vi
+            pi = pi + (c_grad * d) / den
+            p[...] = pi + (c_avg * mi) / den
+            mp[...] = mu_product
+
+
+def asgd(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    axs: ArrayOrList,
+    mus: ArrayOrList,
+    etas: ArrayOrList,
+    *,
+    step: int,
+    lr: float = 1e-2,
+    lambd: float = 1e-4,
+    alpha: float = 0.75,
+    t0: float = 1e6,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r"""ASGD, averaged stochastic gradient descent (Polyak & Juditsky, 1992, "Acceleration
+    of Stochastic Approximation by Averaging"), in place, as torch.optim.ASGD. With
+    :math:`g \leftarrow -g` when ``maximize``, and ``eta``, ``mu`` this tensor's state::
+
+        g = g + weight_decay * p
+        p = p * (1 - lambd * eta)
+        p = p + (-eta) * g
+        ax = p                              if mu == 1
+        ax = ax + (p - ax) * mu             otherwise
+        eta = lr / (1 + lambd * lr * step)**alpha      (for the next step)
+        mu = 1 / max(1, step - t0)
+
+    The new ``eta`` and ``mu`` are rounded to float32 (torch builds them as tensors of
+    its default dtype), then stored in their arrays' own dtype.
+
+    Args:
+      params, grads: parameters (updated) and gradients.
+      axs: the averaged parameters :math:`\bar{p}` (updated; zeros for a fresh start).
+      mus, etas: per tensor, one array of one float32 or float64 element (torch's 0-d
+        state; updated): the averaging weight (1 for a fresh start) and the step size
+        (lr for a fresh start).
+      step: the number of this update, counting from 1. lr, lambd, alpha, t0,
+        weight_decay: each a finite number >= 0.
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.reference import asgd
+      >>> p, ax = np.ones(2), np.zeros(2)
+      >>> mu, eta = np.ones((), np.float32), np.full((), 0.5, np.float32)
+      >>> asgd(p, np.array([1.0, -2.0]), ax, mu, eta, step=1, lr=0.5, lambd=0.0)
+      >>> p, ax
+      (array([0.5, 2. ]), array([0.5, 2. ]))
+    """
+    _checks.step(step)
+    lr = _checks.real("lr", lr)
+    lambd = _checks.real("lambd", lambd)
+    alpha = _checks.real("alpha", alpha)
+    t0 = _checks.real("t0", t0)
+    weight_decay = _checks.real("weight_decay", weight_decay)
+    _checks.finite_ge("lr", lr, 0.0)
+    _checks.finite_ge("lambd", lambd, 0.0)
+    _checks.finite_ge("alpha", alpha, 0.0)
+    _checks.finite_ge("t0", t0, 0.0)
+    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    spec = [("params", True, True, None), ("grads", False, True, None), ("axs", True, True, None)]
+    rows, list_form = _checks.operands(spec, [params, grads, axs])
+    mu_arrs, eta_arrs = _checks.scalar_states(spec, rows, list_form, [("mus", mus), ("etas", etas)])
+    s = float(step)
+    eta_next = float(np.float32(lr / (1.0 + lambd * lr * s) ** alpha))
+    mu_next = float(np.float32(1.0 / max(1.0, s - t0)))
+    with _ieee():
+        for (p, g, ax), mu_a, eta_a in zip(rows, mu_arrs, eta_arrs):
+            eta, mu = eta_a.item(), mu_a.item()
+            d = -g if maximize else g
+            if weight_decay != 0.0:
+                d = d + weight_decay * p
+            pi = p * (1.0 - lambd * eta)
+            pi = pi + (-eta) * d
+            p[...] = pi
+            ax[...] = ax + (pi - ax) * mu if mu != 1.0 else pi
+            eta_a[...] = eta_next
+            mu_a[...] = mu_next
+
+
 def _pair(name: str, x, first: str, second: str) -> Tuple[float, float]:
     if not (isinstance(x, (tuple, list)) and len(x) == 2):
         raise TypeError(f"{name} must be a pair ({first}, {second}), got {x!r}")
@@ -895,7 +1060,7 @@ def decay(params: ArrayOrList, *, lr: float, weight_decay: float) -> None:
 # The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
 # to the compiled function of the same name; a variant names the kernel it runs and the
 # parameters it fixes.
-KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'adadelta', 'rprop', 'lion', 'lamb', 'lars', 'add_penalty', 'soft_threshold', 'decay')
+KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'adadelta', 'rprop', 'nadam', 'asgd', 'lion', 'lamb', 'lars', 'add_penalty', 'soft_threshold', 'decay')
 VARIANTS = {'adamw': ('adam', {'decoupled_weight_decay': True})}
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
     __all__ = list(KERNELS)
