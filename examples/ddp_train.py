@@ -48,6 +48,7 @@ def main() -> None:
     if rank == 0:
         print(f"world size {world}: final loss {loss.item():.3f}, accuracy {acc:.3f}")
     if distributed:
+        dist.barrier()  # leave together: gloo may abort a rank that tears down while its peer works
         dist.destroy_process_group()
 
 
