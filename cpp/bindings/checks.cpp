@@ -426,6 +426,34 @@ std::int64_t step_arg(py::handle h) {
   return static_cast<std::int64_t>(s);
 }
 
+std::int64_t int_arg(py::handle h, const char* name) {
+  PyObject* o = h.ptr();
+  if (PyBool_Check(o) || !(PyLong_Check(o) || is_numpy_integer(h))) {
+    throw py::type_error(std::string(name) + " must be an int, got " + type_name(h));
+  }
+  int overflow = 0;
+  const py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(o));
+  const long long s = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+  if (overflow != 0) {
+    throw py::value_error(std::string(name) + " is out of range, got " + std::string(py::str(v)));
+  }
+  return static_cast<std::int64_t>(s);
+}
+
+bool flag(py::handle h, const char* name) {
+  PyObject* o = h.ptr();
+  if (o == Py_True) return true;
+  if (o == Py_False) return false;
+  static PyObject* np_bool = numpy_type("numpy", "bool_");
+  if (PyObject_IsInstance(o, np_bool) == 1) return PyObject_IsTrue(o) == 1;
+  throw py::type_error(std::string(name) + " must be a bool, got " + type_name(h));
+}
+
+std::string str_arg(py::handle h, const char* name) {
+  if (!PyUnicode_Check(h.ptr())) throw py::type_error(std::string(name) + " must be a str, got " + type_name(h));
+  return h.cast<std::string>();
+}
+
 void check_eps_representable(const char* name, double eps, const Operands& ops) {
   if (ops.ntensors > 0 && ops.dtype == DType::F32 && eps > 0.0 && static_cast<float>(eps) == 0.0f) {
     throw py::value_error(std::string(name) + " must not round to 0 in float32 (the parameters' dtype), got " +

@@ -148,6 +148,14 @@ class RealPair : public py::object {
  public:
   PYBIND11_OBJECT_DEFAULT(RealPair, object, accept_any)
 };
+class Flag : public py::object {
+ public:
+  PYBIND11_OBJECT_DEFAULT(Flag, object, accept_any)
+};
+class Str : public py::object {
+ public:
+  PYBIND11_OBJECT_DEFAULT(Str, object, accept_any)
+};
 
 // Scalar arguments, parsed the way the NumPy twins' checks (reference/_checks.py) parse
 // them, so that kernel and twin refuse the same things the same way:
@@ -160,6 +168,13 @@ std::pair<double, double> betas_arg(py::handle h);
 std::pair<double, double> pair_arg(py::handle h, const char* name, const char* first, const char* second);
 // `step` is an int (not a bool) in [1, 2**63): TypeError / ValueError naming it.
 std::int64_t step_arg(py::handle h);
+// An int or numpy.integer (not a bool) that fits in int64: TypeError / ValueError naming it.
+std::int64_t int_arg(py::handle h, const char* name);
+// A yes/no option: True, False or a numpy.bool_, nothing else (an int or a str that
+// pybind11 would take as truthy is a TypeError naming it).
+bool flag(py::handle h, const char* name);
+// A str (not bytes): TypeError naming it.
+std::string str_arg(py::handle h, const char* name);
 // An eps that rounds to 0 in the dtype the math runs in would turn 0/0 into NaN.
 void check_eps_representable(const char* name, double eps, const Operands& ops);
 
@@ -181,5 +196,13 @@ struct handle_type_name<deepoptim::bind::Index> {
 template <>
 struct handle_type_name<deepoptim::bind::RealPair> {
   static constexpr auto name = const_name("tuple[float, float]");
+};
+template <>
+struct handle_type_name<deepoptim::bind::Flag> {
+  static constexpr auto name = const_name("bool");
+};
+template <>
+struct handle_type_name<deepoptim::bind::Str> {
+  static constexpr auto name = const_name("str");
 };
 }  // namespace pybind11::detail

@@ -66,8 +66,10 @@ py::array output(py::handle out_h, const py::array& x, DType dt, const char* xna
   return out;
 }
 
-py::tuple dropout(py::handle x_h, Real p_h, bool training, py::handle seed_h, py::handle offset_h,
-                  bool return_mask, py::handle out_h) {
+py::tuple dropout(py::handle x_h, Real p_h, Flag training_h, py::handle seed_h, py::handle offset_h,
+                  Flag return_mask_h, py::handle out_h) {
+  const bool training = flag(training_h, "training");
+  const bool return_mask = flag(return_mask_h, "return_mask");
   const double p = real(p_h, "p");
   py::array x = require_array(x_h, "x");
   const DType dt = float_dtype(x, "x");

@@ -64,23 +64,19 @@ T* ptr_or_null(const py::object& a) {
 }
 
 py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running_var,
-                     py::handle weight, py::handle bias, bool training, py::handle momentum_h,
-                     Real eps_h, py::handle num_batches_tracked, std::int64_t channel_axis) {
+                     py::handle weight, py::handle bias, Flag training_h, py::handle momentum_h,
+                     Real eps_h, py::handle num_batches_tracked, Index channel_axis_h) {
+  const bool training = flag(training_h, "training");
   const double eps = real(eps_h, "eps");
   py::array x = require_array(x_h, "x");
   const DType dt = float_dtype(x, "x");
   require_contiguous(x, "x");
-  const Layout L = layout(x, channel_axis);
+  const Layout L = layout(x, int_arg(channel_axis_h, "channel_axis"));
   check_finite_gt("eps", eps, 0.0);
   const bool cumulative = momentum_h.is_none();
   double momentum = 0.0;
   if (!cumulative) {
-    if (!PyNumber_Check(momentum_h.ptr())) {
-      throw py::type_error("momentum must be a number or None, got " +
-                           std::string(py::str(py::type::handle_of(momentum_h).attr("__name__"))));
-    }
-    momentum = PyFloat_AsDouble(momentum_h.ptr());
-    if (PyErr_Occurred()) throw py::error_already_set();
+    momentum = real(momentum_h, "momentum");  // refuses bools and arrays, as the twin does
     check_in_range("momentum", momentum, 0.0, 1.0, true);
   }
 
@@ -106,7 +102,8 @@ py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running
     require_contiguous(n, "num_batches_tracked");
     if (training) require_writeable(n, "num_batches_tracked");
     add_span(spans, n, training, "num_batches_tracked");
-    nbt = static_cast<std::int64_t*>(n.mutable_data());
+    // data(), not mutable_data(): in eval the count is only read, and may be read-only.
+    nbt = static_cast<std::int64_t*>(const_cast<void*>(n.data()));
     // A count: 1/count weighs the cumulative average, and training adds 1 to it.
     const std::int64_t count = *nbt;
     if (count < 0 || (training && count == std::numeric_limits<std::int64_t>::max())) {
@@ -142,8 +139,11 @@ py::tuple batch_norm(py::handle x_h, py::handle running_mean, py::handle running
 }
 
 py::tuple batch_norm_backward(py::handle dy_h, py::handle x_h, py::handle mean_h, py::handle invstd_h,
-                              py::handle weight, bool training, std::int64_t channel_axis,
-                              bool need_dweight, bool need_dbias) {
+                              py::handle weight, Flag training_h, Index channel_axis_h,
+                              Flag need_dweight_h, Flag need_dbias_h) {
+  const bool training = flag(training_h, "training");
+  const bool need_dweight = flag(need_dweight_h, "need_dweight");
+  const bool need_dbias = flag(need_dbias_h, "need_dbias");
   py::array x = require_array(x_h, "x (cache.x)");
   const DType dt = float_dtype(x, "x (cache.x)");
   require_contiguous(x, "x (cache.x)");
@@ -151,7 +151,7 @@ py::tuple batch_norm_backward(py::handle dy_h, py::handle x_h, py::handle mean_h
   require_dtype(dy, dt, "dy", "the forward's x");
   require_shape(dy, std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), "dy", "the forward's x shape");
   require_contiguous(dy, "dy");
-  const Layout L = layout(x, channel_axis);
+  const Layout L = layout(x, int_arg(channel_axis_h, "channel_axis"));
   std::vector<Span> spans;
   py::array stats[2];
   const char* names[2] = {"mean (cache.mean)", "invstd (cache.invstd)"};

@@ -46,8 +46,12 @@ o::MomentumForm parse_form(const std::string& form) {
 }
 
 void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, Real lr_h,
-         Real momentum_h, Real dampening_h, Real weight_decay_h, bool nesterov, bool maximize,
-         bool first_step, const std::string& momentum_form) {
+         Real momentum_h, Real dampening_h, Real weight_decay_h, Flag nesterov_h, Flag maximize_h,
+         Flag first_step_h, Str momentum_form_h) {
+  const bool nesterov = flag(nesterov_h, "nesterov");
+  const bool maximize = flag(maximize_h, "maximize");
+  const bool first_step = flag(first_step_h, "first_step");
+  const std::string momentum_form = str_arg(momentum_form_h, "momentum_form");
   const double lr = real(lr_h, "lr");
   const double momentum = real(momentum_h, "momentum");
   const double dampening = real(dampening_h, "dampening");
@@ -93,7 +97,8 @@ void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, Real 
 // ------------------------------------------------------------------------ Adagrad
 void adagrad(py::handle params, py::handle grads, py::handle state_sums, Index step_h,
              Real lr_h, Real lr_decay_h, Real weight_decay_h, Real initial_accumulator_value_h,
-             Real eps_h, bool maximize) {
+             Real eps_h, Flag maximize_h) {
+  const bool maximize = flag(maximize_h, "maximize");
   const std::int64_t step = step_arg(step_h);
   const double lr = real(lr_h, "lr");
   const double lr_decay = real(lr_decay_h, "lr_decay");
@@ -128,7 +133,9 @@ void adagrad(py::handle params, py::handle grads, py::handle state_sums, Index s
 // ------------------------------------------------------------------------ RMSprop
 void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::handle grad_avgs,
              py::handle momentum_buffers, Real lr_h, Real alpha_h, Real eps_h,
-             Real weight_decay_h, Real momentum_h, bool centered, bool maximize) {
+             Real weight_decay_h, Real momentum_h, Flag centered_h, Flag maximize_h) {
+  const bool centered = flag(centered_h, "centered");
+  const bool maximize = flag(maximize_h, "maximize");
   const double lr = real(lr_h, "lr");
   const double alpha = real(alpha_h, "alpha");
   const double eps = real(eps_h, "eps");
@@ -165,8 +172,13 @@ void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::ha
 // --------------------------------------------------------------------------- Adam
 void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
           py::handle max_exp_avg_sqs, Index step_h, Real lr_h, RealPair betas_h,
-          Real eps_h, Real weight_decay_h, bool amsgrad, bool maximize,
-          bool decoupled_weight_decay, bool bias_correction, bool eps_inside_sqrt) {
+          Real eps_h, Real weight_decay_h, Flag amsgrad_h, Flag maximize_h,
+          Flag decoupled_weight_decay_h, Flag bias_correction_h, Flag eps_inside_sqrt_h) {
+  const bool amsgrad = flag(amsgrad_h, "amsgrad");
+  const bool maximize = flag(maximize_h, "maximize");
+  const bool decoupled_weight_decay = flag(decoupled_weight_decay_h, "decoupled_weight_decay");
+  const bool bias_correction = flag(bias_correction_h, "bias_correction");
+  const bool eps_inside_sqrt = flag(eps_inside_sqrt_h, "eps_inside_sqrt");
   const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
   const Operands ops = parse_operands({{"params", true, true},
                                        {"grads", false, true},
@@ -197,7 +209,8 @@ void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle e
 
 // ------------------------------------------------------------------------- Adamax
 void adamax(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_infs, Index step_h,
-            Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, bool maximize) {
+            Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, Flag maximize_h) {
+  const bool maximize = flag(maximize_h, "maximize");
   const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_infs", true, true}},
@@ -214,8 +227,10 @@ void adamax(py::handle params, py::handle grads, py::handle exp_avgs, py::handle
 
 // -------------------------------------------------------------------------- RAdam
 void radam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs, Index step_h,
-           Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, bool decoupled_weight_decay,
-           bool maximize) {
+           Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, Flag decoupled_weight_decay_h,
+           Flag maximize_h) {
+  const bool decoupled_weight_decay = flag(decoupled_weight_decay_h, "decoupled_weight_decay");
+  const bool maximize = flag(maximize_h, "maximize");
   const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}},
@@ -232,7 +247,8 @@ void radam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle 
 
 // --------------------------------------------------------------------------- Lion
 void lion(py::handle params, py::handle grads, py::handle exp_avgs, Real lr_h, RealPair betas_h,
-          Real weight_decay_h, bool maximize) {
+          Real weight_decay_h, Flag maximize_h) {
+  const bool maximize = flag(maximize_h, "maximize");
   const double lr = real(lr_h, "lr");
   const auto [beta1, beta2] = betas_arg(betas_h);
   const double weight_decay = real(weight_decay_h, "weight_decay");
@@ -251,7 +267,8 @@ void lion(py::handle params, py::handle grads, py::handle exp_avgs, Real lr_h, R
 
 // ----------------------------------------------------------------------- Adadelta
 void adadelta(py::handle params, py::handle grads, py::handle square_avgs, py::handle acc_deltas, Real lr_h,
-              Real rho_h, Real eps_h, Real weight_decay_h, bool maximize) {
+              Real rho_h, Real eps_h, Real weight_decay_h, Flag maximize_h) {
+  const bool maximize = flag(maximize_h, "maximize");
   const double lr = real(lr_h, "lr");
   const double rho = real(rho_h, "rho");
   const double eps = real(eps_h, "eps");
@@ -275,7 +292,8 @@ void adadelta(py::handle params, py::handle grads, py::handle square_avgs, py::h
 
 // -------------------------------------------------------------------------- Rprop
 void rprop(py::handle params, py::handle grads, py::handle prevs, py::handle state_step_sizes, RealPair etas_h,
-           RealPair step_sizes_h, bool maximize) {
+           RealPair step_sizes_h, Flag maximize_h) {
+  const bool maximize = flag(maximize_h, "maximize");
   const auto [etaminus, etaplus] = pair_arg(etas_h, "etas", "etaminus", "etaplus");
   const auto [step_min, step_max] = pair_arg(step_sizes_h, "step_sizes", "min_step", "max_step");
   if (!(0.0 < etaminus && etaminus < 1.0 && 1.0 < etaplus && std::isfinite(etaplus))) {
@@ -377,7 +395,9 @@ ScalarStates scalar_states(const std::vector<Operand>& spec, const std::vector<p
 // -------------------------------------------------------------------------- NAdam
 void nadam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs, py::handle mu_products,
            Index step_h, Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, Real momentum_decay_h,
-           bool decoupled_weight_decay, bool maximize) {
+           Flag decoupled_weight_decay_h, Flag maximize_h) {
+  const bool decoupled_weight_decay = flag(decoupled_weight_decay_h, "decoupled_weight_decay");
+  const bool maximize = flag(maximize_h, "maximize");
   const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
   const double momentum_decay = real(momentum_decay_h, "momentum_decay");
   check_finite_ge("momentum_decay", momentum_decay, 0.0);
@@ -402,7 +422,8 @@ void nadam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle 
 
 // --------------------------------------------------------------------------- ASGD
 void asgd(py::handle params, py::handle grads, py::handle axs, py::handle mus, py::handle etas, Index step_h,
-          Real lr_h, Real lambd_h, Real alpha_h, Real t0_h, Real weight_decay_h, bool maximize) {
+          Real lr_h, Real lambd_h, Real alpha_h, Real t0_h, Real weight_decay_h, Flag maximize_h) {
+  const bool maximize = flag(maximize_h, "maximize");
   const std::int64_t step = step_arg(step_h);
   const double lr = real(lr_h, "lr");
   const double lambd = real(lambd_h, "lambd");
@@ -486,7 +507,8 @@ py::object run_trust(const Operands& ops, py::handle params, py::handle adapt, K
 
 py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
                 Index step_h, Real lr_h, RealPair betas_h, Real eps_h,
-                Real weight_decay_h, bool bias_correction, py::handle adapt) {
+                Real weight_decay_h, Flag bias_correction_h, py::handle adapt) {
+  const bool bias_correction = flag(bias_correction_h, "bias_correction");
   const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}},
@@ -551,6 +573,11 @@ void soft_threshold(py::handle params, Real threshold_h) {
   const double threshold = real(threshold_h, "threshold");
   check_finite_ge("threshold", threshold, 0.0);
   const Operands ops = parse_operands({{"params", true, true}}, {params});
+  if (ops.ntensors > 0 && ops.dtype == DType::F32 && !std::isfinite(static_cast<float>(threshold))) {
+    // inf would make |p| - threshold NaN for an infinite p.
+    throw py::value_error("threshold must be finite in float32 (the params' dtype), got " +
+                          std::string(py::repr(py::float_(threshold))));
+  }
   dispatch(ops.dtype, [&](auto tag) {
     using T = decltype(tag);
     std::vector<T*> ps(static_cast<std::size_t>(ops.ntensors));

@@ -122,7 +122,8 @@ void clamp(py::handle arrays, Real lo_h, Real hi_h) {
 // torch.nn.utils.clip_grad_norm_: total = ||concat(grads)||; coef = max_norm/(total + 1e-6);
 // grads *= coef when coef < 1 (or NaN). With error_if_nonfinite and a non-finite total the
 // grads are left alone and the caller raises. Returns the total norm.
-double clip_grad_norm(py::handle grads, Real max_norm_h, Real norm_type_h, bool error_if_nonfinite) {
+double clip_grad_norm(py::handle grads, Real max_norm_h, Real norm_type_h, Flag error_if_nonfinite_h) {
+  const bool error_if_nonfinite = flag(error_if_nonfinite_h, "error_if_nonfinite");
   const double max_norm = real(max_norm_h, "max_norm");
   const double norm_type = real(norm_type_h, "norm_type");
   const rd::Ord ord = parse_ord(norm_type);

@@ -3,8 +3,10 @@ types, as the C++ bindings (``cpp/bindings/checks.cpp``). Nothing here does math
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -131,11 +133,14 @@ def in_range(name: str, x: float, lo: float, hi: float, hi_inclusive: bool) -> N
         raise ValueError(f"{name} must be in [{lo!r}, {hi!r}{']' if hi_inclusive else ')'}, got {float(x)!r}")
 
 
-def step(s: int) -> None:
+def step(s: int) -> int:
+    """The step count as a Python int: a NumPy integer would turn the float32 twins'
+    arithmetic into float64 (NumPy 2 promotion), and the kernel into other bits."""
     if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
         raise TypeError(f"step must be an int, got {type(s).__name__}")
     if not 1 <= s < 2**63:
         raise ValueError(f"step must be in [1, 2**63) (the count of updates including this one), got {s}")
+    return int(s)
 
 
 def eps_representable(name: str, eps: float, rows: list) -> None:
@@ -161,6 +166,36 @@ def betas(b: Any) -> Tuple[float, float]:
     in_range("beta1", b1, 0.0, 1.0, False)
     in_range("beta2", b2, 0.0, 1.0, False)
     return b1, b2
+
+
+def flag(name: str, x: Any) -> bool:
+    """A yes/no option: True, False or a numpy.bool_; TypeError for anything else (an int
+    or a str is not silently taken for its truth value)."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(x).__name__}")
+    return bool(x)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def with_flag_checks(fn: _F) -> _F:
+    """``fn`` checking, before anything else (as the bindings parse them first), that each
+    parameter annotated ``bool`` was given a bool (:func:`flag`)."""
+    sig = inspect.signature(fn)
+    names = [n for n, p in sig.parameters.items() if p.annotation in ("bool", bool)]
+    if not names:
+        return fn
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        given = sig.bind(*args, **kwargs).arguments
+        for n in names:
+            if n in given:
+                flag(n, given[n])
+        return fn(*args, **kwargs)
+
+    return checked  # type: ignore[return-value]
 
 
 def real(name: str, x: Any) -> float:
@@ -191,7 +226,8 @@ def float_dtype(a: np.ndarray, name: str) -> np.dtype:
 def contiguous(a: np.ndarray, name: str) -> None:
     if not a.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (no hidden copies are made)")
-    if not a.flags.aligned:
+    # NumPy flags every empty array aligned; the kernels check the address itself.
+    if not a.flags.aligned or a.ctypes.data % a.dtype.alignment:
         raise ValueError(f"{name} is not aligned to its itemsize")
 
 

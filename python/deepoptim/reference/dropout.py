@@ -237,5 +237,7 @@ def dropout_backward(
 # parameters it fixes.
 KERNELS = ('dropout', 'dropout_backward')
 VARIANTS = {}
+for _name in KERNELS:  # flags are checked first, as the bindings parse them first
+    globals()[_name] = _checks.with_flag_checks(globals()[_name])
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
     __all__ = list(KERNELS)

@@ -83,7 +83,8 @@ def batch_norm(
 
     Per channel :math:`c`, over the :math:`n` values of that channel in the batch::
 
-        training:  mu = mean(x),  var = mean((x - mu)**2)         (biased, two passes)
+        training:  mu = mean(x),  var = mean((x - mu)**2)         (biased, two passes,
+                   the second also correcting mu's rounding: Chan, Golub & LeVeque 1983)
                    running_mean = (1 - f) * running_mean + f * mu
                    running_var  = (1 - f) * running_var  + f * var * n / (n - 1)   (unbiased)
                    f = momentum, or 1 / num_batches_tracked when momentum is None
@@ -165,7 +166,12 @@ def batch_norm(
     xd = x.reshape(outer, C, inner).astype(np.float64)
     if training:
         mean = xd.sum(axis=(0, 2)) / n
-        sqdev = ((xd - mean[:, None]) ** 2).sum(axis=(0, 2))
+        dev = xd - mean[:, None]
+        sdev = dev.sum(axis=(0, 2))
+        # Corrected two-pass (Chan, Golub & LeVeque 1983), as the kernel: sdev measures
+        # the first mean's rounding error, which both statistics then drop.
+        mean = mean + sdev / n
+        sqdev = np.maximum((dev**2).sum(axis=(0, 2)) - sdev * sdev / n, 0.0)
         invstd = 1.0 / np.sqrt(sqdev / n + eps)
         if rm is not None:
             if nbt is not None:
@@ -200,6 +206,7 @@ def batch_norm_backward(
     """
     if not isinstance(cache, BatchNormCache):
         raise TypeError(f"cache must be the BatchNormCache returned by batch_norm, got {type(cache).__name__}")
+    _checks.flag("training", cache.training)  # the binding takes it as an argument
     x = cache.x
     _checks.array(x, "x (cache.x)")
     dtype = _checks.float_dtype(x, "x (cache.x)")
@@ -236,3 +243,8 @@ def batch_norm_backward(
     else:
         dx = A[:, None] * g
     return dx.astype(dtype).reshape(x.shape), dweight, dbias
+
+
+# Flags are checked first, as the bindings parse them first.
+batch_norm = _checks.with_flag_checks(batch_norm)
+batch_norm_backward = _checks.with_flag_checks(batch_norm_backward)

@@ -168,7 +168,7 @@ def adagrad(
       weight_decay: :math:`\lambda` >= 0. initial_accumulator_value: >= 0.
       eps: > 0, added outside the square root. maximize: ascend instead of descend.
     """
-    _checks.step(step)
+    step = _checks.step(step)
     lr, lr_decay = _checks.real("lr", lr), _checks.real("lr_decay", lr_decay)
     weight_decay = _checks.real("weight_decay", weight_decay)
     init = _checks.real("initial_accumulator_value", initial_accumulator_value)
@@ -325,7 +325,7 @@ def adam(
       >>> p
       array([0.9, 1.1, 1. ], dtype=float32)
     """
-    _checks.step(step)
+    step = _checks.step(step)
     lr = _checks.real("lr", lr)
     b1, b2 = _checks.betas(betas)
     eps = _checks.real("eps", eps)
@@ -435,7 +435,7 @@ def adamax(
       >>> p.round(6)
       array([0.9, 1.1])
     """
-    _checks.step(step)
+    step = _checks.step(step)
     lr = _checks.real("lr", lr)
     b1, b2 = _checks.betas(betas)
     eps = _checks.real("eps", eps)
@@ -497,7 +497,7 @@ def radam(
       >>> p
       array([0.9, 1.2])
     """
-    _checks.step(step)
+    step = _checks.step(step)
     lr = _checks.real("lr", lr)
     b1, b2 = _checks.betas(betas)
     eps = _checks.real("eps", eps)
@@ -733,7 +733,7 @@ def nadam(
       >>> p.round(4)
       array([0.8944, 1.1056])
     """
-    _checks.step(step)
+    step = _checks.step(step)
     lr = _checks.real("lr", lr)
     b1, b2 = _checks.betas(betas)
     eps = _checks.real("eps", eps)
@@ -820,7 +820,7 @@ def asgd(
       >>> p, ax
       (array([0.5, 2. ]), array([0.5, 2. ]))
     """
-    _checks.step(step)
+    step = _checks.step(step)
     lr = _checks.real("lr", lr)
     lambd = _checks.real("lambd", lambd)
     alpha = _checks.real("alpha", alpha)
@@ -835,7 +835,8 @@ def asgd(
     rows, list_form = _checks.operands(spec, [params, grads, axs])
     mu_arrs, eta_arrs = _checks.scalar_states(spec, rows, list_form, [("mus", mus), ("etas", etas)])
     s = float(step)
-    eta_next = float(np.float32(lr / (1.0 + lambd * lr * s) ** alpha))
+    with np.errstate(over="ignore"):  # IEEE, as the kernel's std::pow: a huge alpha gives inf, eta 0
+        eta_next = float(np.float32(lr / np.power(np.float64(1.0 + lambd * lr * s), alpha)))
     mu_next = float(np.float32(1.0 / max(1.0, s - t0)))
     with _ieee():
         for (p, g, ax), mu_a, eta_a in zip(rows, mu_arrs, eta_arrs):
@@ -912,7 +913,7 @@ def lamb(
     Returns:
       The trust ratios: a float for one array, a float64 array for a list.
     """
-    _checks.step(step)
+    step = _checks.step(step)
     lr = _checks.real("lr", lr)
     b1, b2 = _checks.betas(betas)
     eps, weight_decay = _checks.real("eps", eps), _checks.real("weight_decay", weight_decay)
@@ -1021,6 +1022,11 @@ def add_penalty(grads: ArrayOrList, params: ArrayOrList, *, l1: float = 0.0, l2:
             g[...] = g + l1 * s + l2 * p
 
 
+def _rounds_to_inf_in_float32(x: float) -> bool:
+    with np.errstate(over="ignore"):
+        return bool(np.isinf(np.float32(x)))
+
+
 def soft_threshold(params: ArrayOrList, *, threshold: float) -> None:
     r"""The proximal step of the L1 penalty, in place::
 
@@ -1033,6 +1039,9 @@ def soft_threshold(params: ArrayOrList, *, threshold: float) -> None:
     threshold = _checks.real("threshold", threshold)
     _checks.finite_ge("threshold", threshold, 0.0)
     rows, _ = _checks.operands([("params", True, True, None)], [params])
+    if rows and rows[0][0].dtype == np.float32 and _rounds_to_inf_in_float32(threshold):
+        # inf would make |p| - threshold NaN for an infinite p.
+        raise ValueError(f"threshold must be finite in float32 (the params' dtype), got {threshold!r}")
     with _ieee():
         for (p,) in rows:
             mag = np.maximum(np.abs(p) - threshold, 0).astype(p.dtype)
@@ -1062,5 +1071,7 @@ def decay(params: ArrayOrList, *, lr: float, weight_decay: float) -> None:
 # parameters it fixes.
 KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'adadelta', 'rprop', 'nadam', 'asgd', 'lion', 'lamb', 'lars', 'add_penalty', 'soft_threshold', 'decay')
 VARIANTS = {'adamw': ('adam', {'decoupled_weight_decay': True})}
+for _name in KERNELS:  # flags are checked first, as the bindings parse them first
+    globals()[_name] = _checks.with_flag_checks(globals()[_name])
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
     __all__ = list(KERNELS)

@@ -88,7 +88,7 @@ def clip_grad_norm(grads: ArrayOrList, max_norm: float, norm_type: float = 2.0, 
     if ord == 2.0:
         total = math.sqrt(sum(n * n for n in per))
     elif ord == 1.0:
-        total = sum(per)
+        total = sum(per, 0.0)  # a float for an empty list too, as the kernel returns
     else:
         total = math.nan if any(math.isnan(n) for n in per) else max(per, default=0.0)
     if error_if_nonfinite and not math.isfinite(total):
@@ -106,5 +106,7 @@ def clip_grad_norm(grads: ArrayOrList, max_norm: float, norm_type: float = 2.0, 
 # parameters it fixes.
 KERNELS = ('norms', 'all_finite', 'scale', 'clamp', 'clip_grad_norm')
 VARIANTS = {}
+for _name in KERNELS:  # flags are checked first, as the bindings parse them first
+    globals()[_name] = _checks.with_flag_checks(globals()[_name])
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
     __all__ = list(KERNELS)
