@@ -776,6 +776,39 @@ def probe_case(d):
                 call_twin=lambda kw: _probe_model(**kw), twin_checks=False)
 
 
+# -- cast
+CAST_DTYPES = ["float32", "float64", "float16", "bfloat16"]
+
+
+@st.composite
+def cast_case(d):
+    heap, faults = Heap(), []
+    sdt, odt = d(st.sampled_from(CAST_DTYPES)), d(st.sampled_from(CAST_DTYPES))
+    list_form = d(st.booleans())
+    ntensors = d(st.integers(0, 3)) if list_form else 1
+    shapes = [_shape(d, d(st.sampled_from(SIZES + BIG_SIZES))) for _ in range(ntensors)]
+    # Random bytes give every bit pattern (NaNs, infinities, subnormals) of each dtype.
+    src = [heap.alloc(sdt, sh, fill=d(st.sampled_from(["normal", "bytes"]))) for sh in shapes]
+    out = [heap.alloc(odt, sh) for sh in shapes]
+    for _ in range(d(st.sampled_from([0, 0, 0, 1, 1, 2]))):
+        if not ntensors:
+            break
+        which, t = d(st.sampled_from(["src", "out"])), d(st.integers(0, ntensors - 1))
+        col = src if which == "src" else out
+        col[t] = _fault_array(d, heap, col[t], [a for a in heap.arrays if a is not col[t]], faults)
+        faults[-1] = f"{which}[{t}]:{faults[-1]}"
+    args = dict(src=Listed(src) if list_form else src[0], out=Listed(out) if list_form else out[0])
+    if list_form and ntensors and d(st.integers(0, 5)) == 0:
+        args["out"] = Listed(out[:-1])
+        faults.append("out:shorter")
+    if d(st.integers(0, 19)) == 0:
+        name = d(st.sampled_from(["src", "out"]))
+        args[name] = d(st.sampled_from([None, 1.0, "x"]))
+        faults.append(f"{name}={args[name]!r}")
+    return Case("cast", heap, d(st.integers(0, 2**32 - 1)), args, faults,
+                call_twin=lambda kw: R.cast(**kw))
+
+
 # -- philox
 @st.composite
 def philox_case(d):
@@ -814,6 +847,7 @@ STRATEGIES.update({
     "batch_norm_backward": lambda: batch_norm_case(True),
     "probe": probe_case,
     "philox4x32_10": philox_case,
+    "cast": cast_case,
 })
 
 # ----------------------------------------------------------------- known findings
@@ -956,7 +990,7 @@ def check(case: Case) -> None:
             ka, ta = kmemo[id(leaf)], tmemo[id(leaf)]
             ka, ta = np.ma.getdata(ka), np.ma.getdata(ta)
             covered[leaf.offset:leaf.offset + leaf.nbytes()] = True
-            if ka.dtype.kind == "f" and ka.dtype.isnative:
+            if ka.dtype.kind == "f" and ka.dtype.isnative and ka.dtype.itemsize in (4, 8):
                 (assert_close if close else assert_same_bits)(ka, ta, f"{case.spec} array at {leaf.offset}")
             else:
                 assert ka.tobytes() == ta.tobytes(), f"{case.spec} array at {leaf.offset} ({ka.dtype})"

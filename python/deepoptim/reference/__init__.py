@@ -9,13 +9,14 @@ from deepoptim.reference.dropout import *  # noqa: F401,F403
 from deepoptim.reference.norm import BatchNormCache, batch_norm, batch_norm_backward  # noqa: F401
 from deepoptim.reference.optim import *  # noqa: F401,F403
 from deepoptim.reference.reduce import *  # noqa: F401,F403
+from deepoptim.reference.cast import *  # noqa: F401,F403
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 
 def _exports() -> list:
     return ["BatchNormCache", "batch_norm", "batch_norm_backward"] + [
-        name for family in ("optim", "reduce", "dropout")
+        name for family in ("optim", "reduce", "dropout", "cast")
         for name in _importlib.import_module(f"deepoptim.reference.{family}").__all__
     ]
 
