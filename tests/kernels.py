@@ -198,6 +198,18 @@ def _lion_hyper():
     )
 
 
+def _schedule_free_adamw_hyper():
+    return st.fixed_dictionaries(
+        dict(
+            lr=_unit(0.0, 0.1),
+            ckp1=st.one_of(st.sampled_from([0.0, 0.5, 1.0]), _unit(0.0, 1.0)),
+            betas=st.tuples(st.sampled_from([0.0, 0.5, 0.9]), st.sampled_from([0.0, 0.9, 0.999])),
+            eps=st.sampled_from([1e-8, 1e-3]),
+            weight_decay=st.sampled_from([0.0, 1e-2, 0.5]),
+        )
+    )
+
+
 def _adadelta_hyper():
     return st.fixed_dictionaries(
         dict(lr=_unit(0.0, 2.0), rho=st.sampled_from([0.0, 0.5, 0.9, 1.0]), eps=st.sampled_from([1e-6, 1e-3]),
@@ -329,6 +341,10 @@ KERNELS: Dict[str, Kernel] = {
                          dict(lr=1e-2, t0=0.0), dict(lr=2e-2, lambd=0.1, t0=30.0, maximize=True)],
         ),
         Kernel("lion", ["exp_avgs"], lambda hp: {"exp_avgs": True}, _lion_hyper, has_step=False),
+        Kernel(
+            "schedule_free_adamw", ["zs", "exp_avg_sqs"], lambda hp: {"zs": True, "exp_avg_sqs": True},
+            _schedule_free_adamw_hyper, has_step=True, defaults={"ckp1": 0.3, "weight_decay": 1e-2},
+        ),
         Kernel(
             "lamb", ["exp_avgs", "exp_avg_sqs"], lambda hp: {"exp_avgs": True, "exp_avg_sqs": True},
             _lamb_hyper, has_step=True, defaults={"weight_decay": 0.01},

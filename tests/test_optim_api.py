@@ -33,6 +33,7 @@ ALL = [
     (optim.AdamW, dict(lr=1e-2)),
     (optim.LAMB, dict(lr=1e-2, weight_decay=1e-2, exclude=is_bias_or_norm)),
     (optim.LARS, dict(lr=0.5, weight_decay=1e-4, exclude=is_bias_or_norm)),
+    (optim.ScheduleFreeAdamW, dict(lr=1e-2, weight_decay=1e-2, warmup_steps=5, r=0.5)),
 ]
 
 

@@ -265,6 +265,25 @@ void lion(py::handle params, py::handle grads, py::handle exp_avgs, Real lr_h, R
   });
 }
 
+// ----------------------------------------------------------- Schedule-Free AdamW
+void schedule_free_adamw(py::handle params, py::handle grads, py::handle zs, py::handle exp_avg_sqs, Index step_h,
+                         Real lr_h, Real ckp1_h, RealPair betas_h, Real eps_h, Real weight_decay_h) {
+  const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
+  const double ckp1 = real(ckp1_h, "ckp1");
+  check_in_range("ckp1", ckp1, 0.0, 1.0, true);
+  const Operands ops = parse_operands(
+      {{"params", true, true}, {"grads", false, true}, {"zs", true, true}, {"exp_avg_sqs", true, true}},
+      {params, grads, zs, exp_avg_sqs});
+  check_eps_representable("eps", eps, ops);
+  const o::ScheduleFreeAdamwHyper h{lr, ckp1, beta1, beta2, eps, weight_decay, step};
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    auto ts = rows<o::ScheduleFreeAdamwTensor, T, 4>(ops);
+    py::gil_scoped_release nogil;
+    o::schedule_free_adamw<T>(ts.data(), ops.ntensors, h);
+  });
+}
+
 // ----------------------------------------------------------------------- Adadelta
 void adadelta(py::handle params, py::handle grads, py::handle square_avgs, py::handle acc_deltas, Real lr_h,
               Real rho_h, Real eps_h, Real weight_decay_h, Flag maximize_h) {
@@ -638,6 +657,10 @@ void bind_optim(py::module_& m) {
         arg("eps"), arg("weight_decay"), arg("decoupled_weight_decay"), arg("maximize"));
   m.def("lion", &lion, "Lion, in place. Arrays or lists of arrays. See deepoptim.functional.lion.",
         arg("params"), arg("grads"), arg("exp_avgs"), arg("lr"), arg("betas"), arg("weight_decay"), arg("maximize"));
+  m.def("schedule_free_adamw", &schedule_free_adamw,
+        "Schedule-Free AdamW, in place. Arrays or lists of arrays. See deepoptim.functional.schedule_free_adamw.",
+        arg("params"), arg("grads"), arg("zs"), arg("exp_avg_sqs"), arg("step"), arg("lr"), arg("ckp1"),
+        arg("betas"), arg("eps"), arg("weight_decay"));
   m.def("adadelta", &adadelta, "Adadelta, in place. See deepoptim.functional.adadelta.", arg("params"),
         arg("grads"), arg("square_avgs"), arg("acc_deltas"), arg("lr"), arg("rho"), arg("eps"), arg("weight_decay"),
         arg("maximize"));

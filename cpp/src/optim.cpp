@@ -394,6 +394,51 @@ DEEPOPTIM_INLINE void lion_block_impl(const LionTensor<T>& t, std::int64_t b, st
 DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_LION_BLOCK_CLONES)
 #undef DEEPOPTIM_LION_BLOCK_CLONES
 
+// ----------------------------------------------------------- Schedule-Free AdamW
+template <class T>
+struct ScheduleFreeAdamwCoef {
+  T beta2, one_minus_beta2, bc2, eps, wd, ckp1, one_minus_ckp1, y_coef, lr;
+  bool has_wd, small_weight;
+};
+
+template <class T>
+ScheduleFreeAdamwCoef<T> schedule_free_adamw_coef(const ScheduleFreeAdamwHyper& h) {
+  const double bc2 = 1.0 - std::pow(h.beta2, double(h.step));
+  return {T(h.beta2), T(1.0 - h.beta2), T(bc2), T(h.eps), T(h.weight_decay), T(h.ckp1), T(1.0 - h.ckp1),
+          T(h.lr * (h.beta1 * (1.0 - h.ckp1) - 1.0)), T(h.lr), h.weight_decay != 0.0, h.ckp1 < 0.5};
+}
+
+template <class T, bool SmallWeight>
+DEEPOPTIM_INLINE void schedule_free_adamw_body(T* __restrict y, const T* __restrict g, T* __restrict z,
+                                               T* __restrict v, std::int64_t n, const ScheduleFreeAdamwCoef<T>& c) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T gi = g[i];
+    const T yi = y[i];
+    const T zi = z[i];
+    const T vi = v[i] * c.beta2 + (c.one_minus_beta2 * gi) * gi;
+    T u = gi / (std::sqrt(vi / c.bc2) + c.eps);
+    if (c.has_wd) u = u + c.wd * yi;  // decay evaluated at y
+    // torch's lerp(y, z, ckp1): the form that is exact at its end of the interval
+    const T yl = SmallWeight ? yi + c.ckp1 * (zi - yi) : zi - (zi - yi) * c.one_minus_ckp1;
+    v[i] = vi;
+    y[i] = yl + c.y_coef * u;
+    z[i] = zi - c.lr * u;
+  }
+}
+
+template <class T>
+DEEPOPTIM_INLINE void schedule_free_adamw_block_impl(const ScheduleFreeAdamwTensor<T>& t, std::int64_t b,
+                                                     std::int64_t e, const ScheduleFreeAdamwCoef<T>& c) {
+  if (c.small_weight) return schedule_free_adamw_body<T, true>(t.param + b, t.grad + b, t.z + b, t.exp_avg_sq + b, e - b, c);
+  schedule_free_adamw_body<T, false>(t.param + b, t.grad + b, t.z + b, t.exp_avg_sq + b, e - b, c);
+}
+
+#define DEEPOPTIM_SFADAMW_BLOCK_CLONES(T) \
+  DEEPOPTIM_CLONES void schedule_free_adamw_block(const ScheduleFreeAdamwTensor<T>& t, std::int64_t b, std::int64_t e, const ScheduleFreeAdamwCoef<T>& c) { schedule_free_adamw_block_impl(t, b, e, c); }
+DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_SFADAMW_BLOCK_CLONES)
+#undef DEEPOPTIM_SFADAMW_BLOCK_CLONES
+
 // ----------------------------------------------------------------------- Adadelta
 template <class T>
 struct AdadeltaCoef {
@@ -806,6 +851,15 @@ void lion(const LionTensor<T>* tensors, std::int64_t ntensors, const LionHyper& 
 }
 
 template <class T>
+void schedule_free_adamw(const ScheduleFreeAdamwTensor<T>* tensors, std::int64_t ntensors,
+                         const ScheduleFreeAdamwHyper& h) {
+  const ScheduleFreeAdamwCoef<T> c = schedule_free_adamw_coef<T>(h);
+  parallel::for_each_block(
+      ntensors, [&](std::int64_t t) { return tensors[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) { schedule_free_adamw_block(tensors[t], b, e, c); });
+}
+
+template <class T>
 void adadelta(const AdadeltaTensor<T>* tensors, std::int64_t ntensors, const AdadeltaHyper& h) {
   const AdadeltaCoef<T> c{T(h.lr), T(h.rho), T(1.0 - h.rho), T(h.eps), T(h.weight_decay), h.weight_decay != 0.0,
                           h.maximize};
@@ -951,6 +1005,8 @@ template void radam<float>(const RadamTensor<float>*, std::int64_t, const RadamH
 template void radam<double>(const RadamTensor<double>*, std::int64_t, const RadamHyper&);
 template void lion<float>(const LionTensor<float>*, std::int64_t, const LionHyper&);
 template void lion<double>(const LionTensor<double>*, std::int64_t, const LionHyper&);
+template void schedule_free_adamw<float>(const ScheduleFreeAdamwTensor<float>*, std::int64_t, const ScheduleFreeAdamwHyper&);
+template void schedule_free_adamw<double>(const ScheduleFreeAdamwTensor<double>*, std::int64_t, const ScheduleFreeAdamwHyper&);
 template void adadelta<float>(const AdadeltaTensor<float>*, std::int64_t, const AdadeltaHyper&);
 template void adadelta<double>(const AdadeltaTensor<double>*, std::int64_t, const AdadeltaHyper&);
 template void rprop<float>(const RpropTensor<float>*, std::int64_t, const RpropHyper&);

@@ -98,6 +98,18 @@ def lion(
     weight_decay: float,
     maximize: bool,
 ) -> None: ...
+def schedule_free_adamw(
+    params: _Arrays,
+    grads: _Arrays,
+    zs: _Arrays,
+    exp_avg_sqs: _Arrays,
+    step: int,
+    lr: float,
+    ckp1: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+) -> None: ...
 def adadelta(
     params: _Arrays,
     grads: _Arrays,

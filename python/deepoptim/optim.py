@@ -275,6 +275,15 @@ class Optimizer:
     def _after_kernel(self, group: Dict[str, Any], idx: List[int], result: Any) -> None:
         """Receives what the kernel returned for the parameters ``idx`` (e.g. trust ratios)."""
 
+    def _advance(self, group: Mapping[str, Any], lr: float) -> Dict[str, Any]:
+        """The per-group values a step moves on besides its step count (Schedule-Free's
+        averaging sums), computed from the group as it is before the step (``lr``: the
+        step's learning rate); the step stores them once the group's kernels have run."""
+        return {}
+
+    def _refuse_step(self, groups: Sequence[Mapping[str, Any]]) -> None:
+        """Raises (before anything is written) where the optimizer's mode forbids a step."""
+
     # ------------------------------------------------------------ validation
     def _validate_hyper(self, h: Mapping[str, Any], where: str) -> None:
         # Each hyperparameter keeps the kind of its default: a flag stays a bool, a
@@ -422,6 +431,7 @@ class Optimizer:
         Returns False if the non-finite guard skipped the step (parameters and state
         untouched), True otherwise. Everything is checked before anything is written: a
         step that raises has changed nothing."""
+        self._refuse_step(self.param_groups)
         per_group = self._grads_by_group(grads)
         for gi, g in enumerate(self.param_groups):  # a group's values may have been edited
             self._check_group(g, f"parameter group {gi}")
@@ -444,7 +454,9 @@ class Optimizer:
                 raise ValueError(f"parameter group {gi}: learning rate must be finite and >= 0, got {lr!r}")
         # Nothing below can fail: every check the kernels make was made above.
         for g, gr, lr in zip(self.param_groups, per_group, lrs):
+            advanced = self._advance(g, lr)
             self._step_group(g, gr, lr)
+            g.update(advanced)
             g["step"] += 1
         self.state["prev_grad_sq_norm"] = new_prev
         return True
@@ -933,6 +945,147 @@ class Lion(Optimizer):
                maximize=hp["maximize"])
 
 
+# ------------------------------------------------------------- Schedule-Free AdamW
+def _lerp_(a: Array, b: Array, weight: float) -> None:
+    """``a = lerp(a, b, weight)`` in place, in a's dtype, in torch's two forms."""
+    w = float(weight)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if abs(w) < 0.5:
+            a[...] = a + w * (b - a)
+        else:
+            a[...] = b - (b - a) * (1.0 - w)
+
+
+class ScheduleFreeAdamW(Optimizer):
+    r"""Schedule-Free AdamW (Defazio et al., 2024, "The Road Less Scheduled", NeurIPS;
+    kernel :func:`deepoptim.functional.schedule_free_adamw`, whose docstring has the
+    update), as the authors' reference implementation (facebookresearch/schedule_free,
+    ``AdamWScheduleFree``): no learning-rate schedule, an online average instead. Not in
+    torch.optim.
+
+    Three sequences: :math:`z` (AdamW-like steps, state ``z``), the weighted average
+    :math:`x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}` (the point to evaluate and
+    save), and :math:`y = (1 - eta_1) z + eta_1 x`, where gradients are taken. Per
+    step, with :math:`k` steps taken so far in the group::
+
+        lr_t    = lr * min(1, (k + 1) / warmup_steps)        (linear warmup)
+        lr_max  = max(lr_max, lr_t)
+        w       = (k + 1)**r * lr_max**weight_lr_power
+        c_{t+1} = w / weight_sum,  weight_sum += w (before)   (0 when weight_sum is 0)
+
+    and the kernel's update with ``lr=lr_t, ckp1=c_{t+1}, step=k+1``. The group keeps
+    ``k``, ``lr_max``, ``weight_sum`` and ``train_mode`` beside its hyperparameters (in the
+    state_dict too), as the reference keeps them in its param groups.
+
+    Modes: the parameters hold :math:`y` in train mode and :math:`x` in eval mode.
+    :meth:`eval` moves them to :math:`x` (``p = lerp(p, z, 1 - 1/b1)``), :meth:`train` back
+    to :math:`y` (``p = lerp(p, z, 1 - b1)``); call ``eval()`` before evaluating or saving
+    a checkpoint, ``train()`` before training again. :meth:`step` in eval mode raises.
+    Unlike the reference, which starts in eval mode and must be told ``train()`` before
+    its first step, an optimizer here starts in train mode (before the first step the
+    two modes hold the same point). Parameters get their ``z`` at their first step (a
+    copy of the parameter then).
+    """
+
+    kernel, torch_name, example = "schedule_free_adamw", None, dict(weight_decay=1e-2)
+    _kernel_decouples = True  # its decay is its own (at y, inside the step)
+    _nonnegative_state = ("exp_avg_sq",)
+    #: the per-group values each step moves on (the reference's names and starting values)
+    _GROUP_STATE = (("k", 0), ("lr_max", -1.0), ("weight_sum", 0.0), ("train_mode", True))
+
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 0.0025, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0,
+                 **common) -> None:
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
+                                      **dict(self._GROUP_STATE)), **common)
+
+    def _state_names(self, g):
+        return ["z", "exp_avg_sq"]
+
+    def _init_state(self, g, name, p):
+        return p.copy() if name == "z" else np.zeros_like(p)
+
+    @staticmethod
+    def _schedule(g: Mapping[str, Any], lr: float) -> Tuple[float, float, Dict[str, Any]]:
+        """(lr_t, c_{t+1}, the group's values after the step), from the group before it."""
+        k, warmup, r, power = g["k"], g["warmup_steps"], g["r"], g["weight_lr_power"]
+        if not (_is_int(k) and k >= 0):
+            raise ValueError(f"k (the steps taken) must be an int >= 0, got {k!r}")
+        if not (_is_int(warmup) and warmup >= 0):
+            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup!r}")
+        for name, x in (("r", r), ("weight_lr_power", power)):
+            if not (math.isfinite(x) and x >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {x!r}")
+        lr_max0, wsum0 = g["lr_max"], g["weight_sum"]
+        if not (math.isfinite(lr_max0) and (lr_max0 >= 0 or lr_max0 == -1.0)):
+            raise ValueError(f"lr_max must be -1 (no step yet) or a finite number >= 0, got {lr_max0!r}")
+        if not (math.isfinite(wsum0) and wsum0 >= 0):
+            raise ValueError(f"weight_sum must be a finite number >= 0, got {wsum0!r}")
+        lr_t = lr * ((k + 1) / warmup if k < warmup else 1.0)
+        lr_max = max(lr_t, float(lr_max0))
+        weight = ((k + 1) ** r) * (lr_max ** power)
+        weight_sum = float(wsum0) + weight
+        ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
+        return lr_t, ckp1, dict(k=int(k) + 1, lr_max=lr_max, weight_sum=weight_sum)
+
+    def _advance(self, g, lr):
+        return self._schedule(g, lr)[2]
+
+    def _refuse_step(self, groups):
+        for gi, g in enumerate(groups):
+            if not g.get("train_mode", True):
+                raise RuntimeError(f"parameter group {gi} is in eval mode (the parameters hold the average x): "
+                                   "call train() before step()")
+
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        lr_t, ckp1, _ = self._schedule(hp, lr)
+        if step == 1:  # a parameter's first step: z starts where the parameter is now
+            for p, z in zip(params, states["z"]):
+                np.copyto(z, p)
+        F.schedule_free_adamw(params, grads, states["z"], states["exp_avg_sq"], step=hp["k"] + 1, lr=lr_t,
+                              ckp1=ckp1, betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"])
+
+    @staticmethod
+    def _switch_weight(g: Mapping[str, Any], to_train: bool) -> float:
+        b1 = float(g["betas"][0])
+        if to_train:
+            return 1.0 - b1
+        if b1 == 0.0:
+            raise ValueError("eval() needs betas[0] > 0: with betas[0] == 0 the parameters are z and the "
+                             "average x cannot be recovered from them")
+        return 1.0 - 1.0 / b1
+
+    def _set_mode(self, to_train: bool) -> None:
+        moves = []
+        for g in self.param_groups:  # every check first: a switch that raises has moved nothing
+            if bool(g["train_mode"]) != to_train:
+                moves.append((g, self._switch_weight(g, to_train)))
+        for g, w in moves:
+            for i, (p, z) in enumerate(zip(g["params"], g["_state"]["z"])):
+                if g["_steps"][i] > 0:  # z exists once the parameter has taken a step
+                    _lerp_(p, z, w)
+            g["train_mode"] = to_train
+
+    @_locked
+    def train(self) -> None:
+        """Train mode: the parameters hold y, where gradients are taken (a no-op if already there)."""
+        self._set_mode(True)
+
+    @_locked
+    def eval(self) -> None:
+        """Eval mode: the parameters hold the average x, the point to evaluate and save."""
+        self._set_mode(False)
+
+    @_locked
+    def reset_state(self) -> None:
+        super().reset_state()
+        for g in self.param_groups:
+            g.update({k: v for k, v in self._GROUP_STATE if k != "train_mode"})
+
+    zero_state = reset_state
+
+
 # ------------------------------------------------------------------ LAMB and LARS
 class _TrustRatio(Optimizer):
     """LAMB and LARS: per-tensor trust ratios; ``exclude(name, array)`` keeps chosen
@@ -1021,4 +1174,4 @@ class LARS(_TrustRatio):
                       adapt=[hp["adapt"][i] for i in idx])
 
 
-__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "Lion", "LAMB", "LARS", "NonFiniteGradients"]
+__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "Lion", "ScheduleFreeAdamW", "LAMB", "LARS", "NonFiniteGradients"]

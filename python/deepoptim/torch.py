@@ -10,7 +10,8 @@ and defaults, its state names, dtypes and layout (``step``, ``exp_avg``, ``exp_a
 ``max_exp_avg_sq``, ``momentum_buffer``, ``sum``, ``square_avg``, ``grad_avg``,
 ``exp_inf``, ..., and the 0-d ``mu_product``, ``eta``, ``mu`` in torch's scalar dtype)
 and ``state_dict`` (a torch.optim state_dict
-loads here and the reverse); the others (``LAMB``, ``LARS``) with deepoptim's arguments.
+loads here and the reverse); the others (``Lion``, ``ScheduleFreeAdamW``, ``LAMB``, ``LARS``) with deepoptim's
+arguments (``ScheduleFreeAdamW`` with its ``train()``/``eval()`` switch).
 deepoptim's extra options (``momentum_form``, ``bias_correction``, ``eps_inside_sqrt``,
 ``decoupled_weight_decay``, ``l1``, ``l1_mode``, ``skip_nonfinite``,
 ``grad_norm_ratio``, LAMB/LARS's ``exclude``) are keyword-only.
@@ -239,6 +240,7 @@ class _Adapter(torch.optim.Optimizer):
         """One update of every parameter that has a gradient; returns the closure's loss.
         Refused before anything is written: a sparse, non-CPU or non-contiguous gradient
         (the message names the parameter), a bad hyperparameter in any group."""
+        self._spec._refuse_step(self.param_groups)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -303,6 +305,9 @@ class _Adapter(torch.optim.Optimizer):
             if not (math.isfinite(lr) and lr >= 0):
                 raise ValueError(f"parameter group {gi}: learning rate must be finite and >= 0, got {lr!r}")
             lrs.append(lr)
+        # Per-group values the step moves on (Schedule-Free's sums), from the groups as they are.
+        advanced = [self._spec._advance(self._hyper(group), float(self._hyper(group)["lr"]) * factor)
+                    for group in self.param_groups]
         # Nothing below can fail: every check the kernels make was made above.
         self.state.update({p: pending[id(p)] for _, _, _, ts in plans for p in ts if id(p) in pending})
         for (gi, sub, grads, tensors), lr in zip(plans, lrs):
@@ -314,6 +319,8 @@ class _Adapter(torch.optim.Optimizer):
                         self.state[p]["step"].fill_(float(t))
             if stepped:
                 torch.autograd.graph.increment_version([_local(p) for p in stepped])
+        for group, adv in zip(self.param_groups, advanced):
+            group.update(adv)
         self._prev_grad_sq_norm = new_prev
         for gi, group in enumerate(self.param_groups):
             self._build_fast(gi, group)
@@ -395,10 +402,11 @@ class _Adapter(torch.optim.Optimizer):
                 self._spec._check_group(g, f"parameter group {gi}")
                 fc["checked"] = hyper
             lr = float(hyper["lr"])
-            plans.append((fc, g, _core.RawTensors(fc["dname"], gptrs, fc["sizes"], grads), lr))
+            plans.append((fc, g, _core.RawTensors(fc["dname"], gptrs, fc["sizes"], grads), lr,
+                          group, self._spec._advance(g, lr)))
         # Nothing below can fail: checked above, and _core checks the pointers first.
         everyone = []
-        for fc, g, grads, lr in plans:
+        for fc, g, grads, lr, group, adv in plans:
             t = fc["step"] + 1
             if g["decoupled_weight_decay"] and g["weight_decay"] and not self._spec._kernel_decouples:
                 F.decay(fc["params"], lr=lr, weight_decay=g["weight_decay"])
@@ -407,6 +415,7 @@ class _Adapter(torch.optim.Optimizer):
             fc["step"] = t
             if fc["buf"] is not None:
                 fc["buf"].add_(1.0)
+            group.update(adv)
             everyone.extend(fc["params_ref"])
         torch.autograd.graph.increment_version(everyone)
         return True
@@ -470,6 +479,38 @@ class _Adapter(torch.optim.Optimizer):
         self._fast.clear()
 
 
+class _EvalPoint:
+    """``train()`` and ``eval()`` for an optimizer whose parameters hold a different point
+    in each mode (Schedule-Free: y in train mode, the average x in eval mode); the weights
+    of the switch come from the :mod:`deepoptim.optim` class."""
+
+    def _set_mode(self, to_train: bool) -> None:
+        moves = []
+        for group in self.param_groups:  # every check first: a switch that raises has moved nothing
+            if bool(group.get("train_mode", True)) != to_train:
+                moves.append((group, self._spec._switch_weight(self._hyper(group), to_train)))
+        touched = []
+        for group, w in moves:
+            for p in group["params"]:
+                st = self.state.get(p)
+                if st and "z" in st:  # z exists once the parameter has taken a step
+                    _np._lerp_(_view(p), _view(st["z"]), w)
+                    touched.append(_local(p))
+            group["train_mode"] = to_train
+        if touched:
+            torch.autograd.graph.increment_version(touched)
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Train mode: the parameters hold y, where gradients are taken."""
+        self._set_mode(True)
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Eval mode: the parameters hold the average x, the point to evaluate and save."""
+        self._set_mode(False)
+
+
 def _make(np_cls: type) -> type:
     """The torch.optim.Optimizer subclass for a deepoptim.optim class: torch's signature
     (when torch has the optimizer) plus deepoptim's extra options, keyword-only."""
@@ -506,7 +547,8 @@ def _make(np_cls: type) -> type:
 
     __init__.__signature__ = sig  # type: ignore[attr-defined]
     __init__.__doc__ = doc
-    return type(np_cls.__name__, (_Adapter,), {"_np_cls": np_cls, "_signature": sig, "__doc__": doc,
+    bases = (_EvalPoint, _Adapter) if hasattr(np_cls, "_switch_weight") else (_Adapter,)
+    return type(np_cls.__name__, bases, {"_np_cls": np_cls, "_signature": sig, "__doc__": doc,
                                                "__init__": __init__, "__module__": __name__,
                                                "__qualname__": np_cls.__name__})
 

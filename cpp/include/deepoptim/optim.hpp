@@ -203,6 +203,37 @@ struct LionTensor {
 template <class T>
 void lion(const LionTensor<T>* tensors, std::int64_t ntensors, const LionHyper& h);
 
+// ----------------------------------------------------------- Schedule-Free AdamW
+// Defazio et al., "The Road Less Scheduled" (NeurIPS 2024), as the authors' reference
+// implementation (facebookresearch/schedule_free, AdamWScheduleFree). The parameter
+// holds y (the gradient's evaluation point), the state z (the base iterate) and v:
+//   v = v*b2 + (1-b2)*g*g;  u = g / (sqrt(v / (1 - b2^step)) + eps) + wd*y;
+//   y = lerp(y, z, ckp1) + lr*(b1*(1 - ckp1) - 1)*u;  z = z - lr*u.
+// lr is the scheduled (warmed-up) rate, ckp1 the averaging weight c_{t+1} in [0, 1]
+// (the optimizer class keeps the per-group sums that give it).
+struct ScheduleFreeAdamwHyper {
+  double lr{};
+  double ckp1{};
+  double beta1{};
+  double beta2{};
+  double eps{};
+  double weight_decay{};
+  std::int64_t step{};
+};
+
+template <class T>
+struct ScheduleFreeAdamwTensor {
+  T* param;
+  const T* grad;
+  T* z;
+  T* exp_avg_sq;
+  std::int64_t size;
+};
+
+template <class T>
+void schedule_free_adamw(const ScheduleFreeAdamwTensor<T>* tensors, std::int64_t ntensors,
+                         const ScheduleFreeAdamwHyper& h);
+
 // ----------------------------------------------------------------------- Adadelta
 // Zeiler, "ADADELTA: An Adaptive Learning Rate Method" (2012), as torch.optim.Adadelta:
 // g += wd*p;  sq = rho*sq + (1-rho)*g*g;  delta = (sqrt(acc + eps) / sqrt(sq + eps)) * g;

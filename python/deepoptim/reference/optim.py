@@ -583,6 +583,88 @@ def lion(
             m[...] = b2 * m + (1.0 - b2) * d
 
 
+def schedule_free_adamw(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    zs: ArrayOrList,
+    exp_avg_sqs: ArrayOrList,
+    *,
+    step: int,
+    lr: float = 0.0025,
+    ckp1: float = 1.0,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> None:
+    r"""Schedule-Free AdamW (Defazio et al., 2024, "The Road Less Scheduled", NeurIPS),
+    in place, as the authors' reference implementation (facebookresearch/schedule_free,
+    ``AdamWScheduleFree``) computes one step. The parameter holds :math:`y`, the point
+    where the gradient is evaluated; ``zs`` the base iterates :math:`z`; the average
+    :math:`x` (the point to evaluate the model at) is never stored:
+    :math:`y = (1 - b_1) z + b_1 x`. With :math:`c` = ``ckp1``::
+
+        v = v * b2 + ((1 - b2) * g) * g
+        u = g / (sqrt(v / (1 - b2**step)) + eps)
+        u = u + weight_decay * y                     (decay evaluated at y)
+        y = lerp(y, z, c) + (lr * (b1 * (1 - c) - 1)) * u
+        z = z - lr * u
+
+    where ``lerp(y, z, c)`` is ``y + c*(z - y)`` for :math:`c < 0.5` and
+    ``z - (z - y)*(1 - c)`` otherwise (torch's two forms). Both lines on :math:`y` are
+    :math:`x_{t+1} = (1 - c) x_t + c z_{t+1}` rewritten in :math:`y`.
+
+    Args:
+      params, grads: :math:`y` (updated) and the gradients at :math:`y`.
+      zs: :math:`z` (updated; a copy of the parameters for a fresh start).
+      exp_avg_sqs: :math:`v` (updated; zeros for a fresh start).
+      step: the number of this update, counting from 1 (bias correction of :math:`v`).
+      lr: the scheduled rate :math:`\gamma_t` (warmup applied), >= 0.
+      ckp1: the averaging weight :math:`c_{t+1} = w_t / \sum_{i \le t} w_i` in [0, 1],
+        with :math:`w_t = t^r \, \max_{i \le t}(\gamma_i)^{p}` (``r``, ``weight_lr_power``
+        :math:`p`; :class:`deepoptim.optim.ScheduleFreeAdamW` keeps the sums).
+      betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.reference import schedule_free_adamw
+      >>> p = np.ones(2); z, v = p.copy(), np.zeros(2)
+      >>> schedule_free_adamw(p, np.array([1.0, -2.0]), z, v, step=1, lr=0.1, ckp1=1.0)
+      >>> p.round(6), z.round(6)
+      (array([0.9, 1.1]), array([0.9, 1.1]))
+    """
+    _checks.step(step)
+    lr = _checks.real("lr", lr)
+    ckp1 = _checks.real("ckp1", ckp1)
+    b1, b2 = _checks.betas(betas)
+    eps = _checks.real("eps", eps)
+    weight_decay = _checks.real("weight_decay", weight_decay)
+    _checks.finite_ge("lr", lr, 0.0)
+    _checks.finite_gt("eps", eps, 0.0)
+    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    _checks.in_range("ckp1", ckp1, 0.0, 1.0, True)
+    rows, _ = _checks.operands(
+        [("params", True, True, None), ("grads", False, True, None), ("zs", True, True, None),
+         ("exp_avg_sqs", True, True, None)],
+        [params, grads, zs, exp_avg_sqs],
+    )
+    _checks.eps_representable("eps", eps, rows)
+    bc2 = 1.0 - b2**step
+    y_coef = lr * (b1 * (1.0 - ckp1) - 1.0)
+    with _ieee():
+        for y, g, z, v in rows:
+            vi = v * b2 + ((1.0 - b2) * g) * g
+            u = g / (np.sqrt(vi / bc2) + eps)
+            if weight_decay != 0.0:
+                u = u + weight_decay * y
+            if ckp1 < 0.5:
+                yl = y + ckp1 * (z - y)
+            else:
+                yl = z - (z - y) * (1.0 - ckp1)
+            v[...] = vi
+            y[...] = yl + y_coef * u
+            z[...] = z - lr * u
+
+
 def adadelta(
     params: ArrayOrList,
     grads: ArrayOrList,
@@ -1069,7 +1151,7 @@ def decay(params: ArrayOrList, *, lr: float, weight_decay: float) -> None:
 # The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
 # to the compiled function of the same name; a variant names the kernel it runs and the
 # parameters it fixes.
-KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'adadelta', 'rprop', 'nadam', 'asgd', 'lion', 'lamb', 'lars', 'add_penalty', 'soft_threshold', 'decay')
+KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'adadelta', 'rprop', 'nadam', 'asgd', 'lion', 'schedule_free_adamw', 'lamb', 'lars', 'add_penalty', 'soft_threshold', 'decay')
 VARIANTS = {'adamw': ('adam', {'decoupled_weight_decay': True})}
 for _name in KERNELS:  # flags are checked first, as the bindings parse them first
     globals()[_name] = _checks.with_flag_checks(globals()[_name])
