@@ -172,3 +172,56 @@ def test_all_float32_patterns(dtype):
         F.cast(x, fast)
         with np.errstate(all="ignore"):
             same_bits_or_both_nan(fast, x.astype(dtype), f"chunk at {lo:#x}")
+
+
+# ------------------------------------------------------------ stochastic rounding
+def test_stochastic_rounding_equals_its_twin_and_ignores_splits():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(50_001).astype(np.float32)
+    x[:6] = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0]
+    fast, twin = np.empty(x.shape, BFLOAT16), np.empty(x.shape, BFLOAT16)
+    F.cast_stochastic(x, fast, seed=3, offset=2**33 - 17)
+    R.cast_stochastic(x, twin, seed=3, offset=2**33 - 17)
+    np.testing.assert_array_equal(bits(fast), bits(twin))
+    # Two arrays in one call = the concatenation; two calls at their offsets = one call.
+    parts = [np.empty(4097, BFLOAT16), np.empty(x.size - 4097, BFLOAT16)]
+    F.cast_stochastic([x[:4097], x[4097:]], parts, seed=3, offset=2**33 - 17)
+    np.testing.assert_array_equal(np.concatenate([bits(p) for p in parts]), bits(fast))
+    tail = np.empty(x.size - 100, BFLOAT16)
+    F.cast_stochastic(x[100:], tail, seed=3, offset=2**33 - 17 + 100)
+    np.testing.assert_array_equal(bits(tail), bits(fast)[100:])
+    assert (bits(fast)[:4] & 0x7FFF == np.array([0x7FC0, 0x7FC0, 0x7F80, 0x7F80])).all()
+    assert list(bits(fast)[4:6]) == [0x0000, 0x8000]
+    other = np.empty(x.shape, BFLOAT16)
+    F.cast_stochastic(x, other, seed=4, offset=2**33 - 17)
+    assert (bits(other) != bits(fast)).any()  # another seed, other draws
+
+
+@pytest.mark.parametrize("value", [1.0 + 2.0**-10, -(3.0 + 2.0**-9 + 2.0**-12), 2.0**-130 * 1.3])
+def test_stochastic_rounding_is_unbiased(value):
+    x = np.full(400_000, value, np.float32)
+    out = np.empty(x.shape, BFLOAT16)
+    F.cast_stochastic(x, out, seed=11)
+    y = out.astype(np.float64)
+    lo, hi = np.sort(np.unique(y))[[0, -1]]
+    assert set(np.unique(y)) <= {lo, hi} and lo <= float(x[0]) <= hi  # only the two neighbours
+    p = (float(x[0]) - lo) / (hi - lo)
+    sigma = (hi - lo) * np.sqrt(p * (1 - p) / x.size)
+    assert abs(y.mean() - float(x[0])) < 6 * sigma
+
+
+@pytest.mark.parametrize("impl", ["fast", "twin"])
+def test_stochastic_rounding_refuses_bad_input(impl):
+    fn = F.cast_stochastic if impl == "fast" else R.cast_stochastic
+    x, out = np.ones(8, np.float32), np.zeros(8, BFLOAT16)
+    with pytest.raises(TypeError):
+        fn(x.astype(np.float64), out, seed=0)  # float32 -> bfloat16 only
+    with pytest.raises(TypeError):
+        fn(x, np.zeros(8, np.float16), seed=0)
+    with pytest.raises(ValueError):
+        fn(x, out, seed=-1)
+    with pytest.raises(TypeError):
+        fn(x, out, seed=1.5)
+    with pytest.raises(ValueError):
+        fn(x, out, seed=0, offset=2**64 - 8)  # the stream would pass 2**64
+    assert not bits(out).any()

@@ -781,9 +781,11 @@ CAST_DTYPES = ["float32", "float64", "float16", "bfloat16"]
 
 
 @st.composite
-def cast_case(d):
+def cast_case(d, stochastic: bool = False):
     heap, faults = Heap(), []
     sdt, odt = d(st.sampled_from(CAST_DTYPES)), d(st.sampled_from(CAST_DTYPES))
+    if stochastic and d(st.integers(0, 4)):  # mostly the one pair it takes: float32 -> bfloat16
+        sdt, odt = "float32", "bfloat16"
     list_form = d(st.booleans())
     ntensors = d(st.integers(0, 3)) if list_form else 1
     shapes = [_shape(d, d(st.sampled_from(SIZES + BIG_SIZES))) for _ in range(ntensors)]
@@ -805,8 +807,15 @@ def cast_case(d):
         name = d(st.sampled_from(["src", "out"]))
         args[name] = d(st.sampled_from([None, 1.0, "x"]))
         faults.append(f"{name}={args[name]!r}")
-    return Case("cast", heap, d(st.integers(0, 2**32 - 1)), args, faults,
-                call_twin=lambda kw: R.cast(**kw))
+    if not stochastic:
+        return Case("cast", heap, d(st.integers(0, 2**32 - 1)), args, faults, call_twin=lambda kw: R.cast(**kw))
+    for name in ("seed", "offset"):
+        args[name] = d(st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 2**32, 2**64 - 9000])))
+        if d(st.integers(0, 9)) == 0:
+            args[name] = d(st.sampled_from(U64_BAD))
+            faults.append(f"{name}={args[name]!r}")
+    return Case("cast_stochastic", heap, d(st.integers(0, 2**32 - 1)), args, faults,
+                call_twin=lambda kw: R.cast_stochastic(**kw))
 
 
 # -- philox
@@ -848,6 +857,7 @@ STRATEGIES.update({
     "probe": probe_case,
     "philox4x32_10": philox_case,
     "cast": cast_case,
+    "cast_stochastic": lambda: cast_case(stochastic=True),
 })
 
 # ----------------------------------------------------------------- known findings

@@ -41,7 +41,16 @@ ct::Type cast_type(const py::array& a, const std::string& name) {
                        std::string(py::str(d)));
 }
 
-void cast(py::handle src_h, py::handle out_h) {
+// The checked arrays of a cast: every src and out validated (both lists whole), with
+// references held for the GIL-free call.
+struct Parsed {
+  std::vector<py::array> keep;
+  std::vector<ct::Tensor> tensors;
+  ct::Type from = ct::Type::F32, to = ct::Type::F32;
+  std::int64_t total = 0;
+};
+
+Parsed parse(py::handle src_h, py::handle out_h) {
   const bool list_form = is_list_like(src_h);
   if (list_form != is_list_like(out_h)) {
     throw py::type_error(std::string("src and out must both be arrays or both be lists of arrays, got ") +
@@ -63,36 +72,54 @@ void cast(py::handle src_h, py::handle out_h) {
     return list_form ? std::string(what) + "[" + std::to_string(i) + "]" : std::string(what);
   };
   const std::size_t n = srcs.size();
-  std::vector<py::array> s(n), o(n);
-  ct::Type from = ct::Type::F32, to = ct::Type::F32;
+  Parsed r;
   std::vector<Span> spans;
   for (std::size_t i = 0; i < n; ++i) {
-    s[i] = require_array(srcs[i], name("src", i));
-    o[i] = require_array(outs[i], name("out", i));
-    const ct::Type fi = cast_type(s[i], name("src", i)), ti = cast_type(o[i], name("out", i));
+    py::array s = require_array(srcs[i], name("src", i));
+    py::array o = require_array(outs[i], name("out", i));
+    const ct::Type fi = cast_type(s, name("src", i)), ti = cast_type(o, name("out", i));
     if (i == 0) {
-      from = fi;
-      to = ti;
-    } else if (fi != from || ti != to) {
-      throw py::type_error(name(fi != from ? "src" : "out", i) + " must have the dtype of " +
-                           (fi != from ? "src[0] (" + std::string(type_str(from)) : "out[0] (" + std::string(type_str(to))) +
-                           "), got " + type_str(fi != from ? fi : ti));
+      r.from = fi;
+      r.to = ti;
+    } else if (fi != r.from || ti != r.to) {
+      const bool src_differs = fi != r.from;
+      throw py::type_error(name(src_differs ? "src" : "out", i) + " must have the dtype of " +
+                           (src_differs ? "src[0] (" : "out[0] (") + type_str(src_differs ? r.from : r.to) +
+                           "), got " + type_str(src_differs ? fi : ti));
     }
-    require_contiguous(s[i], name("src", i));
-    require_contiguous(o[i], name("out", i));
-    require_writeable(o[i], name("out", i));
-    require_shape(o[i], std::vector<py::ssize_t>(s[i].shape(), s[i].shape() + s[i].ndim()), name("out", i),
+    require_contiguous(s, name("src", i));
+    require_contiguous(o, name("out", i));
+    require_writeable(o, name("out", i));
+    require_shape(o, std::vector<py::ssize_t>(s.shape(), s.shape() + s.ndim()), name("out", i),
                   "that of " + name("src", i));
-    add_span(spans, s[i], false, name("src", i));
-    add_span(spans, o[i], true, name("out", i));
+    add_span(spans, s, false, name("src", i));
+    add_span(spans, o, true, name("out", i));
+    r.tensors.push_back({s.data(), const_cast<void*>(o.data()), static_cast<std::int64_t>(s.size())});
+    r.total += static_cast<std::int64_t>(s.size());
+    r.keep.push_back(s);
+    r.keep.push_back(o);
   }
   check_aliasing(spans);
-  std::vector<ct::Tensor> ts(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    ts[i] = {s[i].data(), const_cast<void*>(o[i].data()), static_cast<std::int64_t>(s[i].size())};
-  }
+  return r;
+}
+
+void cast(py::handle src_h, py::handle out_h) {
+  const Parsed r = parse(src_h, out_h);
   py::gil_scoped_release nogil;
-  ct::cast(ts.data(), static_cast<std::int64_t>(n), from, to);
+  ct::cast(r.tensors.data(), static_cast<std::int64_t>(r.tensors.size()), r.from, r.to);
+}
+
+void cast_stochastic(py::handle src_h, py::handle out_h, py::handle seed_h, py::handle offset_h) {
+  const std::uint64_t seed = as_u64(seed_h, "seed");
+  const std::uint64_t offset = as_u64(offset_h, "offset");
+  const Parsed r = parse(src_h, out_h);
+  if (!r.tensors.empty() && (r.from != ct::Type::F32 || r.to != ct::Type::BF16)) {
+    throw py::type_error(std::string("stochastic rounding casts float32 to bfloat16, got ") + type_str(r.from) +
+                         " to " + type_str(r.to));
+  }
+  check_offset_range(offset, static_cast<py::ssize_t>(r.total));
+  py::gil_scoped_release nogil;
+  ct::cast_stochastic(r.tensors.data(), static_cast<std::int64_t>(r.tensors.size()), seed, offset);
 }
 
 }  // namespace
@@ -102,6 +129,10 @@ void bind_cast(py::module_& m) {
         "out = src rounded to out's dtype (float32, float64, float16, bfloat16), nearest even; "
         "NaN becomes the quiet NaN of its sign.",
         py::arg("src"), py::arg("out"));
+  m.def("cast_stochastic", &cast_stochastic,
+        "out (bfloat16) = src (float32) rounded up with probability (low 16 bits) / 2**16, from the "
+        "16-bit draws of elements offset.. of the Philox stream seed.",
+        py::arg("src"), py::arg("out"), py::arg("seed"), py::arg("offset"));
 }
 
 }  // namespace deepoptim::bind

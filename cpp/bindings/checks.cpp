@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <limits>
 #include <sstream>
 
 namespace deepoptim::bind {
@@ -438,6 +439,29 @@ std::int64_t int_arg(py::handle h, const char* name) {
     throw py::value_error(std::string(name) + " is out of range, got " + std::string(py::str(v)));
   }
   return static_cast<std::int64_t>(s);
+}
+
+// A Python int in [0, 2^64), else TypeError/ValueError naming it.
+std::uint64_t as_u64(py::handle h, const char* name) {
+  if (!PyIndex_Check(h.ptr()) || PyBool_Check(h.ptr())) {
+    throw py::type_error(std::string(name) + " must be an int, got " +
+                         std::string(py::str(py::type::handle_of(h).attr("__name__"))));
+  }
+  py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(h.ptr()));
+  const bool neg = v < py::int_(0);
+  const bool big = v >= py::int_(py::reinterpret_steal<py::object>(PyLong_FromUnsignedLongLong(
+                            std::numeric_limits<unsigned long long>::max()))) + py::int_(1);
+  if (neg || big) {
+    throw py::value_error(std::string(name) + " must be in [0, 2**64), got " + std::string(py::str(v)));
+  }
+  return PyLong_AsUnsignedLongLong(v.ptr());
+}
+
+void check_offset_range(std::uint64_t offset, py::ssize_t n) {
+  if (offset > std::numeric_limits<std::uint64_t>::max() - static_cast<std::uint64_t>(n)) {
+    throw py::value_error("offset must leave room for the call's elements: offset + size must be < 2**64, got "
+                          "offset=" + std::to_string(offset) + " and size " + std::to_string(n));
+  }
 }
 
 bool flag(py::handle h, const char* name) {

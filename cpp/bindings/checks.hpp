@@ -170,6 +170,10 @@ std::pair<double, double> pair_arg(py::handle h, const char* name, const char* f
 std::int64_t step_arg(py::handle h);
 // An int or numpy.integer (not a bool) that fits in int64: TypeError / ValueError naming it.
 std::int64_t int_arg(py::handle h, const char* name);
+// A seed or offset: an int in [0, 2**64), else TypeError/ValueError naming it.
+std::uint64_t as_u64(py::handle h, const char* name);
+// A counter-based stream of `n` elements starting at `offset` must not pass 2**64.
+void check_offset_range(std::uint64_t offset, py::ssize_t n);
 // A yes/no option: True, False or a numpy.bool_, nothing else (an int or a str that
 // pybind11 would take as truthy is a TypeError naming it).
 bool flag(py::handle h, const char* name);

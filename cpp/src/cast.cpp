@@ -1,9 +1,11 @@
 #include "deepoptim/cast.hpp"
 
 #include <cstring>
+#include <vector>
 
 #include "deepoptim/lowp.hpp"
 #include "deepoptim/parallel.hpp"
+#include "deepoptim/philox.hpp"
 
 namespace deepoptim::cast {
 namespace {
@@ -84,6 +86,33 @@ void cast(const Tensor* ts, std::int64_t nt, Type from, Type to) {
     case Type::BF16: return from_source<bfloat16>(ts, nt, to);
     case Type::F16: return from_source<float16>(ts, nt, to);
   }
+}
+
+void cast_stochastic(const Tensor* ts, std::int64_t nt, std::uint64_t seed, std::uint64_t offset) {
+  std::vector<std::uint64_t> start(static_cast<std::size_t>(nt));  // element index of each tensor's first
+  std::uint64_t j = offset;
+  for (std::int64_t t = 0; t < nt; ++t) {
+    start[static_cast<std::size_t>(t)] = j;
+    j += static_cast<std::uint64_t>(ts[t].size);
+  }
+  parallel::for_each_block(
+      nt, [&](std::int64_t t) { return ts[t].size; },
+      [&](std::int64_t t, std::int64_t b, std::int64_t e) {
+        // Draws of elements j0 .. j0 + (e - b) - 1 start at draws[j0 % 8] (group aligned).
+        alignas(64) std::uint16_t draws[parallel::kBlock + 16];
+        const std::uint64_t j0 = start[static_cast<std::size_t>(t)] + static_cast<std::uint64_t>(b);
+        philox::fill_draws(draws, j0, static_cast<std::uint64_t>(e - b), seed);
+        const std::uint16_t* r = draws + (j0 & 7u);
+        const float* __restrict s = static_cast<const float*>(ts[t].src);
+        bfloat16* __restrict d = static_cast<bfloat16*>(ts[t].dst);
+#pragma omp simd
+        for (std::int64_t i = b; i < e; ++i) {
+          const std::uint32_t u = lowp::bits_of(s[i]);
+          const std::uint32_t rounded = (u + r[i - b]) >> 16;  // no wrap: NaNs are replaced below
+          const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+          d[i].bits = std::uint16_t(nan ? (((u >> 16) & 0x8000u) | 0x7fc0u) : rounded);
+        }
+      });
 }
 
 }  // namespace deepoptim::cast

@@ -16,6 +16,7 @@ import ml_dtypes
 import numpy as np
 
 from deepoptim.reference import _checks
+from deepoptim.reference.dropout import random_draws
 
 #: ml_dtypes' bfloat16 (the type JAX and TensorFlow use) as a NumPy dtype.
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
@@ -105,26 +106,8 @@ def _cast_type(a: np.ndarray, name: str) -> np.dtype:
 
 
 # ------------------------------------------------------------------------- the kernel
-def cast(src: ArrayOrList, out: ArrayOrList) -> None:
-    r"""Copies ``src`` into ``out``, rounded to ``out``'s dtype::
-
-        out = round(src)      float32, float64, float16 or bfloat16, either way
-
-    Rounding is to nearest, ties to even (as ``astype``); one rounding even from float64
-    to bfloat16 or float16 (no double rounding through float32); a NaN becomes the quiet
-    NaN of its sign. A copy when the dtypes are equal. ``src`` and ``out`` are arrays of
-    the same shape, or lists of them (one call for all); C-contiguous, ``out`` writeable
-    and not overlapping any ``src``.
-
-    Example:
-      >>> import numpy as np
-      >>> from deepoptim.reference.cast import BFLOAT16
-      >>> w = np.array([1.0, 1.00390625, 1.01171875, 3.4e38], np.float32)
-      >>> out = np.empty(4, BFLOAT16)
-      >>> cast(w, out)    # 1 + 2**-8 is halfway: to even, 1; 1 + 3 * 2**-8: up
-      >>> out.astype(np.float32)
-      array([1.      , 1.      , 1.015625,      inf], dtype=float32)
-    """
+def _parse(src: ArrayOrList, out: ArrayOrList):
+    """The checks of the binding (cpp/bindings/cast.cpp), in its order: both lists whole."""
     list_form = _checks._is_list_like(src)
     if list_form != _checks._is_list_like(out):
         raise TypeError(f"src and out must both be arrays or both be lists of arrays, got "
@@ -154,6 +137,30 @@ def cast(src: ArrayOrList, out: ArrayOrList) -> None:
         _checks.add_span(spans, s, False, name("src", i))
         _checks.add_span(spans, o, True, name("out", i))
     _checks.aliasing(spans)
+    return srcs, outs
+
+
+def cast(src: ArrayOrList, out: ArrayOrList) -> None:
+    r"""Copies ``src`` into ``out``, rounded to ``out``'s dtype::
+
+        out = round(src)      float32, float64, float16 or bfloat16, either way
+
+    Rounding is to nearest, ties to even (as ``astype``); one rounding even from float64
+    to bfloat16 or float16 (no double rounding through float32); a NaN becomes the quiet
+    NaN of its sign. A copy when the dtypes are equal. ``src`` and ``out`` are arrays of
+    the same shape, or lists of them (one call for all); C-contiguous, ``out`` writeable
+    and not overlapping any ``src``.
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.reference.cast import BFLOAT16
+      >>> w = np.array([1.0, 1.00390625, 1.01171875, 3.4e38], np.float32)
+      >>> out = np.empty(4, BFLOAT16)
+      >>> cast(w, out)    # 1 + 2**-8 is halfway: to even, 1; 1 + 3 * 2**-8: up
+      >>> out.astype(np.float32)
+      array([1.      , 1.      , 1.015625,      inf], dtype=float32)
+    """
+    srcs, outs = _parse(src, out)
     for s, o in zip(srcs, outs):
         if s.dtype == o.dtype:  # a copy of the bits
             o.reshape(-1).view(f"u{o.itemsize}")[...] = s.reshape(-1).view(f"u{s.itemsize}")
@@ -161,9 +168,47 @@ def cast(src: ArrayOrList, out: ArrayOrList) -> None:
             o.reshape(-1)[...] = _narrow(_widen(s), o.dtype)
 
 
+def cast_stochastic(src: ArrayOrList, out: ArrayOrList, *, seed: int, offset: int = 0) -> None:
+    r"""Copies float32 ``src`` into bfloat16 ``out`` with stochastic rounding::
+
+        out = (bits(src) + r_j) >> 16        r_j: the 16-bit draw of element j
+
+    that is, rounded up with probability (the dropped 16 bits) / 2**16, so that
+    E[out] = src: an update smaller than half a bfloat16 ulp still moves a weight on
+    average, where rounding to nearest would drop it every time (Gupta et al. 2015,
+    "Deep Learning with Limited Numerical Precision"). ``j = offset + i`` for element i of
+    the concatenation of the arrays, and r_j is the draw of the Philox stream ``seed``
+    that dropout uses (:func:`deepoptim.reference.dropout.random_draws`): the result
+    depends only on (seed, j), never on threads or on how the arrays are split into
+    calls. A NaN becomes the quiet NaN of its sign; a value within half an ulp of the
+    largest bfloat16 may round up to inf, as rounding up there means.
+
+    Args:
+      src, out: float32 and bfloat16 arrays of the same shape, or lists of them.
+      seed, offset: ints in [0, 2**64); offset + (total size) must stay below 2**64.
+    """
+    seed = _checks.uint64(seed, "seed")
+    offset = _checks.uint64(offset, "offset")
+    srcs, outs = _parse(src, out)
+    if srcs and (srcs[0].dtype != np.float32 or outs[0].dtype != BFLOAT16):
+        raise TypeError(f"stochastic rounding casts float32 to bfloat16, got {srcs[0].dtype} to {outs[0].dtype}")
+    total = sum(int(s.size) for s in srcs)
+    if offset + total >= 2**64:
+        raise ValueError("offset must leave room for the call's elements: offset + size must be < 2**64, got "
+                         f"offset={offset} and size {total}")
+    j = offset
+    for s, o in zip(srcs, outs):
+        u = s.reshape(-1).view(np.uint32).astype(np.uint64)
+        r = random_draws(seed, j, s.size).astype(np.uint64)
+        rounded = (u + r) >> 16
+        nan = (u & 0x7FFFFFFF) > 0x7F800000
+        o.reshape(-1).view(np.uint16)[...] = np.where(nan, ((u >> 16) & 0x8000) | 0x7FC0, rounded).astype(np.uint16)
+        j += s.size
+
+
 # The kernels of this family (deepoptim.functional binds each to the compiled function of
 # the same name).
-KERNELS = ("cast",)
+KERNELS = ("cast", "cast_stochastic")
 VARIANTS: dict = {}
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
     __all__ = list(KERNELS) + ["BFLOAT16"]
