@@ -91,7 +91,7 @@ def test_signature_is_torchs_plus_keyword_only_extras(name):
 
 
 def test_all_registered_optimizers_are_adapted():
-    assert set(dt.__all__) == set(npoptim.REGISTRY)
+    assert set(dt.__all__) == set(npoptim.REGISTRY) | {"LBFGS"}  # LBFGS: a closure-driven class of its own
 
 
 def test_foreach_fused_ignored_capturable_differentiable_refused():

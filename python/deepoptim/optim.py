@@ -1174,4 +1174,359 @@ class LARS(_TrustRatio):
                       adapt=[hp["adapt"][i] for i in idx])
 
 
-__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "Lion", "ScheduleFreeAdamW", "LAMB", "LARS", "NonFiniteGradients"]
+# -------------------------------------------------------------------------- L-BFGS
+def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+    """The minimizer of the cubic through (x1, f1, g1) and (x2, f2, g2), clamped to
+    ``bounds`` (default: the interval); the midpoint where the cubic has none (Nocedal &
+    Wright, "Numerical Optimization", 2nd ed., eq. 3.59). As torch.optim.lbfgs's."""
+    if bounds is not None:
+        xmin_bound, xmax_bound = bounds
+    else:
+        xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    d2_square = d1**2 - g1 * g2
+    if d2_square >= 0:
+        d2 = np.sqrt(d2_square)
+        if x1 <= x2:
+            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+        else:
+            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+        return min(max(min_pos, xmin_bound), xmax_bound)
+    return (xmin_bound + xmax_bound) / 2.0
+
+
+def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
+    """A line search along ``d`` for a step ``t`` meeting the strong Wolfe conditions
+    (sufficient decrease ``c1``, curvature ``c2``; Nocedal & Wright, algorithms 3.5 and
+    3.6): bracketing, then zooming by cubic interpolation, as torch.optim.lbfgs's
+    ``_strong_wolfe`` step for step. Returns (f, g, t, evaluations)."""
+    d_norm = np.abs(d).max()
+    g = g.copy()
+    f_new, g_new = obj_func(x, t, d)
+    ls_func_evals = 1
+    gtd_new = g_new.dot(d)
+    t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
+    done = False
+    ls_iter = 0
+    while ls_iter < max_ls:  # bracketing
+        if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
+            bracket, bracket_f, bracket_g = [t_prev, t], [f_prev, f_new], [g_prev, g_new.copy()]
+            bracket_gtd = [gtd_prev, gtd_new]
+            break
+        if abs(gtd_new) <= -c2 * gtd:
+            bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
+            done = True
+            break
+        if gtd_new >= 0:
+            bracket, bracket_f, bracket_g = [t_prev, t], [f_prev, f_new], [g_prev, g_new.copy()]
+            bracket_gtd = [gtd_prev, gtd_new]
+            break
+        min_step = t + 0.01 * (t - t_prev)
+        max_step = t * 10
+        tmp = t
+        t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=(min_step, max_step))
+        t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new.copy(), gtd_new
+        f_new, g_new = obj_func(x, t, d)
+        ls_func_evals += 1
+        gtd_new = g_new.dot(d)
+        ls_iter += 1
+    if ls_iter == max_ls:  # reached the maximum number of iterations
+        bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
+    insuf_progress = False
+    low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
+    while not done and ls_iter < max_ls:  # zoom
+        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+            break
+        t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
+        eps = 0.1 * (max(bracket) - min(bracket))
+        if min(max(bracket) - t, t - min(bracket)) < eps:
+            if insuf_progress or t >= max(bracket) or t <= min(bracket):
+                t = max(bracket) - eps if abs(t - max(bracket)) < abs(t - min(bracket)) else min(bracket) + eps
+                insuf_progress = False
+            else:
+                insuf_progress = True
+        else:
+            insuf_progress = False
+        f_new, g_new = obj_func(x, t, d)
+        ls_func_evals += 1
+        gtd_new = g_new.dot(d)
+        ls_iter += 1
+        if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
+            bracket[high_pos], bracket_f[high_pos] = t, f_new
+            bracket_g[high_pos], bracket_gtd[high_pos] = g_new.copy(), gtd_new
+            low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
+        else:
+            if abs(gtd_new) <= -c2 * gtd:
+                done = True
+            elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
+                bracket[high_pos], bracket_f[high_pos] = bracket[low_pos], bracket_f[low_pos]
+                bracket_g[high_pos], bracket_gtd[high_pos] = bracket_g[low_pos], bracket_gtd[low_pos]
+            bracket[low_pos], bracket_f[low_pos] = t, f_new
+            bracket_g[low_pos], bracket_gtd[low_pos] = g_new.copy(), gtd_new
+    return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_func_evals
+
+
+def _lbfgs_hyper(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search_fn):
+    """L-BFGS's hyperparameters, checked; ``max_eval=None`` is ``max_iter * 5 // 4``."""
+    if not (_is_real(lr) and math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    for name, v in (("max_iter", max_iter), ("history_size", history_size)):
+        if not (_is_int(v) and v >= 1):
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if max_eval is None:
+        max_eval = max_iter * 5 // 4
+    if not (_is_int(max_eval) or (_is_real(max_eval) and math.isfinite(max_eval))) or max_eval < 1:
+        raise ValueError(f"max_eval must be None or a number >= 1, got {max_eval!r}")
+    for name, v in (("tolerance_grad", tolerance_grad), ("tolerance_change", tolerance_change)):
+        if not (_is_real(v) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    if line_search_fn not in (None, "strong_wolfe"):
+        raise ValueError(f"line_search_fn must be None or 'strong_wolfe', got {line_search_fn!r}")
+    return dict(lr=float(lr), max_iter=int(max_iter), max_eval=max_eval, tolerance_grad=float(tolerance_grad),
+                tolerance_change=float(tolerance_change), history_size=int(history_size),
+                line_search_fn=line_search_fn)
+
+
+def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: Any) -> None:
+    """One L-BFGS step (up to ``max_iter`` iterations; Nocedal & Wright, algorithm 7.4,
+    the two-loop recursion, with torch's initial step, stopping rules and optional
+    strong-Wolfe line search), as torch.optim.LBFGS.step computes it, on flat vectors in
+    the parameters' dtype. ``space`` gives the parameters as one vector: ``evaluate()``
+    (run the closure: the loss as a float; the gradients are then read by ``flat_grad()``),
+    ``add(t, d)`` (parameters += t*d), ``clone()`` and ``restore(x)``. ``state`` holds
+    torch's state names (``func_evals``, ``n_iter``, ``d``, ``t``, ``old_dirs``,
+    ``old_stps``, ``ro``, ``H_diag``, ``prev_flat_grad``, ``prev_loss``, ``al``) with NumPy
+    values; returns with the closure's first loss in ``state["_loss"]``."""
+    lr, max_iter, max_eval = hp["lr"], hp["max_iter"], hp["max_eval"]
+    tolerance_grad, tolerance_change = hp["tolerance_grad"], hp["tolerance_change"]
+    line_search_fn, history_size = hp["line_search_fn"], hp["history_size"]
+    state.setdefault("func_evals", 0)
+    state.setdefault("n_iter", 0)
+    orig_loss = space.evaluate()
+    state["_loss"] = orig_loss
+    loss = float(orig_loss)
+    current_evals = 1
+    state["func_evals"] += 1
+    flat_grad = space.flat_grad()
+    if np.abs(flat_grad).max(initial=0) <= tolerance_grad:  # optimal already
+        return
+    d, t = state.get("d"), state.get("t")
+    old_dirs, old_stps, ro = state.get("old_dirs"), state.get("old_stps"), state.get("ro")
+    H_diag, prev_flat_grad, prev_loss = state.get("H_diag"), state.get("prev_flat_grad"), state.get("prev_loss")
+    n_iter = 0
+    while n_iter < max_iter:
+        n_iter += 1
+        state["n_iter"] += 1
+        if state["n_iter"] == 1:  # the first direction: steepest descent
+            d = -flat_grad
+            old_dirs, old_stps, ro = [], [], []
+            H_diag = 1
+        else:
+            y = flat_grad - prev_flat_grad
+            s = d * t
+            ys = y.dot(s)
+            if ys > 1e-10:  # update the memory (curvature condition)
+                if len(old_dirs) == history_size:
+                    old_dirs.pop(0)
+                    old_stps.pop(0)
+                    ro.pop(0)
+                old_dirs.append(y)
+                old_stps.append(s)
+                ro.append(1.0 / ys)
+                H_diag = ys / y.dot(y)
+            num_old = len(old_dirs)
+            if "al" not in state:
+                state["al"] = [None] * history_size
+            al = state["al"]
+            q = -flat_grad  # the two-loop recursion: d = -H g
+            for i in range(num_old - 1, -1, -1):
+                al[i] = old_stps[i].dot(q) * ro[i]
+                q += -al[i] * old_dirs[i]
+            d = r = q * H_diag
+            for i in range(num_old):
+                be_i = old_dirs[i].dot(r) * ro[i]
+                r += (al[i] - be_i) * old_stps[i]
+        if prev_flat_grad is None:
+            prev_flat_grad = flat_grad.copy()
+        else:
+            np.copyto(prev_flat_grad, flat_grad)
+        prev_loss = loss
+        t = min(1.0, 1.0 / np.abs(flat_grad).sum()) * lr if state["n_iter"] == 1 else lr
+        gtd = flat_grad.dot(d)
+        if gtd > -tolerance_change:  # not a descent direction
+            break
+        ls_func_evals = 0
+        if line_search_fn is not None:
+            x_init = space.clone()
+
+            def obj_func(x, t, d):
+                space.add(t, d)
+                f = float(space.evaluate())
+                g = space.flat_grad()
+                space.restore(x)
+                return f, g
+
+            loss, flat_grad, t, ls_func_evals = _strong_wolfe(obj_func, x_init, t, d, loss, flat_grad, gtd,
+                                                              max_ls=max_eval - current_evals)
+            space.add(t, d)
+            opt_cond = np.abs(flat_grad).max() <= tolerance_grad
+        else:
+            space.add(t, d)  # a fixed step
+            opt_cond = False
+            if n_iter != max_iter:
+                loss = float(space.evaluate())
+                flat_grad = space.flat_grad()
+                opt_cond = np.abs(flat_grad).max() <= tolerance_grad
+                ls_func_evals = 1
+        current_evals += ls_func_evals
+        state["func_evals"] += ls_func_evals
+        if n_iter == max_iter or current_evals >= max_eval or opt_cond:
+            break
+        if np.abs(d * t).max() <= tolerance_change:  # lack of progress
+            break
+        if abs(loss - prev_loss) < tolerance_change:
+            break
+    state.update(d=d, t=t, old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=H_diag,
+                 prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
+
+
+class LBFGS:
+    r"""L-BFGS (Liu & Nocedal, 1989, "On the limited memory BFGS method for large scale
+    optimization"; Nocedal & Wright, "Numerical Optimization", algorithm 7.4), as
+    torch.optim.LBFGS: same arguments, defaults, iterations, stopping rules and optional
+    strong-Wolfe line search (``line_search_fn="strong_wolfe"``), so trajectories equal
+    torch's. Each :meth:`step` runs up to ``max_iter`` iterations, calling ``closure``
+    as often as it needs (at most ``max_eval`` times).
+
+    The memory keeps the last ``history_size`` pairs :math:`s_k = x_{k+1} - x_k`,
+    :math:`y_k = g_{k+1} - g_k` (a pair is kept when :math:`y^	op s > 10^{-10}`); the
+    direction :math:`d = -H g` comes from the two-loop recursion with
+    :math:`H_0 = (y^	op s / y^	op y) I`. Without line search the step is ``lr`` (the
+    first one ``min(1, 1/|g|_1) * lr``).
+
+    Args:
+      params: a list or dict of float32/float64 arrays (one dtype; one group: L-BFGS
+        treats all parameters as one vector), updated in place.
+      lr, max_iter, max_eval (default ``max_iter * 5 // 4``), tolerance_grad,
+        tolerance_change, history_size, line_search_fn: as torch.optim.LBFGS.
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.optim import LBFGS
+      >>> x = np.array([3.0, -2.0])
+      >>> opt = LBFGS([x], line_search_fn="strong_wolfe")
+      >>> loss = opt.step(lambda: (float(x @ x), [2 * x]))
+      >>> bool(np.abs(x).max() < 1e-6)
+      True
+    """
+
+    def __init__(self, params: Union[Sequence[Array], Mapping[str, Array]], lr: float = 1, max_iter: int = 20,
+                 max_eval: Optional[int] = None, tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
+                 history_size: int = 100, line_search_fn: Optional[str] = None) -> None:
+        self.defaults = _lbfgs_hyper(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
+                                     line_search_fn)
+        if _is_group_list(params):
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        if isinstance(params, np.ndarray):
+            raise TypeError("params must be a list or dict of arrays, not a single array (wrap it in a list)")
+        self._keyed = isinstance(params, Mapping)
+        names = [str(k) for k in params] if self._keyed else [str(i) for i in range(len(params))]
+        arrays = list(params.values()) if self._keyed else list(params)
+        if not arrays:
+            raise ValueError("params is empty")
+        arrays = [_check_param(a, n) for a, n in zip(arrays, names)]
+        if len({a.dtype for a in arrays}) != 1:
+            raise TypeError("LBFGS's parameters must share one dtype (they form one vector)")
+        Optimizer._refuse_overlap([(n, _span(a)) for n, a in zip(names, arrays)])
+        self.param_groups = [dict(self.defaults, params=arrays, names=names)]
+        self.state: Dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    def _grads(self, grads) -> List[Array]:
+        g = self.param_groups[0]
+        if self._keyed:
+            if not isinstance(grads, Mapping) or set(grads) != set(g["names"]):
+                raise ValueError(f"the closure must return gradients for exactly {g['names']}")
+            grads = [grads[n] for n in g["names"]]
+        elif isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)) or len(grads) != len(g["params"]):
+            raise ValueError(f"the closure must return a list of {len(g['params'])} gradients")
+        out = []
+        for n, p, a in zip(g["names"], g["params"], grads):
+            if a is None:
+                out.append(np.zeros_like(p))  # as torch: a missing gradient counts as zero
+                continue
+            if not isinstance(a, np.ndarray) or a.shape != p.shape:
+                raise ValueError(f"gradient {n} must be an array of shape {p.shape}")
+            out.append(a)
+        return out
+
+    @_locked
+    def step(self, closure: Callable[[], Tuple[float, Any]]) -> float:
+        """Runs up to ``max_iter`` iterations. ``closure()`` evaluates the objective at
+        the parameters' current values and returns ``(loss, grads)``, the gradients in the
+        parameters' structure (list or dict; None counts as zeros). Returns the first
+        loss. The hyperparameters are read from ``param_groups[0]``."""
+        g = self.param_groups[0]
+        hp = _lbfgs_hyper(*(g[k] for k in ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change",
+                                            "history_size", "line_search_fn")))
+        params = g["params"]
+        dtype = params[0].dtype
+        box: Dict[str, Any] = {}
+
+        class _Space:
+            @staticmethod
+            def evaluate():
+                loss, grads = closure()
+                box["grads"] = self._grads(grads)
+                return loss
+
+            @staticmethod
+            def flat_grad():
+                return np.concatenate([a.reshape(-1) for a in box["grads"]]).astype(dtype, copy=False)
+
+            @staticmethod
+            def add(t, d):
+                off = 0
+                for p in params:
+                    n = p.size
+                    p += (t * d[off:off + n]).reshape(p.shape)
+                    off += n
+
+            @staticmethod
+            def clone():
+                return [p.copy() for p in params]
+
+            @staticmethod
+            def restore(x):
+                for p, a in zip(params, x):
+                    np.copyto(p, a)
+
+        try:
+            _lbfgs_step(self.state, hp, _Space)
+        finally:
+            loss = self.state.pop("_loss", None)
+        return loss
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Copies of the hyperparameters and the state (torch's names)."""
+        import copy
+
+        g = self.param_groups[0]
+        return {"optimizer": "LBFGS", "param_groups": [{k: g[k] for k in self.defaults}],
+                "state": copy.deepcopy(self.state)}
+
+    @_locked
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        """Restores a :meth:`state_dict` (hyperparameters checked first)."""
+        import copy
+
+        if not isinstance(sd, Mapping) or sd.get("optimizer") != "LBFGS":
+            raise ValueError("not an LBFGS state_dict")
+        (h,) = sd["param_groups"]
+        hp = _lbfgs_hyper(*(h[k] for k in ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change",
+                                            "history_size", "line_search_fn")))
+        self.param_groups[0].update(hp)
+        self.state = copy.deepcopy(dict(sd["state"]))
+
+
+__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "Lion", "ScheduleFreeAdamW", "LAMB", "LARS", "LBFGS", "NonFiniteGradients"]

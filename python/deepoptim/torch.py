@@ -553,10 +553,129 @@ def _make(np_cls: type) -> type:
                                                "__qualname__": np_cls.__name__})
 
 
+# -------------------------------------------------------------------------- L-BFGS
+def _state_to_numpy(v: Any) -> Any:
+    """torch.optim.LBFGS's state values as :func:`deepoptim.optim._lbfgs_step` keeps them:
+    tensors as NumPy views (0-d ones as NumPy scalars of their dtype), lists element-wise."""
+    if isinstance(v, torch.Tensor):
+        a = v.detach().numpy()
+        return a[()] if v.dim() == 0 else a
+    if isinstance(v, list):
+        return [_state_to_numpy(x) for x in v]
+    return v
+
+
+def _state_to_torch(v: Any) -> Any:
+    """The reverse: arrays as tensors sharing their memory, NumPy scalars as 0-d tensors."""
+    if isinstance(v, np.ndarray):
+        return torch.from_numpy(v)
+    if isinstance(v, np.generic):
+        return torch.tensor(v)
+    if isinstance(v, list):
+        return [_state_to_torch(x) for x in v]
+    return v
+
+
+class LBFGS(torch.optim.Optimizer):
+    """torch.optim.LBFGS on deepoptim's L-BFGS (:class:`deepoptim.optim.LBFGS`, whose
+    docstring has the method): torch 2.13's arguments and defaults, ``step(closure)``
+    with the same iterations, line search and stopping rules, and torch's state names
+    and ``state_dict`` layout (kept in the state of the first parameter), so a
+    torch.optim.LBFGS state_dict loads here and the reverse. One parameter group; CPU
+    tensors of one dtype, float32 or float64."""
+
+    def __init__(self, params, lr: float = 1, max_iter: int = 20, max_eval: Optional[int] = None,
+                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
+                 line_search_fn: Optional[str] = None) -> None:
+        if isinstance(lr, torch.Tensor):
+            if lr.numel() != 1:
+                raise ValueError("Tensor lr must be 1-element")
+            lr = float(lr)
+        defaults = _np._lbfgs_hyper(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
+                                    line_search_fn)
+        super().__init__(params, defaults)
+        if len(self.param_groups) != 1:
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        self._params = self.param_groups[0]["params"]
+        for i, p in enumerate(self._params):
+            _Adapter._check_param(p, str(i))
+        if len({p.dtype for p in self._params}) != 1:
+            raise TypeError("LBFGS's parameters must share one dtype (they form one vector)")
+
+    def _grad_view(self, p: torch.Tensor, i: int) -> np.ndarray:
+        g = p.grad
+        if g is None:
+            return np.zeros(p.numel(), _NP_DTYPE[p.dtype])
+        if g.is_sparse:
+            g = g.to_dense()
+        if g.device.type != "cpu":
+            raise ValueError(f"parameter {i} has its gradient on {g.device}; deepoptim.torch takes CPU tensors")
+        return _view(g.contiguous()).reshape(-1)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any]) -> Any:  # type: ignore[override]
+        """Runs up to ``max_iter`` iterations; ``closure`` re-evaluates the model, calls
+        ``backward()`` and returns the loss. Returns the closure's first loss."""
+        closure = torch.enable_grad()(closure)
+        group = self.param_groups[0]
+        lr = float(group["lr"]) if isinstance(group["lr"], torch.Tensor) else group["lr"]
+        hp = _np._lbfgs_hyper(lr, *(group[k] for k in ("max_iter", "max_eval", "tolerance_grad", "tolerance_change",
+                                                       "history_size", "line_search_fn")))
+        params = self._params
+        for i, p in enumerate(params):
+            self._check_param(p, i)
+        views = [_view(p) for p in params]
+        locals_ = [_local(p) for p in params]
+        owner = self
+
+        class _Space:
+            @staticmethod
+            def evaluate():
+                return closure()
+
+            @staticmethod
+            def flat_grad():
+                return np.concatenate([owner._grad_view(p, i) for i, p in enumerate(params)])
+
+            @staticmethod
+            def add(t, d):
+                off = 0
+                for v in views:
+                    n = v.size
+                    v += (t * d[off:off + n]).reshape(v.shape)
+                    off += n
+                torch.autograd.graph.increment_version(locals_)
+
+            @staticmethod
+            def clone():
+                return [v.copy() for v in views]
+
+            @staticmethod
+            def restore(x):
+                for v, a in zip(views, x):
+                    np.copyto(v, a)
+                torch.autograd.graph.increment_version(locals_)
+
+        state = self.state[params[0]]
+        work = {k: _state_to_numpy(v) for k, v in state.items()}
+        try:
+            _np._lbfgs_step(work, hp, _Space)
+        finally:
+            loss = work.pop("_loss", None)
+            state.clear()
+            state.update({k: _state_to_torch(v) for k, v in work.items()})
+        return loss
+
+    @staticmethod
+    def _check_param(p: torch.Tensor, i: int) -> None:
+        _Adapter._check_param(p, str(i))
+
+
 for _name, _cls in _np.REGISTRY.items():
     globals()[_name] = _make(_cls)
 
 __all__ = list(_np.REGISTRY)
+__all__.append("LBFGS")
 
 
 def __getattr__(name: str) -> "type[_Adapter]":
