@@ -340,6 +340,28 @@ def _cases(name):
             hp["t0"] = float("inf")
             return ValueError, r"t0 must be a finite number >= 0.0"
 
+    if name == "schedule_free_adamw":
+        @case
+        def ckp1_above_one(rows, grads, hp):
+            hp["ckp1"] = 1.5
+            return ValueError, r"ckp1 must be in \[0.0, 1.0\]"
+
+        @case
+        def ckp1_negative(rows, grads, hp):
+            hp["ckp1"] = -0.25
+            return ValueError, r"ckp1 must be in \[0.0, 1.0\]"
+
+        @case
+        def ckp1_nan(rows, grads, hp):
+            hp["ckp1"] = float("nan")
+            return ValueError, r"ckp1 must be in \[0.0, 1.0\]"
+
+        @case
+        def missing_zs(rows, grads, hp):
+            for r in rows:
+                r[1] = None
+            return ValueError, r"zs is required, got None"
+
     if name == "rmsprop":
         @case
         def alpha_above_one(rows, grads, hp):
