@@ -12,7 +12,7 @@ from deepoptim.checkpoint import load, save
 __version__: str = _core.__version__
 
 
-def build_info() -> dict:
+def build_info() -> dict[str, object]:
     """How the compiled kernels were built and what they run with on this machine.
 
     Keys: ``version``, ``isa`` (the instruction set the run-time dispatch picked, e.g.

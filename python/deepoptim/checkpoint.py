@@ -45,7 +45,7 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -106,7 +106,7 @@ def _encode(obj: Any, arrays: List[np.ndarray], where: str) -> Any:
     )
 
 
-def _decode(node: Any, arrays: Dict[int, np.ndarray], used: set) -> Any:
+def _decode(node: Any, arrays: Dict[int, np.ndarray], used: Set[int]) -> Any:
     t = node["t"]
     if t == "none":
         return None
@@ -291,7 +291,7 @@ def load(path: PathLike, into: Optional[T] = None) -> Any:
                 raise
             raise ValueError(f"{path}: not a valid deepoptim checkpoint ({exc})") from exc
     try:
-        used: set = set()
+        used: Set[int] = set()
         state = _decode(meta["tree"], arrays, used)
         if used != set(arrays):
             raise ValueError(f"arrays {sorted(set(arrays) - used)} are not referenced")

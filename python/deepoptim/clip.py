@@ -8,7 +8,7 @@ Gradients may be given as one array, a list of arrays, or a dict name -> array.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, cast
 
 import numpy as np
 
@@ -134,7 +134,8 @@ class GradientAccumulator:
         :attr:`grads` is ready and the next :meth:`add` starts a new round)."""
         if self.count == self.steps:
             self.reset()
-        gl = _as_list(grads) if self._keys is None else [grads[k] for k in self._keys]  # type: ignore[index]
+        # _keys is set only for a mapping (the structure given at construction).
+        gl = _as_list(grads) if self._keys is None else [cast("Mapping[str, np.ndarray]", grads)[k] for k in self._keys]
         if len(gl) != len(self._buffers):
             raise ValueError(f"expected {len(self._buffers)} gradients, got {len(gl)}")
         for b, g in zip(self._buffers, gl):
@@ -152,7 +153,7 @@ class GradientAccumulator:
         return self.count == self.steps
 
     @property
-    def grads(self):
+    def grads(self) -> Union[Dict[str, np.ndarray], List[np.ndarray]]:
         """The accumulated gradients, in the structure given at construction."""
         if self._keys is not None:
             return dict(zip(self._keys, self._buffers))

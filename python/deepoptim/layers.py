@@ -7,28 +7,36 @@ optimizer's parameter list) stay valid across steps and checkpoint loads.
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, TypeVar, cast
 
 import numpy as np
 
 from deepoptim import functional as F
 from deepoptim.reference.norm import BatchNormCache
 
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
+
+_L = TypeVar("_L", bound="_Layer")
+
 
 class _Layer:
     training: bool = True
 
-    def train(self, mode: bool = True):
+    if TYPE_CHECKING:  # every layer has one; declared for the type checker only
+        def forward(self, x: np.ndarray) -> np.ndarray: ...
+
+    def train(self: _L, mode: bool = True) -> _L:
         """Switches training mode on (or off with ``mode=False``); returns self."""
         self.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self: _L) -> _L:
         """Switches to evaluation mode; returns self."""
         return self.train(False)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)  # type: ignore[attr-defined]
+        return self.forward(x)
 
     def parameters(self) -> Dict[str, np.ndarray]:
         """The trainable arrays by name (none by default)."""
@@ -39,7 +47,7 @@ class _Layer:
         return {}
 
 
-def _load_arrays(target: Dict[str, np.ndarray], state: dict, what: str) -> None:
+def _load_arrays(target: Dict[str, np.ndarray], state: Mapping[str, Any], what: str) -> None:
     """Copies state[k] into target[k] for every k, after checking all of them."""
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
@@ -87,7 +95,7 @@ class BatchNorm(_Layer):
         affine: bool = True,
         track_running_stats: bool = True,
         channel_axis: int = 1,
-        dtype=np.float32,
+        dtype: DTypeLike = np.float32,
     ) -> None:
         if int(num_features) < 1:
             raise ValueError(f"num_features must be >= 1, got {num_features}")
@@ -120,31 +128,32 @@ class BatchNorm(_Layer):
             raise RuntimeError("BatchNorm.backward called before forward")
         dx, dw, db = F.batch_norm_backward(dy, self._cache)
         if dw is not None:
-            self.grad_weight[...] = dw  # type: ignore[index]
+            self.grad_weight[...] = dw  # type: ignore[index]  # dw is returned only with affine, grad_weight set
         if db is not None:
-            self.grad_bias[...] = db  # type: ignore[index]
+            self.grad_bias[...] = db  # type: ignore[index]  # likewise
         return dx
 
     def parameters(self) -> Dict[str, np.ndarray]:
         """The trainable arrays by name (empty without affine)."""
-        return {} if self.weight is None else {"weight": self.weight, "bias": self.bias}  # type: ignore[dict-item]
+        return {} if self.weight is None else {"weight": self.weight, "bias": self.bias}  # type: ignore[dict-item]  # bias is set with weight
 
     def gradients(self) -> Dict[str, np.ndarray]:
         """The gradients of :meth:`parameters`, same names, filled by :meth:`backward`."""
-        return {} if self.weight is None else {"weight": self.grad_weight, "bias": self.grad_bias}  # type: ignore[dict-item]
+        return {} if self.weight is None else {"weight": self.grad_weight, "bias": self.grad_bias}  # type: ignore[dict-item]  # set with weight
 
     def _arrays(self) -> Dict[str, np.ndarray]:
         out = dict(self.parameters())
         if self.running_mean is not None:
-            out.update(running_mean=self.running_mean, running_var=self.running_var,
-                       num_batches_tracked=self.num_batches_tracked)
-        return out  # type: ignore[return-value]
+            # The three buffers exist together (track_running_stats).
+            out.update(running_mean=self.running_mean, running_var=cast(np.ndarray, self.running_var),
+                       num_batches_tracked=cast(np.ndarray, self.num_batches_tracked))
+        return out
 
     def state_dict(self) -> Dict[str, np.ndarray]:
         """Copies of the parameters and buffers (plain NumPy arrays)."""
         return {k: v.copy() for k, v in self._arrays().items()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Loads a :meth:`state_dict` in place; checks every entry first, so a bad state
         (missing key, wrong shape or dtype, a negative running variance or batch count,
         which no training produces) raises and changes nothing."""
@@ -175,7 +184,7 @@ class Dropout(_Layer):
             raise ValueError(f"p must be in [0.0, 1.0], got {p!r}")
         self.p, self.seed, self.offset, self.store_mask = float(p), int(seed), 0, bool(store_mask)
         self.training = True
-        self._saved: Optional[tuple] = None
+        self._saved: Optional[Tuple[bool, Optional[np.ndarray], int, Tuple[int, ...]]] = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         y, mask = F.dropout(x, self.p, self.training, self.seed, self.offset, return_mask=self.store_mask)
@@ -198,11 +207,11 @@ class Dropout(_Layer):
             return dy
         return F.dropout_backward(dy, mask, self.p, seed=None if mask is not None else self.seed, offset=offset)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> Dict[str, Any]:
         """``{"p", "seed", "offset"}``: plain Python scalars."""
         return {"p": self.p, "seed": self.seed, "offset": self.offset}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores p, seed and offset; checks them all first."""
         missing = sorted({"p", "seed", "offset"} - set(state))
         if missing:

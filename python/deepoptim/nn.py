@@ -25,11 +25,33 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple, TypeVar, cast
 
 import numpy as np
 
 from deepoptim.layers import BatchNorm, Dropout
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from numpy.typing import ArrayLike, DTypeLike
+
+    class _LayerLike(Protocol):
+        """What :class:`Sequential` calls: a :class:`Module` or a layer of
+        :mod:`deepoptim.layers` (BatchNorm, Dropout)."""
+
+        def forward(self, x: np.ndarray) -> np.ndarray: ...
+
+        def backward(self, dy: np.ndarray) -> np.ndarray: ...
+
+        def parameters(self) -> Dict[str, np.ndarray]: ...
+
+        def gradients(self) -> Dict[str, np.ndarray]: ...
+
+        def train(self, mode: bool = ...) -> object: ...
+
+_M = TypeVar("_M", bound="Module")
+_S = TypeVar("_S", bound="Sequential")
 
 __all__ = [
     "Module", "Linear", "ReLU", "Sigmoid", "Tanh", "Sequential", "BatchNorm", "Dropout",
@@ -57,11 +79,11 @@ class Module:
     def gradients(self) -> Dict[str, np.ndarray]:
         return {}
 
-    def train(self, mode: bool = True):
+    def train(self: _M, mode: bool = True) -> _M:
         self.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self: _M) -> _M:
         return self.train(False)
 
 
@@ -73,7 +95,7 @@ class Linear(Module):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, seed: int = 0,
-                 dtype=np.float32) -> None:
+                 dtype: DTypeLike = np.float32) -> None:
         rng = np.random.default_rng(seed)
         bound = 1.0 / math.sqrt(in_features)
         self.weight = rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype)
@@ -84,7 +106,7 @@ class Linear(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
-        y = x @ self.weight.T
+        y: np.ndarray = x @ self.weight.T
         return y + self.bias if self.bias is not None else y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -93,72 +115,77 @@ class Linear(Module):
         np.matmul(dy.T, self._x, out=self.grad_weight)
         if self.bias is not None:
             np.sum(dy, axis=0, out=self.grad_bias)
-        return dy @ self.weight
+        dx: np.ndarray = dy @ self.weight
+        return dx
 
-    def parameters(self):
+    def parameters(self) -> Dict[str, np.ndarray]:
         return {"weight": self.weight, **({"bias": self.bias} if self.bias is not None else {})}
 
-    def gradients(self):
-        return {"weight": self.grad_weight, **({"bias": self.grad_bias} if self.bias is not None else {})}
+    def gradients(self) -> Dict[str, np.ndarray]:
+        return {"weight": self.grad_weight, **({"bias": self.grad_bias} if self.grad_bias is not None else {})}
 
 
 class ReLU(Module):
     """``y = max(x, 0)``; ``dx = dy * (x > 0)``."""
 
-    def forward(self, x):
-        self._mask = x > 0
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._mask: np.ndarray = x > 0
         return np.where(self._mask, x, 0).astype(x.dtype)
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         return np.where(self._mask, dy, 0).astype(dy.dtype)
 
 
 class Sigmoid(Module):
     """``y = 1 / (1 + exp(-x))`` computed without overflow; ``dx = dy * y * (1 - y)``."""
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         e = np.exp(-np.abs(x))  # never overflows
-        self._y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
-        return self._y
+        y: np.ndarray = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+        self._y = y
+        return y
 
-    def backward(self, dy):
-        return dy * self._y * (1 - self._y)
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        dx: np.ndarray = dy * self._y * (1 - self._y)
+        return dx
 
 
 class Tanh(Module):
     """``y = tanh(x)``; ``dx = dy * (1 - y^2)``."""
 
-    def forward(self, x):
-        self._y = np.tanh(x)
-        return self._y
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y: np.ndarray = np.tanh(x)
+        self._y = y
+        return y
 
-    def backward(self, dy):
-        return dy * (1 - self._y * self._y)
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        dx: np.ndarray = dy * (1 - self._y * self._y)
+        return dx
 
 
 class Sequential(Module):
     """Modules applied in order; parameters named ``"<index>.<name>"`` like torch."""
 
-    def __init__(self, *modules) -> None:
-        self.modules = list(modules)
+    def __init__(self, *modules: _LayerLike) -> None:
+        self.modules: List[_LayerLike] = list(modules)
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         for m in self.modules:
             x = m.forward(x)
         return x
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         for m in reversed(self.modules):
             dy = m.backward(dy)
         return dy
 
-    def parameters(self):
+    def parameters(self) -> Dict[str, np.ndarray]:
         return {f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.parameters().items()}
 
-    def gradients(self):
+    def gradients(self) -> Dict[str, np.ndarray]:
         return {f"{i}.{k}": v for i, m in enumerate(self.modules) for k, v in m.gradients().items()}
 
-    def train(self, mode: bool = True):
+    def train(self: _S, mode: bool = True) -> _S:
         self.training = bool(mode)
         for m in self.modules:
             m.train(mode)
@@ -182,7 +209,7 @@ class Sequential(Module):
                 m.load_state_dict(mine)
             else:
                 for k, v in m.parameters().items():
-                    if k not in mine or np.shape(mine[k]) != v.shape:
+                    if k not in mine or np.shape(cast("ArrayLike", mine[k])) != v.shape:
                         raise ValueError(f"state for {i}.{k} is missing or has the wrong shape")
                 for k, v in m.parameters().items():
                     v[...] = mine[k]

@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union, cast
 
 import numpy as np
 
@@ -35,7 +35,8 @@ def is_bias_or_norm(name: str, param: np.ndarray) -> bool:
     return name.endswith("bias") or param.ndim <= 1
 
 
-def penalty(params, l1: float = 0.0, l2: float = 0.0) -> float:
+def penalty(params: Union[np.ndarray, Iterable[np.ndarray], Mapping[str, np.ndarray]], l1: float = 0.0,
+            l2: float = 0.0) -> float:
     r"""The value of the elastic-net penalty ``l1*||p||_1 + l2/2*||p||_2^2`` summed over
     ``params`` (an array, list or dict), to add to a reported loss."""
     arrays = list(params.values()) if isinstance(params, Mapping) else ([params] if isinstance(params, np.ndarray) else list(params))
@@ -75,7 +76,8 @@ def param_groups(
             raise ValueError(f"exclude mask has {len(exclude)} entries, params has {len(names)}")
         excluded = [bool(e) for e in exclude]
     else:
-        excluded = [any(s in n for s in exclude) for n in names]  # type: ignore[union-attr]
+        # Not all bools: the list of name substrings.
+        excluded = [any(s in n for s in cast("Sequence[str]", exclude)) for n in names]
     decay = {n: params[n] for n, e in zip(names, excluded) if not e}
     no_decay = {n: params[n] for n, e in zip(names, excluded) if e}
     groups = []

@@ -301,7 +301,8 @@ class polynomial(_Pure):
 
     def _at(self, k: int) -> float:
         t = min(k, self.total_steps)
-        return (self.lr - self.end_lr) * (1.0 - t / self.total_steps) ** self.power + self.end_lr
+        decay: float = (1.0 - t / self.total_steps) ** self.power
+        return (self.lr - self.end_lr) * decay + self.end_lr
 
 
 @dataclass(frozen=True)
@@ -558,6 +559,7 @@ class one_cycle(_Pure):
             )
         lr0 = max_lr / div
         lr_min = lr0 / final_div
+        phases: Tuple[Tuple[float, float, float], ...]
         if self.three_phase:
             phases = (
                 (rise_end, lr0, max_lr),

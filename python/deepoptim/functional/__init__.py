@@ -20,7 +20,7 @@ else:
     from deepoptim.functional.cast import *  # noqa: F401,F403
 
 
-def _exports() -> list:
+def _exports() -> list[str]:
     # The families by module (the dropout function shadows its module's attribute).
     return [name for family in ("optim", "reduce", "norm", "dropout", "cast")
             for name in _importlib.import_module(f"deepoptim.functional.{family}").__all__]

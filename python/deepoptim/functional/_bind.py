@@ -25,7 +25,7 @@ from deepoptim import _core
 _FIRST_LINE = re.compile(r"^\w+\((.*)\) -> .*$")
 
 
-def core_parameters(fn: Callable) -> List[str]:
+def core_parameters(fn: Callable[..., Any]) -> List[str]:
     """The parameter names of a pybind11 function, in order, from its signature line."""
     m = _FIRST_LINE.match((fn.__doc__ or "").splitlines()[0] if fn.__doc__ else "")
     if not m:
@@ -33,7 +33,8 @@ def core_parameters(fn: Callable) -> List[str]:
     return re.findall(r"(?:^|, )(\w+):", m.group(1))
 
 
-def bind_twin(twin: Callable, core: Callable, module: str, fixed: Optional[Mapping[str, Any]] = None) -> Callable:
+def bind_twin(twin: Callable[..., Any], core: Callable[..., Any], module: str,
+              fixed: Optional[Mapping[str, Any]] = None) -> Callable[..., Any]:
     """The C++ kernel ``core`` behind the signature of ``twin`` (see the module docstring).
     ``fixed`` gives kernel parameters the twin does not have (a variant such as AdamW is
     the Adam kernel with ``decoupled_weight_decay=True``)."""
@@ -65,7 +66,7 @@ def bind_twin(twin: Callable, core: Callable, module: str, fixed: Optional[Mappi
             args.append(f"_fixed_{n}")
     name = twin.__name__
     exec(f"def {name}({', '.join(params)}):\n    return _kernel({', '.join(args)})\n", ns)  # noqa: S102
-    fn = ns[name]
+    fn: Callable[..., Any] = ns[name]
     fn.__module__, fn.__qualname__ = module, name
     fn.__annotations__ = dict(getattr(twin, "__annotations__", {}))
     fn.__doc__ = (f"C++ kernel; the NumPy twin :func:`deepoptim.reference.{name}` is its specification.\n\n"

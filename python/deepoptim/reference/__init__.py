@@ -14,7 +14,7 @@ from deepoptim.reference.cast import *  # noqa: F401,F403
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 
-def _exports() -> list:
+def _exports() -> list[str]:
     return ["BatchNormCache", "batch_norm", "batch_norm_backward"] + [
         name for family in ("optim", "reduce", "dropout", "cast")
         for name in _importlib.import_module(f"deepoptim.reference.{family}").__all__

@@ -10,7 +10,8 @@ exhaustively over all float32 inputs).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple, Union
+from typing import cast as _cast  # this module's cast is the kernel
 
 import ml_dtypes
 import numpy as np
@@ -106,7 +107,7 @@ def _cast_type(a: np.ndarray, name: str) -> np.dtype:
 
 
 # ------------------------------------------------------------------------- the kernel
-def _parse(src: ArrayOrList, out: ArrayOrList):
+def _parse(src: ArrayOrList, out: ArrayOrList) -> Tuple[List[np.ndarray], List[np.ndarray]]:
     """The checks of the binding (cpp/bindings/cast.cpp), in its order: both lists whole."""
     list_form = _checks._is_list_like(src)
     if list_form != _checks._is_list_like(out):
@@ -119,7 +120,7 @@ def _parse(src: ArrayOrList, out: ArrayOrList):
     def name(what: str, i: int) -> str:
         return f"{what}[{i}]" if list_form else what
 
-    spans: list = []
+    spans: List[Tuple[int, int, bool, str]] = []
     types = None
     for i, (s, o) in enumerate(zip(srcs, outs)):
         s, o = _checks.array(s, name("src", i)), _checks.array(o, name("out", i))
@@ -137,7 +138,7 @@ def _parse(src: ArrayOrList, out: ArrayOrList):
         _checks.add_span(spans, s, False, name("src", i))
         _checks.add_span(spans, o, True, name("out", i))
     _checks.aliasing(spans)
-    return srcs, outs
+    return _cast("List[np.ndarray]", srcs), _cast("List[np.ndarray]", outs)  # each one checked above
 
 
 def cast(src: ArrayOrList, out: ArrayOrList) -> None:
@@ -208,7 +209,7 @@ def cast_stochastic(src: ArrayOrList, out: ArrayOrList, *, seed: int, offset: in
 
 # The kernels of this family (deepoptim.functional binds each to the compiled function of
 # the same name).
-KERNELS = ("cast", "cast_stochastic")
-VARIANTS: dict = {}
+KERNELS: Tuple[str, ...] = ("cast", "cast_stochastic")
+VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {}
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
     __all__ = list(KERNELS) + ["BFLOAT16"]

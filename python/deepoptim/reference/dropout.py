@@ -16,7 +16,7 @@ advance ``offset`` by the number of elements to get a fresh mask for the next ca
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -28,7 +28,7 @@ _LO = np.uint64(0xFFFFFFFF)
 _32 = np.uint64(32)
 
 
-def philox4x32_10(counter, key) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def philox4x32_10(counter: Sequence[Union[int, np.ndarray]], key: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Philox4x32-10 (Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as
     1, 2, 3", SC 2011), vectorized over counters.
 
@@ -85,10 +85,11 @@ def _scale(p: float) -> float:
 
 def _scaled(x: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
     # Only kept elements are multiplied: a dropped inf or NaN gives 0, silently.
-    return np.multiply(x, _scale(p), out=np.zeros_like(x), where=keep)
+    y: np.ndarray = np.multiply(x, _scale(p), out=np.zeros_like(x), where=keep)
+    return y
 
 
-def _output(out, x: np.ndarray, xname: str) -> Optional[np.ndarray]:
+def _output(out: Optional[np.ndarray], x: np.ndarray, xname: str) -> Optional[np.ndarray]:
     # Same checks as the C++ binding: x's shape and dtype, contiguous, writeable, and
     # either x itself (elementwise in place is safe) or not overlapping it at all.
     if out is None:
@@ -101,7 +102,7 @@ def _output(out, x: np.ndarray, xname: str) -> Optional[np.ndarray]:
     _checks.contiguous(out, "out")
     _checks.writeable(out, "out")
     if out.__array_interface__["data"][0] != x.__array_interface__["data"][0]:
-        spans: list = []
+        spans: List[Tuple[int, int, bool, str]] = []
         _checks.add_span(spans, x, False, xname)
         _checks.add_span(spans, out, True, "out")
         _checks.aliasing(spans)
@@ -116,7 +117,7 @@ def _check_offset(offset: int, n: int) -> None:
         )
 
 
-def _check_p(p) -> float:
+def _check_p(p: float) -> float:
     p = _checks.real("p", p)
     _checks.in_range("p", p, 0.0, 1.0, True)
     return p
@@ -206,6 +207,7 @@ def dropout_backward(
     offset = _checks.uint64(offset, "offset")
     _check_offset(offset, dy.size)
     n = dy.size
+    keep: Optional[np.ndarray]
     if mask is not None:
         _checks.array(mask, "mask")
         if mask.dtype != np.uint8:
@@ -221,11 +223,12 @@ def dropout_backward(
         raise ValueError("dropout_backward needs the mask, or the seed (and offset) to regenerate it")
     out = _output(out, dy, "dy")
     if mask is not None and out is not None:  # out is written while the mask is read
-        spans: list = []
+        spans: List[Tuple[int, int, bool, str]] = []
         _checks.add_span(spans, mask, False, "mask")
         _checks.add_span(spans, out, True, "out")
         _checks.aliasing(spans)
-    dx = dy if p == 0.0 else _scaled(dy, keep.reshape(dy.shape), p)
+    # p != 0: the mask or the seed gave keep (else the call was refused above).
+    dx = dy if p == 0.0 else _scaled(dy, cast(np.ndarray, keep).reshape(dy.shape), p)
     if out is None:
         return dx
     out[...] = dx
@@ -235,8 +238,8 @@ def dropout_backward(
 # The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
 # to the compiled function of the same name; a variant names the kernel it runs and the
 # parameters it fixes.
-KERNELS = ('dropout', 'dropout_backward')
-VARIANTS = {}
+KERNELS: Tuple[str, ...] = ('dropout', 'dropout_backward')
+VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {}
 for _name in KERNELS:  # flags are checked first, as the bindings parse them first
     globals()[_name] = _checks.with_flag_checks(globals()[_name])
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import Any, List, Optional, Tuple, cast
 
 import numpy as np
 
@@ -52,7 +52,8 @@ def _layout(x: np.ndarray, channel_axis: int) -> Tuple[int, int, int]:
     return math.prod(x.shape[:ax]), x.shape[ax], math.prod(x.shape[ax + 1 :])
 
 
-def _per_channel(a, name, dtype, C, written, spans):
+def _per_channel(a: Optional[np.ndarray], name: str, dtype: np.dtype[Any], C: int, written: bool,
+                 spans: List[Tuple[int, int, bool, str]]) -> Optional[np.ndarray]:
     if a is None:
         return None
     _checks.array(a, name)
@@ -131,7 +132,7 @@ def batch_norm(
     if not cumulative:
         momentum = _checks.real("momentum", momentum)
         _checks.in_range("momentum", momentum, 0.0, 1.0, True)
-    spans: list = []
+    spans: List[Tuple[int, int, bool, str]] = []
     _checks.add_span(spans, x, False, "x")
     rm = _per_channel(running_mean, "running_mean", dtype, C, training, spans)
     rv = _per_channel(running_var, "running_var", dtype, C, training, spans)
@@ -176,10 +177,14 @@ def batch_norm(
         if rm is not None:
             if nbt is not None:
                 nbt += 1
-            f = 1.0 / float(nbt.reshape(-1)[0]) if cumulative else momentum
+            # Checked above: nbt is given when cumulative, momentum a float when not.
+            f = 1.0 / float(cast(np.ndarray, nbt).reshape(-1)[0]) if cumulative else cast(float, momentum)
             rm[...] = (f * mean + (1.0 - f) * rm.astype(np.float64)).astype(dtype)
+            rv = cast(np.ndarray, rv)  # checked above: both or neither
             rv[...] = (f * (sqdev / (n - 1.0)) + (1.0 - f) * rv.astype(np.float64)).astype(dtype)
     else:
+        # Checked above: running statistics are required when not training.
+        rm, rv = cast(np.ndarray, rm), cast(np.ndarray, rv)
         mean = rm.astype(np.float64)
         invstd = 1.0 / np.sqrt(rv.astype(np.float64) + eps)
     scale = invstd * w.astype(np.float64) if w is not None else invstd

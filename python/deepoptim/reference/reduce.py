@@ -4,7 +4,7 @@ norms, the non-finite check, scaling, clamping and clipping by global norm."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -12,9 +12,12 @@ from deepoptim.reference import _checks
 from deepoptim.reference._parallel import blocked_sum
 
 ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]
+if TYPE_CHECKING:
+    # What _checks.operands returns when every operand is used: no None in the rows.
+    _Rows = Tuple[List[List[np.ndarray]], bool]
 
 
-def _ord(norm_type) -> float:
+def _ord(norm_type: float) -> float:
     norm_type = _checks.real("norm_type", norm_type)
     if norm_type not in (1.0, 2.0, math.inf):
         raise ValueError(f"norm_type must be 1, 2 or inf, got {norm_type!r}")
@@ -31,7 +34,7 @@ def _one_norm(a: np.ndarray, ord: float) -> float:
     return float(np.max(x, initial=0.0)) if not np.isnan(x).any() else math.nan
 
 
-def norms(arrays: ArrayOrList, norm_type: float = 2.0):
+def norms(arrays: ArrayOrList, norm_type: float = 2.0) -> Union[float, np.ndarray]:
     r"""Per-tensor norms, accumulated in float64::
 
         1: sum |x|      2: sqrt(sum x**2)      inf: max |x|   (NaN if any element is NaN)
@@ -39,21 +42,21 @@ def norms(arrays: ArrayOrList, norm_type: float = 2.0):
     Returns a float for one array, a float64 array (one norm per tensor) for a list.
     """
     ord = _ord(norm_type)
-    rows, list_form = _checks.operands([("arrays", False, True, None)], [arrays])
+    rows, list_form = cast("_Rows", _checks.operands([("arrays", False, True, None)], [arrays]))
     out = [_one_norm(a, ord) for (a,) in rows]
     return np.array(out, dtype=np.float64) if list_form else out[0]
 
 
 def all_finite(arrays: ArrayOrList) -> bool:
     """True iff no element of any array is NaN or infinite."""
-    rows, _ = _checks.operands([("arrays", False, True, None)], [arrays])
+    rows, _ = cast("_Rows", _checks.operands([("arrays", False, True, None)], [arrays]))
     return all(bool(np.isfinite(a).all()) for (a,) in rows)
 
 
 def scale(arrays: ArrayOrList, factor: float) -> None:
     """``x *= factor`` in place, the factor rounded to each array's dtype once."""
     factor = _checks.real("factor", factor)
-    rows, _ = _checks.operands([("arrays", True, True, None)], [arrays])
+    rows, _ = cast("_Rows", _checks.operands([("arrays", True, True, None)], [arrays]))
     with np.errstate(all="ignore"):
         for (a,) in rows:
             a[...] = a * a.dtype.type(factor)
@@ -64,7 +67,7 @@ def clamp(arrays: ArrayOrList, lo: float, hi: float) -> None:
     lo, hi = _checks.real("lo", lo), _checks.real("hi", hi)
     if math.isnan(lo) or math.isnan(hi) or lo > hi:
         raise ValueError(f"clamp needs lo <= hi, got lo={lo!r}, hi={hi!r}")
-    rows, _ = _checks.operands([("arrays", True, True, None)], [arrays])
+    rows, _ = cast("_Rows", _checks.operands([("arrays", True, True, None)], [arrays]))
     for (a,) in rows:
         t = a.dtype.type
         a[...] = np.where(a < t(lo), t(lo), np.where(a > t(hi), t(hi), a))
@@ -83,7 +86,7 @@ def clip_grad_norm(grads: ArrayOrList, max_norm: float, norm_type: float = 2.0, 
     ord = _ord(norm_type)
     max_norm = _checks.real("max_norm", max_norm)
     _checks.finite_ge("max_norm", max_norm, 0.0)
-    rows, _ = _checks.operands([("grads", True, True, None)], [grads])
+    rows, _ = cast("_Rows", _checks.operands([("grads", True, True, None)], [grads]))
     per = [_one_norm(g, ord) for (g,) in rows]
     if ord == 2.0:
         total = math.sqrt(sum(n * n for n in per))
@@ -104,8 +107,8 @@ def clip_grad_norm(grads: ArrayOrList, max_norm: float, norm_type: float = 2.0, 
 # The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
 # to the compiled function of the same name; a variant names the kernel it runs and the
 # parameters it fixes.
-KERNELS = ('norms', 'all_finite', 'scale', 'clamp', 'clip_grad_norm')
-VARIANTS = {}
+KERNELS: Tuple[str, ...] = ('norms', 'all_finite', 'scale', 'clamp', 'clip_grad_norm')
+VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {}
 for _name in KERNELS:  # flags are checked first, as the bindings parse them first
     globals()[_name] = _checks.with_flag_checks(globals()[_name])
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
