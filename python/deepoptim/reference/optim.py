@@ -934,6 +934,134 @@ def asgd(
             mu_a[...] = mu_next
 
 
+def _row_sums(sq: np.ndarray) -> np.ndarray:
+    """Sums over the last axis, each added in index order (a cumulative sum's last
+    entry: NumPy's reductions would sum pairwise)."""
+    return np.cumsum(sq, axis=-1)[..., -1] if sq.shape[-1] else np.zeros(sq.shape[:-1])
+
+
+def adafactor(
+    params: ArrayOrList,
+    grads: ArrayOrList,
+    row_vars: Sequence[Optional[np.ndarray]],
+    col_vars: Sequence[Optional[np.ndarray]],
+    variances: Sequence[Optional[np.ndarray]],
+    *,
+    step: int,
+    lr: float = 1e-2,
+    beta2_decay: float = -0.8,
+    eps: Tuple[Optional[float], float] = (None, 1e-3),
+    d: float = 1.0,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    r"""Adafactor (Shazeer & Stern, 2018, "Adafactor: Adaptive Learning Rates with
+    Sublinear Memory Cost"), in place, as torch 2.13's torch.optim.Adafactor. The
+    specification of the kernel to come (no ``_core`` function yet; not in ``KERNELS``).
+
+    A tensor of two or more dimensions, seen as (B, R, C) (its last two axes factored),
+    keeps a row factor ``row_var`` of shape (..., R, 1) and a column factor ``col_var``
+    of shape (..., 1, C); a vector (or 0-d tensor) keeps ``variance`` of its own shape
+    (pass None for the other). With :math:`g \leftarrow -g` when ``maximize``,
+    :math:`w = t^{\tau}` (``beta2_decay`` :math:`\tau`), ``eps1`` the dtype's machine
+    epsilon when ``eps[0]`` is None::
+
+        rho   = min(lr, 1 / t**0.5)
+        alpha = max(eps2, sqrt(sum(p*p)) / n**0.5) * rho          (p before the decay)
+        p     = p * (1 - lr * weight_decay)
+        matrices: row_var = lerp(row_var, sum_c(g*g) / C, w);  col_var = lerp(col_var, sum_r(g*g) / R, w)
+                  V = row_var * col_var / max(mean_r(row_var), eps1)
+        vectors:  variance = lerp(variance, g*g, w);  V = variance
+        u     = (1 / sqrt(max(V, eps1*eps1))) * g
+        p     = p + (-alpha / max(1, sqrt(sum(u*u)) / (n**0.5 * d))) * u
+
+    Sums are fixed-order in float64, so results do not depend on any thread count:
+    ``sum(p*p)`` and ``sum(u*u)`` in the blocked lane order of
+    :func:`deepoptim.reference._parallel.blocked_sum`; each row sum over its C entries,
+    each column sum over its R entries and each mean of ``row_var`` over its R entries
+    in index order; each rounded once to the array dtype (the means after dividing).
+    ``lerp(a, b, w)`` is ``a + w*(b - a)`` for ``w < 0.5`` and ``b - (b - a)*(1 - w)``
+    otherwise. torch computes the same quantities with its own summation orders
+    (norms, then squares), so its trajectories agree to rounding.
+    """
+    _checks.step(step)
+    lr = _checks.real("lr", lr)
+    beta2_decay = _checks.real("beta2_decay", beta2_decay)
+    d = _checks.real("d", d)
+    weight_decay = _checks.real("weight_decay", weight_decay)
+    if not isinstance(eps, (tuple, list)) or len(eps) != 2:
+        raise TypeError(f"eps must be a pair (eps1 or None, eps2), got {eps!r}")
+    eps1 = None if eps[0] is None else _checks.real("eps[0]", eps[0])
+    eps2 = _checks.real("eps[1]", eps[1])
+    _checks.finite_ge("lr", lr, 0.0)
+    if not (beta2_decay <= 0.0 and math.isfinite(beta2_decay)):
+        raise ValueError(f"beta2_decay must be a finite number <= 0, got {beta2_decay!r}")
+    if eps1 is not None:
+        _checks.finite_ge("eps[0]", eps1, 0.0)
+    _checks.finite_ge("eps[1]", eps2, 0.0)
+    _checks.finite_ge("d", d, 1.0)
+    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    list_form = isinstance(params, (list, tuple))
+    ps, gs = (list(params), list(grads)) if list_form else ([params], [grads])
+    rvs, cvs, vs = (list(row_vars), list(col_vars), list(variances)) if list_form else \
+        ([row_vars], [col_vars], [variances])
+    if not (len(gs) == len(rvs) == len(cvs) == len(vs) == len(ps)):
+        raise ValueError("params, grads, row_vars, col_vars and variances must have one entry per tensor")
+    for t, (p, g, rv, cv, v) in enumerate(zip(ps, gs, rvs, cvs, vs)):
+        for name, a in (("params", p), ("grads", g)):
+            if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
+                raise TypeError(f"{name}[{t}] must be a float32 or float64 numpy.ndarray")
+        if g.shape != p.shape or g.dtype != p.dtype:
+            raise ValueError(f"grads[{t}] must have the shape and dtype of params[{t}]")
+        if p.ndim >= 2:
+            want = {"row_vars": (rv, p.shape[:-1] + (1,)), "col_vars": (cv, p.shape[:-2] + (1, p.shape[-1]))}
+            if v is not None:
+                raise ValueError(f"variances[{t}] must be None for a tensor of {p.ndim} dimensions (it is factored)")
+        else:
+            want = {"variances": (v, p.shape)}
+            if rv is not None or cv is not None:
+                raise ValueError(f"row_vars[{t}] and col_vars[{t}] must be None for a tensor of {p.ndim} dimensions")
+        for name, (a, shape) in want.items():
+            if not isinstance(a, np.ndarray) or a.dtype != p.dtype or a.shape != shape:
+                raise ValueError(f"{name}[{t}] must be an array of dtype {p.dtype} and shape {shape}")
+            if not a.flags.writeable or not a.flags.c_contiguous:
+                raise ValueError(f"{name}[{t}] must be writeable and C-contiguous")
+        if not p.flags.writeable or not p.flags.c_contiguous or not g.flags.c_contiguous:
+            raise ValueError(f"params[{t}] must be writeable and C-contiguous, grads[{t}] C-contiguous")
+    written = [a for row in zip(ps, rvs, cvs, vs) for a in row if a is not None]
+    for i, a in enumerate(written):
+        if any(np.shares_memory(a, b) for b in written[i + 1:] + gs):
+            raise ValueError("every array the kernel writes must be distinct from all the others")
+    t_ = float(step)
+    w = t_**beta2_decay
+    rho = min(lr, 1 / (t_**0.5))
+    with _ieee():
+        for p, g, rv, cv, v in zip(ps, gs, rvs, cvs, vs):
+            T = p.dtype.type
+            e1 = float(np.finfo(p.dtype).eps) if eps1 is None else eps1
+            g = -g if maximize else g
+            n = p.size
+            alpha = max(eps2, math.sqrt(blocked_sum(p.astype(np.float64) ** 2)) / (n**0.5)) * rho
+            if weight_decay != 0.0:
+                p[...] = p * (1.0 - lr * weight_decay)
+            sq = g.astype(np.float64) ** 2
+            if p.ndim >= 2:
+                R, C = p.shape[-2], p.shape[-1]
+                row_mean = (_row_sums(sq) / C).astype(T)[..., None]
+                col_mean = (_row_sums(np.swapaxes(sq, -1, -2)) / R).astype(T)[..., None, :]
+                for a, b in ((rv, row_mean), (cv, col_mean)):
+                    a[...] = a + w * (b - a) if w < 0.5 else b - (b - a) * (1.0 - w)
+                rmean = (_row_sums(np.swapaxes(rv.astype(np.float64), -1, -2)) / R).astype(T)[..., None]
+                var = (rv * cv) / np.maximum(rmean, T(e1))
+            else:
+                gg = g * g
+                v[...] = v + w * (gg - v) if w < 0.5 else gg - (gg - v) * (1.0 - w)
+                var = v.copy()
+            u = (T(1) / np.sqrt(np.maximum(var, T(e1 * e1)))) * g
+            denom = max(1.0, math.sqrt(blocked_sum(u.astype(np.float64) ** 2)) / ((n**0.5) * d))
+            p[...] = p + (-alpha / denom) * u
+
+
 def _pair(name: str, x, first: str, second: str) -> Tuple[float, float]:
     if not (isinstance(x, (tuple, list)) and len(x) == 2):
         raise TypeError(f"{name} must be a pair ({first}, {second}), got {x!r}")
