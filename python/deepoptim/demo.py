@@ -33,13 +33,20 @@ import math
 import os
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar, Union
 
 import numpy as np
 
 import deepoptim
 from deepoptim import clip, nn, schedules
-from deepoptim.optim import SGD, Adagrad, Adam, AdamW, RMSprop
+from deepoptim.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+_T = TypeVar("_T")
+# A JSON-like experiment summary (numbers, strings, lists and nested summaries).
+Summary = Dict[str, Any]
 
 EXPERIMENTS = ("linear", "schedules", "gradients", "mlp")
 DIVERGED_LOSS = 1e4  # a cross-entropy above this (logits of that size) or inf/NaN: the run diverged
@@ -50,14 +57,14 @@ class DemoError(Exception):
     """A problem the user can fix (bad arguments, missing extra): printed, exit code 2."""
 
 
-def _need_extras():
+def _need_extras() -> None:
     missing = []
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         missing.append("matplotlib")
     try:
-        import tqdm  # noqa: F401
+        import tqdm  # type: ignore[import-untyped, unused-ignore]  # noqa: F401  (stubs: types-tqdm, optional)
     except ImportError:
         missing.append("tqdm")
     if missing:
@@ -70,7 +77,7 @@ def _need_extras():
     matplotlib.use("Agg")
 
 
-def _save(fig, out: str, name: str) -> str:
+def _save(fig: Figure, out: str, name: str) -> str:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
@@ -79,10 +86,11 @@ def _save(fig, out: str, name: str) -> str:
     return name
 
 
-def _bar(iterable, desc: str, quiet: bool, total: Optional[int] = None):
-    from tqdm import tqdm
+def _bar(iterable: Iterable[_T], desc: str, quiet: bool, total: Optional[int] = None) -> Iterable[_T]:
+    from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]  # stubs: types-tqdm, optional
 
-    return tqdm(iterable, desc=desc, total=total, disable=quiet, leave=False, file=sys.stderr)
+    bar: Iterable[_T] = tqdm(iterable, desc=desc, total=total, disable=quiet, leave=False, file=sys.stderr)
+    return bar
 
 
 # ------------------------------------------------------------------ 1. linear regression
@@ -95,16 +103,16 @@ def _linear_data(kind: str, n: int, rng: np.random.Generator) -> Tuple[np.ndarra
     return np.stack([x, np.ones(n)], 1), y, label
 
 
-def _mse_grad(A, w, y):
+def _mse_grad(A: np.ndarray, w: np.ndarray, y: np.ndarray) -> Tuple[float, np.ndarray]:
     r = A @ w - y
     return float(np.mean(r * r)), 2.0 * A.T @ r / len(y)
 
 
-def _cos(lr: float, T: int):
+def _cos(lr: float, T: int) -> schedules.cosine:
     return schedules.cosine(lr, total_steps=T)
 
 
-LINEAR_METHODS: Dict[str, Tuple[Optional[int], Callable[[dict, int], object]]] = {
+LINEAR_METHODS: Dict[str, Tuple[Optional[int], Callable[[Dict[str, np.ndarray], int], Optimizer]]] = {
     # name: (batch size: None = full batch, optimizer factory(params, total steps)). The
     # plain gradient descents keep a constant rate; momentum and the
     # adaptive methods decay theirs with a cosine, so they settle at the optimum instead
@@ -120,11 +128,12 @@ LINEAR_METHODS: Dict[str, Tuple[Optional[int], Callable[[dict, int], object]]] =
 }
 
 
-def _train_linear(A, y, make_opt, batch, epochs, seed):
+def _train_linear(A: np.ndarray, y: np.ndarray, make_opt: Callable[[Dict[str, np.ndarray], int], Optimizer],
+                  batch: Optional[int], epochs: int, seed: int) -> Tuple[np.ndarray, List[float]]:
     w = {"w": np.zeros(2)}
     per_epoch = 1 if batch is None else -(-len(y) // batch)
     opt = make_opt(w, epochs * per_epoch)
-    losses = []
+    losses: List[float] = []
     for e in range(epochs):
         for xb, yb in nn.minibatches(A, y, batch, seed=seed + e):
             _, g = _mse_grad(xb, w["w"], yb)
@@ -133,19 +142,19 @@ def _train_linear(A, y, make_opt, batch, epochs, seed):
     return w["w"], losses
 
 
-def exp_linear(out: str, quick: bool, seed: int, quiet: bool) -> dict:
+def exp_linear(out: str, quick: bool, seed: int, quiet: bool) -> Summary:
     import matplotlib.pyplot as plt
 
     epochs = 30 if quick else 100
     n = 200 if quick else 1000
     rng = np.random.default_rng(seed)
-    summary = {}
+    summary: Summary = {}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, kind in zip(axes, ("2x", "3x+2")):
         A, y, label = _linear_data(kind, n, rng)
         w_ls = np.linalg.lstsq(A, y, rcond=None)[0]
         loss_ls = _mse_grad(A, w_ls, y)[0]
-        rows = {}
+        rows: Summary = {}
         for name in _bar(LINEAR_METHODS, f"linear {kind}", quiet):
             batch, make = LINEAR_METHODS[name]
             w, losses = _train_linear(A, y, make, batch, epochs, seed)
@@ -187,7 +196,7 @@ def _stream(seed: int, experiment: int) -> np.random.Generator:
     return np.random.default_rng([seed, experiment])
 
 
-def exp_schedules(out: str, quick: bool, seed: int, quiet: bool) -> dict:
+def exp_schedules(out: str, quick: bool, seed: int, quiet: bool) -> Summary:
     import matplotlib.pyplot as plt
 
     T = 200 if quick else 1000
@@ -196,13 +205,16 @@ def exp_schedules(out: str, quick: bool, seed: int, quiet: bool) -> dict:
     loss_ls = _mse_grad(A, np.linalg.lstsq(A, y, rcond=None)[0], y)[0]
     zoo = _schedule_zoo(0.05, T)
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [1.4, 1]})
-    results, colors = {}, {}
+    results: Summary = {}
+    colors: Dict[str, str] = {}
 
-    def train(lr, on_step=None):
+    def train(lr: Union[float, schedules.Schedule],
+              on_step: Optional[Callable[[float], object]] = None) -> Tuple[List[float], List[float]]:
         batches = _stream(seed, 2)  # the same mini-batches for every schedule
         w = {"w": np.zeros(2)}
         opt = SGD(w, lr=lr)
-        lrs, losses = [], []
+        lrs: List[float] = []
+        losses: List[float] = []
         for k in range(T):
             lrs.append(opt.lr[0])
             idx = batches.integers(0, len(y), 16)
@@ -213,7 +225,7 @@ def exp_schedules(out: str, quick: bool, seed: int, quiet: bool) -> dict:
                 on_step(losses[-1])
         return lrs, losses
 
-    def record(name, losses, **extra):
+    def record(name: str, losses: List[float], **extra: object) -> None:
         results[name] = {"final_loss": losses[-1], "loss_over_optimum": losses[-1] / loss_ls,
                          "excess_mse_tail": float(np.mean(np.array(losses[-tail:]) - loss_ls)), **extra}
 
@@ -252,8 +264,8 @@ def exp_schedules(out: str, quick: bool, seed: int, quiet: bool) -> dict:
 
 
 # ------------------------------------------------------------------ 3. gradients
-def _deep_mlp(act: str, bn: bool, depth: int, width: int, seed: int):
-    layers = []
+def _deep_mlp(act: str, bn: bool, depth: int, width: int, seed: int) -> nn.Sequential:
+    layers: List[Union[nn.Module, nn.BatchNorm]] = []
     d_in = 10
     for i in range(depth):
         layers.append(nn.Linear(d_in, width, seed=seed + i))
@@ -265,7 +277,7 @@ def _deep_mlp(act: str, bn: bool, depth: int, width: int, seed: int):
     return nn.Sequential(*layers)
 
 
-def _scale_init(model, gain: float) -> None:
+def _scale_init(model: nn.Sequential, gain: float) -> None:
     """Multiplies every Linear weight by ``gain``: torch's default init has std
     1/sqrt(3*fan_in); gain sqrt(6) gives He's sqrt(2/fan_in) for ReLU."""
     for m in model.modules:
@@ -273,11 +285,11 @@ def _scale_init(model, gain: float) -> None:
             m.weight *= gain
 
 
-def _layer_grad_norms(model) -> List[float]:
+def _layer_grad_norms(model: nn.Sequential) -> List[float]:
     return [float(np.linalg.norm(m.grad_weight)) for m in model.modules if isinstance(m, nn.Linear)]
 
 
-def exp_gradients(out: str, quick: bool, seed: int, quiet: bool) -> dict:
+def exp_gradients(out: str, quick: bool, seed: int, quiet: bool) -> Summary:
     import matplotlib.pyplot as plt
 
     depth, width = 20, 32
@@ -294,8 +306,10 @@ def exp_gradients(out: str, quick: bool, seed: int, quiet: bool) -> dict:
         "ReLU, 1.5x He init (exploding)": ("relu", False, 1.5 * he, False),
         "same + clip norm 1": ("relu", False, 1.5 * he, True),
     }
-    results = {}
-    init_norms, curves, during = {}, {}, {}
+    results: Summary = {}
+    init_norms: Dict[str, List[float]] = {}
+    curves: Dict[str, List[float]] = {}
+    during: Dict[str, np.ndarray] = {}
     errstate = np.errstate(all="ignore")  # the exploding run overflows on purpose
     errstate.__enter__()
     for name in _bar(configs, "gradients", quiet):
@@ -304,7 +318,8 @@ def exp_gradients(out: str, quick: bool, seed: int, quiet: bool) -> dict:
         _scale_init(model, gain)
         opt = SGD(model.parameters(), lr=0.05, momentum=0.9)
         batches = _stream(seed, 3)  # the same mini-batches for every configuration
-        losses, norms = [], []
+        losses: List[float] = []
+        norms: List[List[float]] = []
         for k in range(steps):
             idx = batches.integers(0, len(y), 64)
             loss, d = nn.softmax_cross_entropy(model(X[idx]), y[idx])
@@ -370,11 +385,11 @@ def exp_gradients(out: str, quick: bool, seed: int, quiet: bool) -> dict:
     axes[1].set_title(f"training loss (axis cut at {top:.3g}; X: a run diverged)")
     axes[1].set_yscale("log")
     for a, name in ((axes[2], "sigmoid"), (axes[3], "same + clip norm 1")):
-        norms = during[name].T  # (layer, step)
+        grid = during[name].T  # (layer, step)
         with np.errstate(divide="ignore", invalid="ignore"):
-            logn = np.log10(norms)
+            logn = np.log10(grid)
         positive = np.isfinite(logn)
-        img = np.ma.masked_where(norms == 0, np.where(np.isfinite(norms), logn, np.nan))
+        img = np.ma.masked_where(grid == 0, np.where(np.isfinite(grid), logn, np.nan))
         img = np.ma.masked_invalid(img)
         cmap = plt.get_cmap("viridis").copy()
         cmap.set_bad("0.6")  # exactly-zero (and non-finite) gradients: grey, outside the colour scale
@@ -385,7 +400,7 @@ def exp_gradients(out: str, quick: bool, seed: int, quiet: bool) -> dict:
         a.set_ylabel("Linear layer (1 = input side)")
         a.yaxis.set_major_locator(MaxNLocator(integer=True))
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
-        zero_rows = np.flatnonzero((norms == 0).any(axis=1)) + 1
+        zero_rows = np.flatnonzero((grid == 0).any(axis=1)) + 1
         title = (f"{'exploding init, clipped' if 'clip' in name else name}: log10 |dL/dW|"
                  + (" (before clipping)" if "clip" in name else ""))
         if zero_rows.size:
@@ -401,7 +416,7 @@ def exp_gradients(out: str, quick: bool, seed: int, quiet: bool) -> dict:
 
 
 # ------------------------------------------------------------------ 4. MLP classifier
-def synthetic_rings(n: int, seed: int):
+def synthetic_rings(n: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
     """The demo's default classification data: three noisy concentric rings (radius 1, 2,
     3; noise 0.25) in the first two of 10 features, the other 8 pure noise (std 0.5).
     Not linearly separable: a linear model stays near chance (1/3). Returns (X float32
@@ -414,10 +429,10 @@ def synthetic_rings(n: int, seed: int):
     return X.astype(np.float32), labels
 
 
-def _dataset(name: str, quick: bool, seed: int):
+def _dataset(name: str, quick: bool, seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     if name == "digits":
         try:
-            from sklearn.datasets import load_digits
+            from sklearn.datasets import load_digits  # type: ignore[import-not-found, import-untyped, unused-ignore]  # optional, untyped
         except ImportError:
             raise DemoError("--dataset digits needs scikit-learn: pip install scikit-learn") from None
         d = load_digits()
@@ -432,19 +447,19 @@ def _dataset(name: str, quick: bool, seed: int):
     return Xtr, ytr, Xva, yva, "synthetic: 3 concentric rings + 8 noise features"
 
 
-def exp_mlp(out: str, quick: bool, seed: int, quiet: bool, dataset: str = "synthetic") -> dict:
+def exp_mlp(out: str, quick: bool, seed: int, quiet: bool, dataset: str = "synthetic") -> Summary:
     import matplotlib.pyplot as plt
 
     Xtr, ytr, Xva, yva, desc = _dataset(dataset, quick, seed)
     k = int(max(ytr.max(), yva.max())) + 1
     epochs = 6 if quick else 20
-    opts = {
+    opts: Dict[str, Callable[[Dict[str, np.ndarray]], Optimizer]] = {
         "SGD-momentum": lambda p: SGD(p, lr=0.05, momentum=0.9),
         "Adam": lambda p: Adam(p, lr=2e-3),
         "AdamW": lambda p: AdamW(p, lr=2e-3, weight_decay=1e-2),
     }
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    results = {}
+    results: Summary = {}
     for name in _bar(opts, "mlp", quiet):
         model = nn.Sequential(
             nn.Linear(Xtr.shape[1], 128, seed=seed + 1), nn.BatchNorm(128), nn.ReLU(), nn.Dropout(0.2, seed=seed + 2),
@@ -477,7 +492,7 @@ def exp_mlp(out: str, quick: bool, seed: int, quiet: bool, dataset: str = "synth
 
 
 # ------------------------------------------------------------------ driver
-def _report(out: str, summary: dict) -> None:
+def _report(out: str, summary: Summary) -> None:
     lines = ["# deepoptim demo\n", f"deepoptim {summary['deepoptim']['version']} "
              f"({summary['deepoptim']['isa']}), seed {summary['seed']}, quick={summary['quick']}. "
              "Each configuration draws its mini-batches from its own random stream derived from the seed, so "
@@ -542,7 +557,7 @@ def _report(out: str, summary: dict) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def _terminal_summary(summary: dict) -> str:
+def _terminal_summary(summary: Summary) -> str:
     ex = summary["experiments"]
     out = ["", "deepoptim demo: summary"]
     if "linear" in ex:
@@ -568,7 +583,7 @@ def _check_dataset(which: List[str], dataset: str) -> None:
     """The optional package a dataset needs, checked before any experiment runs."""
     if dataset == "digits" and "mlp" in which:
         try:
-            import sklearn.datasets  # noqa: F401
+            import sklearn.datasets  # type: ignore[import-not-found, import-untyped, unused-ignore]  # noqa: F401  (optional, untyped)
         except ImportError:
             raise DemoError("--dataset digits needs scikit-learn: pip install scikit-learn") from None
 
@@ -583,7 +598,7 @@ def _seed(text: str) -> int:
     return value
 
 
-def run(which: List[str], out: str, quick: bool, seed: int, quiet: bool = False, dataset: str = "synthetic") -> dict:
+def run(which: List[str], out: str, quick: bool, seed: int, quiet: bool = False, dataset: str = "synthetic") -> Summary:
     """Runs the chosen experiments and writes images, summary.json and report.md to ``out``.
 
     Everything that can be checked up front (extras, optional packages, the seed, the
