@@ -122,7 +122,9 @@ class Linear(Module):
         return {"weight": self.weight, **({"bias": self.bias} if self.bias is not None else {})}
 
     def gradients(self) -> Dict[str, np.ndarray]:
-        return {"weight": self.grad_weight, **({"bias": self.grad_bias} if self.grad_bias is not None else {})}
+        # grad_bias is an array exactly when bias is.
+        return {"weight": self.grad_weight,
+                **({"bias": cast(np.ndarray, self.grad_bias)} if self.bias is not None else {})}
 
 
 class ReLU(Module):
