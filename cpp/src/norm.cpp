@@ -10,7 +10,6 @@
 // a large common offset pushes out of a float.
 #include "deepoptim/norm.hpp"
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 
@@ -195,21 +194,14 @@ DEEPOPTIM_INLINE void apply_unit(const T* __restrict x, const T* __restrict dy, 
 DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_NORM_CLONES)
 #undef DEEPOPTIM_NORM_CLONES
 
-using VecMap = Eigen::Map<Eigen::ArrayXd>;
-using CVecMap = Eigen::Map<const Eigen::ArrayXd>;
 
 // Adds the per-unit partials of quantity q (nrb x C, row-major) in row-block order.
 void combine(const double* work, const Plan& p, std::int64_t C, int q, double* out) {
-  Eigen::Map<const Eigen::Array<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> part(
-      work + q * p.nrb * C, p.nrb, C);
-  VecMap acc(out, C);
-  acc.setZero();
-  for (std::int64_t rb = 0; rb < p.nrb; ++rb) acc += part.row(rb).transpose();
-}
-
-template <class T>
-Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> cvec(const T* v, std::int64_t n) {
-  return {v, n};
+  const double* part = work + q * p.nrb * C;
+  for (std::int64_t c = 0; c < C; ++c) out[c] = 0.0;
+  for (std::int64_t rb = 0; rb < p.nrb; ++rb) {
+    for (std::int64_t c = 0; c < C; ++c) out[c] += part[rb * C + c];
+  }
 }
 
 }  // namespace
@@ -225,49 +217,60 @@ namespace {
 double* scratch(double* work, const Plan& p, std::int64_t C, int i) { return work + 2 * p.nrb * C + i * C; }
 }  // namespace
 
+// The per-channel statistics and coefficients below are plain loops, not Eigen
+// expressions: Eigen picks its packet math from the build's ISA, and in a -march=x86-64-v4
+// build its vector lanes and its scalar tail rounded differently, so a channel's bits
+// depended on where the buffer's alignment put it (1 and 2 threads differed). Plain loops
+// under -ffp-contract=off round the same in any lane.
 template <class T>
 void batch_norm_forward(const ForwardArgs<T>& a) {
   const Dims& d = a.dims;
   const std::int64_t C = d.channels, total = d.outer * d.channels * d.inner;
   const Plan p = plan(d);
-  VecMap mean(a.save_mean, C), invstd(a.save_invstd, C);
-  VecMap scale(scratch(a.work, p, C, 0), C), shift(scratch(a.work, p, C, 1), C);
-  VecMap sqdev(scratch(a.work, p, C, 2), C);
+  double* mean = a.save_mean;
+  double* invstd = a.save_invstd;
+  double* scale = scratch(a.work, p, C, 0);
+  double* shift = scratch(a.work, p, C, 1);
+  double* sqdev = scratch(a.work, p, C, 2);
 
   if (a.training) {
     const double n = double(d.count());
     parallel::for_each_index(p.units, total, [&](std::int64_t u) { sum_x(a.x, a.work, d, p, u); });
-    combine(a.work, p, C, 0, a.save_mean);
-    mean /= n;
-    parallel::for_each_index(p.units, total,
-                             [&](std::int64_t u) { sum_sqdev(a.x, a.save_mean, a.work, d, p, u); });
-    combine(a.work, p, C, 0, sqdev.data());
+    combine(a.work, p, C, 0, mean);
+    for (std::int64_t c = 0; c < C; ++c) mean[c] /= n;
+    parallel::for_each_index(p.units, total, [&](std::int64_t u) { sum_sqdev(a.x, mean, a.work, d, p, u); });
+    combine(a.work, p, C, 0, sqdev);
     // Corrected two-pass (Chan, Golub & LeVeque 1983): the sum of the deviations from
     // the first pass's mean measures that mean's rounding error, which is removed from
     // both statistics in the same pass. Without it the error grew with |mean| / std
     // (float64, 4096 values at mean/std ~ 3: 1e-12 off the exact result).
-    VecMap sdev(scratch(a.work, p, C, 3), C);
-    combine(a.work, p, C, 1, sdev.data());
-    mean += sdev / n;
-    sqdev = (sqdev - sdev * sdev / n).max(0.0);
-    invstd = ((sqdev / n) + a.eps).sqrt().inverse();
+    double* sdev = scratch(a.work, p, C, 3);
+    combine(a.work, p, C, 1, sdev);
+    for (std::int64_t c = 0; c < C; ++c) {
+      mean[c] += sdev[c] / n;
+      sqdev[c] = std::max(sqdev[c] - sdev[c] * sdev[c] / n, 0.0);
+      invstd[c] = 1.0 / std::sqrt(sqdev[c] / n + a.eps);
+    }
     if (a.num_batches_tracked) *a.num_batches_tracked += 1;
     if (a.running_mean) {
       const double f = a.cumulative ? 1.0 / double(*a.num_batches_tracked) : a.momentum;
-      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> rm(a.running_mean, C), rv(a.running_var, C);
-      rm = (f * mean + (1.0 - f) * rm.template cast<double>()).template cast<T>();
-      rv = (f * (sqdev / (n - 1.0)) + (1.0 - f) * rv.template cast<double>()).template cast<T>();
+      for (std::int64_t c = 0; c < C; ++c) {
+        a.running_mean[c] = T(f * mean[c] + (1.0 - f) * double(a.running_mean[c]));
+        a.running_var[c] = T(f * (sqdev[c] / (n - 1.0)) + (1.0 - f) * double(a.running_var[c]));
+      }
     }
   } else {
-    mean = cvec(a.running_mean, C).template cast<double>();
-    invstd = (cvec(a.running_var, C).template cast<double>() + a.eps).sqrt().inverse();
+    for (std::int64_t c = 0; c < C; ++c) {
+      mean[c] = double(a.running_mean[c]);
+      invstd[c] = 1.0 / std::sqrt(double(a.running_var[c]) + a.eps);
+    }
   }
-  if (a.weight) scale = invstd * cvec(a.weight, C).template cast<double>();
-  else scale = invstd;
-  if (a.bias) shift = cvec(a.bias, C).template cast<double>();
-  else shift.setZero();
+  for (std::int64_t c = 0; c < C; ++c) {
+    scale[c] = a.weight ? invstd[c] * double(a.weight[c]) : invstd[c];
+    shift[c] = a.bias ? double(a.bias[c]) : 0.0;
+  }
   parallel::for_each_index(p.units, total, [&](std::int64_t u) {
-    apply_forward(a.x, a.y, a.save_mean, scale.data(), shift.data(), d, p, u);
+    apply_forward(a.x, a.y, mean, scale, shift, d, p, u);
   });
 }
 
@@ -279,26 +282,28 @@ void batch_norm_backward(const BackwardArgs<T>& a) {
   const double n = double(d.count());
   parallel::for_each_index(p.units, total,
                            [&](std::int64_t u) { sum_dy(a.x, a.dy, a.mean, a.work, d, p, u); });
-  VecMap sdy(scratch(a.work, p, C, 0), C), sdydev(scratch(a.work, p, C, 1), C);
-  VecMap A(scratch(a.work, p, C, 2), C), B(scratch(a.work, p, C, 3), C), K(scratch(a.work, p, C, 4), C);
-  combine(a.work, p, C, 0, sdy.data());
-  combine(a.work, p, C, 1, sdydev.data());
-  const CVecMap invstd(a.invstd, C);
-  using TVec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-  if (a.dbias) TVec(a.dbias, C) = sdy.template cast<T>();
-  if (a.dweight) TVec(a.dweight, C) = (sdydev * invstd).template cast<T>();
-
-  if (a.weight) A = cvec(a.weight, C).template cast<double>() * invstd;
-  else A = invstd;
-  B.setZero();
-  K.setZero();
-  if (a.training) {
-    // dx = w*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)), xhat = (x - mean)*invstd
-    B = -A * invstd * invstd * sdydev / n;
-    K = -A * sdy / n;
+  double* sdy = scratch(a.work, p, C, 0);
+  double* sdydev = scratch(a.work, p, C, 1);
+  double* A = scratch(a.work, p, C, 2);
+  double* B = scratch(a.work, p, C, 3);
+  double* K = scratch(a.work, p, C, 4);
+  combine(a.work, p, C, 0, sdy);
+  combine(a.work, p, C, 1, sdydev);
+  const double* invstd = a.invstd;
+  for (std::int64_t c = 0; c < C; ++c) {
+    if (a.dbias) a.dbias[c] = T(sdy[c]);
+    if (a.dweight) a.dweight[c] = T(sdydev[c] * invstd[c]);
+    A[c] = a.weight ? double(a.weight[c]) * invstd[c] : invstd[c];
+    B[c] = 0.0;
+    K[c] = 0.0;
+    if (a.training) {
+      // dx = w*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)), xhat = (x - mean)*invstd
+      B[c] = -A[c] * invstd[c] * invstd[c] * sdydev[c] / n;
+      K[c] = -A[c] * sdy[c] / n;
+    }
   }
   parallel::for_each_index(p.units, total, [&](std::int64_t u) {
-    apply_backward(a.x, a.dy, a.dx, a.mean, A.data(), B.data(), K.data(), a.training, d, p, u);
+    apply_backward(a.x, a.dy, a.dx, a.mean, A, B, K, a.training, d, p, u);
   });
 }
 
