@@ -632,7 +632,7 @@ def schedule_free_adamw(
       >>> p.round(6), z.round(6)
       (array([0.9, 1.1]), array([0.9, 1.1]))
     """
-    _checks.step(step)
+    step = _checks.step(step)
     lr = _checks.real("lr", lr)
     ckp1 = _checks.real("ckp1", ckp1)
     b1, b2 = _checks.betas(betas)
@@ -984,7 +984,7 @@ def adafactor(
     otherwise. torch computes the same quantities with its own summation orders
     (norms, then squares), so its trajectories agree to rounding.
     """
-    _checks.step(step)
+    step = _checks.step(step)
     lr = _checks.real("lr", lr)
     beta2_decay = _checks.real("beta2_decay", beta2_decay)
     d = _checks.real("d", d)
