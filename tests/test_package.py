@@ -107,11 +107,21 @@ def test_ci_runs_the_readmes_test_command():
     assert steps[1:] == ["python .ci/variants.py", "python .ci/wheel.py"], steps
 
 
-def test_readme_python_examples_run():
+def _readme_python_blocks() -> list:
     import pathlib
 
     readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    assert blocks
-    for i, block in enumerate(blocks):
-        exec(compile(block, f"README.md python block {i}", "exec"), {})
+    return re.findall(r"```python\n(.*?)```", readme, re.S)
+
+
+def test_readme_has_python_examples():
+    assert _readme_python_blocks()
+
+
+@pytest.mark.parametrize("i", range(len(_readme_python_blocks())))
+def test_readme_python_examples_run(i):
+    block = _readme_python_blocks()[i]
+    if re.search(r"^\s*(import torch|from torch|import deepoptim\.torch|from deepoptim\.torch)", block, re.M):
+        # The README says so: with ".[test]" alone (no torch extra) the torch parts skip.
+        pytest.importorskip("torch", reason="the torch extra is not installed (pip install '.[test,torch]')")
+    exec(compile(block, f"README.md python block {i}", "exec"), {})
