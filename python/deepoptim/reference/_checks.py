@@ -168,6 +168,21 @@ def betas(b: Any) -> Tuple[float, float]:
     return b1, b2
 
 
+def adam_like(s: Any, lr: Any, b: Any, eps: Any, wd: Any) -> Tuple[int, float, float, float, float, float]:
+    """The hyperparameters Adam's family shares (step, lr, betas, eps, weight_decay),
+    parsed and checked in the order of ``adam_like`` in cpp/bindings/optim.cpp; returns
+    (step, lr, beta1, beta2, eps, weight_decay)."""
+    s = step(s)
+    lr = real("lr", lr)
+    b1, b2 = betas(b)
+    eps = real("eps", eps)
+    wd = real("weight_decay", wd)
+    finite_ge("lr", lr, 0.0)
+    finite_gt("eps", eps, 0.0)
+    finite_ge("weight_decay", wd, 0.0)
+    return s, lr, b1, b2, eps, wd
+
+
 def flag(name: str, x: Any) -> bool:
     """A yes/no option: True, False or a numpy.bool_; TypeError for anything else (an int
     or a str is not silently taken for its truth value)."""

@@ -325,14 +325,7 @@ def adam(
       >>> p
       array([0.9, 1.1, 1. ], dtype=float32)
     """
-    step = _checks.step(step)
-    lr = _checks.real("lr", lr)
-    b1, b2 = _checks.betas(betas)
-    eps = _checks.real("eps", eps)
-    weight_decay = _checks.real("weight_decay", weight_decay)
-    _checks.finite_ge("lr", lr, 0.0)
-    _checks.finite_gt("eps", eps, 0.0)
-    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
     rows, _ = _checks.operands(
         [
             ("params", True, True, None),
@@ -435,14 +428,7 @@ def adamax(
       >>> p.round(6)
       array([0.9, 1.1])
     """
-    step = _checks.step(step)
-    lr = _checks.real("lr", lr)
-    b1, b2 = _checks.betas(betas)
-    eps = _checks.real("eps", eps)
-    weight_decay = _checks.real("weight_decay", weight_decay)
-    _checks.finite_ge("lr", lr, 0.0)
-    _checks.finite_gt("eps", eps, 0.0)
-    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
     rows, _ = _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
          ("exp_infs", True, True, None)],
@@ -497,14 +483,7 @@ def radam(
       >>> p
       array([0.9, 1.2])
     """
-    step = _checks.step(step)
-    lr = _checks.real("lr", lr)
-    b1, b2 = _checks.betas(betas)
-    eps = _checks.real("eps", eps)
-    weight_decay = _checks.real("weight_decay", weight_decay)
-    _checks.finite_ge("lr", lr, 0.0)
-    _checks.finite_gt("eps", eps, 0.0)
-    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
     rows, _ = _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
          ("exp_avg_sqs", True, True, None)],
@@ -632,15 +611,8 @@ def schedule_free_adamw(
       >>> p.round(6), z.round(6)
       (array([0.9, 1.1]), array([0.9, 1.1]))
     """
-    step = _checks.step(step)
-    lr = _checks.real("lr", lr)
+    step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
     ckp1 = _checks.real("ckp1", ckp1)
-    b1, b2 = _checks.betas(betas)
-    eps = _checks.real("eps", eps)
-    weight_decay = _checks.real("weight_decay", weight_decay)
-    _checks.finite_ge("lr", lr, 0.0)
-    _checks.finite_gt("eps", eps, 0.0)
-    _checks.finite_ge("weight_decay", weight_decay, 0.0)
     _checks.in_range("ckp1", ckp1, 0.0, 1.0, True)
     rows, _ = _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("zs", True, True, None),
@@ -815,14 +787,7 @@ def nadam(
       >>> p.round(4)
       array([0.8944, 1.1056])
     """
-    step = _checks.step(step)
-    lr = _checks.real("lr", lr)
-    b1, b2 = _checks.betas(betas)
-    eps = _checks.real("eps", eps)
-    weight_decay = _checks.real("weight_decay", weight_decay)
-    _checks.finite_ge("lr", lr, 0.0)
-    _checks.finite_gt("eps", eps, 0.0)
-    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
     momentum_decay = _checks.real("momentum_decay", momentum_decay)
     _checks.finite_ge("momentum_decay", momentum_decay, 0.0)
     spec = [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
@@ -1123,13 +1088,7 @@ def lamb(
     Returns:
       The trust ratios: a float for one array, a float64 array for a list.
     """
-    step = _checks.step(step)
-    lr = _checks.real("lr", lr)
-    b1, b2 = _checks.betas(betas)
-    eps, weight_decay = _checks.real("eps", eps), _checks.real("weight_decay", weight_decay)
-    _checks.finite_ge("lr", lr, 0.0)
-    _checks.finite_gt("eps", eps, 0.0)
-    _checks.finite_ge("weight_decay", weight_decay, 0.0)
+    step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
     rows, list_form = _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
          ("exp_avg_sqs", True, True, None)],
