@@ -1061,7 +1061,7 @@ def _pg(n=4, dtype=np.float64):
 
 
 def _sgd_core(p, g, lr=0.1, form="torch", maximize=False):
-    return lambda: _core.sgd(p, g, None, lr, 0.0, 0.0, 0.0, False, maximize, False, form)
+    return lambda: _core.sgd(p, g, None, lr, 0.0, 0.0, 0.0, False, maximize, False, form, None, None)
 
 
 def test_bytes_momentum_form_refused_by_both():
@@ -1133,7 +1133,7 @@ def test_numpy_integer_step_gives_the_bits_of_int_step():
     p, g = rng.standard_normal(64).astype(np.float32), rng.standard_normal(64).astype(np.float32)
     k, t = p.copy(), p.copy()
     _core.adam(k, g, np.zeros_like(p), np.zeros_like(p), None, np.int64(3), 0.01, (0.9, 0.999), 1e-8, 0.0,
-               False, False, False, True, False)
+               False, False, False, True, False, None, None)
     R.adam(t, g, np.zeros_like(p), np.zeros_like(p), step=np.int64(3), lr=0.01)
     assert_same_bits(k, t, "adam with step=np.int64(3)")
 

@@ -163,7 +163,7 @@ def test_groups_grads_need_one_entry_per_group():
 @pytest.mark.parametrize("make,exc,needle", [
     (lambda: optim.Adam([]), ValueError, "has no parameters"),
     (lambda: optim.Adam(np.ones(3)), TypeError, "not a single array"),
-    (lambda: optim.Adam([np.ones(3, np.int32)]), TypeError, "must have dtype float32 or float64"),
+    (lambda: optim.Adam([np.ones(3, np.int32)]), TypeError, "must have dtype float32, float64, bfloat16 or float16"),
     (lambda: optim.Adam([np.ones(6)[::2]]), ValueError, "C-contiguous"),
     (lambda: optim.Adam([np.ones(3), np.ones(3, np.float32)]), TypeError, "mixes dtypes"),
     (lambda: (lambda a: optim.Adam([a, a]))(np.ones(3)), ValueError, "parameters 0 and 1 share memory"),

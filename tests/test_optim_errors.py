@@ -59,17 +59,17 @@ def _cases(name):
     @case
     def wrong_dtype(rows, grads, hp):
         rows[-1][0] = rows[-1][0].astype(np.int32)
-        return TypeError, r"params\[2\] must have dtype float32 or float64"
+        return TypeError, r"params\[2\] must have dtype float32(, float64, bfloat16 \(ml_dtypes\) or float16| or float64)"
 
     @case
     def mixed_dtypes(rows, grads, hp):
         grads[-1] = grads[-1].astype(np.float64)
-        return TypeError, r"grads\[2\] has dtype float64 but params\[0\] has dtype float32"
+        return TypeError, r"grads\[2\] has dtype float64 but params\[[02]\] has dtype float32"
 
     @case
     def byteswapped_dtype(rows, grads, hp):
         grads[-1] = grads[-1].astype(">f4")
-        return TypeError, r"grads\[2\] must have dtype float32 or float64"
+        return TypeError, r"grads\[2\] must have dtype float32(, float64, bfloat16 \(ml_dtypes\) or float16| or float64)"
 
     @case
     def shape_mismatch(rows, grads, hp):

@@ -167,10 +167,10 @@ from deepoptim import _core
 
 p = np.zeros(8, np.float32)
 g, m, v, vmax = np.ones_like(p), np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
-_core.adam(p, g, m, v, None, 1, 1e-3, (0.9, 0.999), 1e-8, 0.0, False, False, False, True, False)
-_core.adam([p], [g], [m], [v], [vmax], 2, 1e-3, (0.9, 0.999), 1e-8, 0, True, False, True, True, False)
+_core.adam(p, g, m, v, None, 1, 1e-3, (0.9, 0.999), 1e-8, 0.0, False, False, False, True, False, None, None)
+_core.adam([p], [g], [m], [v], [vmax], 2, 1e-3, (0.9, 0.999), 1e-8, 0, True, False, True, True, False, None, (1, 2))
 _core.sgd(p, g, None, lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
-          maximize=False, first_step=True, momentum_form="torch")
+          maximize=False, first_step=True, momentum_form="torch", master_params=None, stochastic_rounding=None)
 _core.add_penalty(g, p, 1e-4, 1e-3)
 _core.soft_threshold(p, 1e-3)
 total: float = _core.clip_grad_norm([g], 1.0, 2.0, False)
@@ -182,7 +182,8 @@ version: str = _core.__version__
 # Calls the binding refuses; mypy must refuse them too (so this check can fail).
 _BAD_CALLS = {
     "adam without its hyperparameters": "_core.adam(p, g, m, v, None, 1)",
-    "step not an int": "_core.adam(p, g, m, v, None, 1.5, 1e-3, (0.9, 0.999), 1e-8, 0.0, False, False, False, True, False)",
+    "step not an int": "_core.adam(p, g, m, v, None, 1.5, 1e-3, (0.9, 0.999), 1e-8, 0.0, False, False, False, True, False, "
+                       "None, None)",
     "unknown keyword": "_core.scale(p, scale=2.0)",
     "missing function": "_core.adamax(p, g)",
 }

@@ -34,6 +34,7 @@ CHECKED = (
     "deepoptim.__main__",
     "deepoptim._core",
     "deepoptim.checkpoint",
+    "deepoptim.reference._lowp",
     "deepoptim.clip",
     "deepoptim.demo",
     "deepoptim.functional",

@@ -61,7 +61,151 @@ void add_span(std::vector<Span>& spans, const py::array& a, bool written, const 
   spans.push_back({begin, begin + static_cast<std::uintptr_t>(a.nbytes()), written, name, 0, 0});
 }
 
-const char* dtype_str(DType dt) { return dt == DType::F32 ? "float32" : "float64"; }
+const char* dtype_str(DType dt) {
+  switch (dt) {
+    case DType::F32: return "float32";
+    case DType::F64: return "float64";
+    case DType::BF16: return "bfloat16";
+    case DType::F16: return "float16";
+  }
+  return "?";
+}
+
+namespace {
+
+std::size_t item_size(DType dt) { return dt == DType::F64 ? 8 : dt == DType::F32 ? 4 : 2; }
+
+// ml_dtypes.bfloat16's type number, registered with NumPy at run time.
+int bfloat16_num() {
+  static const int num = py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16")).num();
+  return num;
+}
+
+// float32, float64, float16 or bfloat16 in native byte order (the optimizer steps that
+// take low-precision storage), else TypeError naming the array.
+template <class NameFn>
+DType storage_dtype(const py::array& a, NameFn name) {
+  const py::dtype d = a.dtype();
+  const int num = d.num();
+  const char order = d.byteorder();
+  const bool native = order == '=' || order == '|' || (order == '<' && PY_LITTLE_ENDIAN) || (order == '>' && !PY_LITTLE_ENDIAN);
+  if (native) {
+    if (num == py::detail::npy_api::NPY_FLOAT_) return DType::F32;
+    if (num == py::detail::npy_api::NPY_DOUBLE_) return DType::F64;
+    if (num == 23) return DType::F16;  // NPY_HALF
+    if (d.itemsize() == 2 && num == bfloat16_num()) return DType::BF16;
+  }
+  throw py::type_error(name() + " must have dtype float32, float64, bfloat16 (ml_dtypes) or float16, got " +
+                       std::string(py::str(d)));
+}
+
+lowp::Kind kind_of(DType dt) {
+  return dt == DType::BF16 ? lowp::Kind::BF16 : dt == DType::F16 ? lowp::Kind::F16 : lowp::Kind::F32;
+}
+
+bool is_16bit(DType dt) { return dt == DType::BF16 || dt == DType::F16; }
+
+// The low-precision rules of an optimizer step, applied to the parsed dtypes dts[t][k]
+// (row-major, ntensors x ops.size()); `nstate_ops` operands belong to the kernel, an
+// extra last one (has_master) is master_params. Fills out's low-precision fields.
+template <class NameFn>
+void finish_lowp(Operands& out, const std::vector<Operand>& ops, const std::vector<DType>& dts, bool has_master,
+                 const LowpArgs& lp, NameFn name) {
+  const std::size_t nops = ops.size();
+  const std::size_t n = nops - (has_master ? 1 : 0);
+  const auto nt = static_cast<std::size_t>(out.ntensors);
+  const DType pd = nt ? dts[0] : DType::F32;
+  for (std::size_t t = 0; t < nt; ++t) {
+    for (std::size_t k = 0; k < n; ++k) {
+      if (!ops[k].used) continue;
+      const DType dt = dts[t * nops + k];
+      const auto tt = static_cast<std::int64_t>(t);
+      if (k == 0 && dt != pd) {
+        throw py::type_error(name(k, tt) + " has dtype " + dtype_str(dt) + " but " + name(0, 0) + " has dtype " +
+                             dtype_str(pd) + "; all arrays of one call must share a dtype");
+      }
+      if (k == 1 && dt != pd) {
+        throw py::type_error(name(k, tt) + " has dtype " + dtype_str(dt) + " but " + name(0, tt) + " has dtype " +
+                             dtype_str(pd) + "; all arrays of one call must share a dtype (gradients have "
+                             "their parameters' dtype)");
+      }
+      if (k >= 2) {
+        if (pd == DType::F64 && dt != DType::F64) {
+          throw py::type_error(name(k, tt) + " has dtype " + dtype_str(dt) + " but " + name(0, 0) +
+                               " has dtype float64; all arrays of one call must share a dtype");
+        }
+        if (pd != DType::F64 && dt != DType::F32 && dt != DType::BF16) {
+          throw py::type_error(name(k, tt) + " has dtype " + dtype_str(dt) + " but " + name(0, 0) + " has dtype " +
+                               dtype_str(pd) + "; optimizer state of " + dtype_str(pd) +
+                               " parameters must be float32 or bfloat16");
+        }
+      }
+    }
+    if (has_master && dts[t * nops + n] != DType::F32) {
+      throw py::type_error(name(n, static_cast<std::int64_t>(t)) + " must have dtype float32, got " +
+                           dtype_str(dts[t * nops + n]));
+    }
+  }
+  if (has_master && nt && !is_16bit(pd)) {
+    throw py::value_error(std::string("master_params are float32 copies of bfloat16 or float16 params, but ") +
+                          name(0, 0) + " has dtype " + dtype_str(pd));
+  }
+  bool stochastic = false;
+  std::uint64_t seed = 0, stream = 0;
+  if (!lp.stochastic_rounding.is_none()) {
+    if (!(is_list_like(lp.stochastic_rounding) && py::len(lp.stochastic_rounding) == 2)) {
+      throw py::type_error("stochastic_rounding must be None or a pair (seed, step) of ints, got " +
+                           std::string(py::repr(lp.stochastic_rounding)));
+    }
+    const auto pair = py::reinterpret_borrow<py::sequence>(lp.stochastic_rounding);
+    seed = as_u64(pair[0], "stochastic_rounding seed");
+    stream = as_u64(pair[1], "stochastic_rounding step");
+    if (has_master) {
+      throw py::value_error("stochastic_rounding and master_params exclude each other: with float32 master "
+                            "weights the parameters are rounded to nearest");
+    }
+    if (nt && pd != DType::BF16) {
+      throw py::value_error(std::string("stochastic_rounding rounds bfloat16 parameters, but ") + name(0, 0) +
+                            " has dtype " + dtype_str(pd));
+    }
+    stochastic = true;
+  }
+  out.dtype = pd == DType::F64 ? DType::F64 : DType::F32;
+  out.param_dtype = pd;
+  bool mixed = is_16bit(pd) || stochastic || has_master;
+  out.kinds.assign(nt * n, lowp::Kind::F32);
+  for (std::size_t t = 0; t < nt; ++t) {
+    for (std::size_t k = 0; k < n; ++k) {
+      if (!ops[k].used) continue;
+      out.kinds[t * n + k] = kind_of(dts[t * nops + k]);
+      mixed = mixed || out.kinds[t * n + k] != lowp::Kind::F32;
+    }
+  }
+  if (!mixed || nt == 0) return;
+  out.is_mixed = true;
+  out.mx.noperands = static_cast<std::int64_t>(n);
+  out.mx.kinds = out.kinds.data();
+  for (std::size_t k = 0; k < n; ++k) {
+    if (ops[k].written) out.mx.written |= 1u << k;
+  }
+  if (has_master) {
+    out.masters.resize(nt);
+    for (std::size_t t = 0; t < nt; ++t) out.masters[t] = static_cast<float*>(out.ptrs[t * nops + n]);
+    out.mx.masters = out.masters.data();
+  }
+  out.mx.stochastic = stochastic;
+  out.mx.seed = seed;
+  out.mx.stream = stream;
+  out.first.resize(nt);
+  std::uint64_t j = 0;
+  for (std::size_t t = 0; t < nt; ++t) {
+    out.first[t] = j;
+    j += static_cast<std::uint64_t>(out.sizes[t]);
+  }
+  out.mx.first = out.first.data();
+}
+
+}  // namespace
 
 // The dtype check of the hot path: the numpy type number and byte order, read from the
 // descriptor, with no temporary dtype objects.
@@ -141,16 +285,19 @@ void bind_raw(py::module_& m) {
                          "Tensors' memory for the kernels (deepoptim.torch's fast path); private.")
       .def(py::init([](const std::string& dtype, std::vector<std::uintptr_t> ptrs, std::vector<std::int64_t> sizes,
                        py::object owners) {
-             if (dtype != "float32" && dtype != "float64") {
-               throw py::type_error("dtype must be 'float32' or 'float64', got '" + dtype + "'");
-             }
+             DType dt;
+             if (dtype == "float32") dt = DType::F32;
+             else if (dtype == "float64") dt = DType::F64;
+             else if (dtype == "bfloat16") dt = DType::BF16;
+             else if (dtype == "float16") dt = DType::F16;
+             else throw py::type_error("dtype must be 'float32', 'float64', 'bfloat16' or 'float16', got '" + dtype + "'");
              if (ptrs.size() != sizes.size()) throw py::value_error("ptrs and sizes must have one entry per tensor");
              for (std::size_t i = 0; i < ptrs.size(); ++i) {
                if (sizes[i] < 0 || (sizes[i] > 0 && ptrs[i] == 0)) {
                  throw py::value_error("tensor " + std::to_string(i) + " has no memory for its size");
                }
              }
-             return RawTensors{dtype == "float32" ? DType::F32 : DType::F64, std::move(ptrs), std::move(sizes),
+             return RawTensors{dt, std::move(ptrs), std::move(sizes),
                                std::move(owners)};
            }),
            py::arg("dtype"), py::arg("ptrs"), py::arg("sizes"), py::arg("owners"))
@@ -193,7 +340,8 @@ py::object torch_pointers(const py::list& params) {
 namespace {
 
 // parse_operands for RawTensors arguments: the same checks, on pointers and counts.
-Operands parse_raw(const std::vector<Operand>& ops, const std::vector<py::handle>& args) {
+Operands parse_raw(const std::vector<Operand>& ops, const std::vector<py::handle>& args, const LowpArgs* lp,
+                   bool has_master) {
   const RawTensors& lead = args[0].cast<const RawTensors&>();
   const auto ntensors = static_cast<std::int64_t>(lead.ptrs.size());
   Operands out;
@@ -202,7 +350,12 @@ Operands parse_raw(const std::vector<Operand>& ops, const std::vector<py::handle
   out.noperands = ops.size();
   out.ptrs.assign(static_cast<std::size_t>(ntensors) * ops.size(), nullptr);
   out.sizes = lead.sizes;
-  const std::uintptr_t item = lead.dtype == DType::F32 ? 4 : 8;
+  out.itemsizes.assign(out.ptrs.size(), 0);
+  if (!lp && (lead.dtype == DType::BF16 || lead.dtype == DType::F16)) {
+    throw py::type_error(std::string(ops[0].name) + " must have dtype float32 or float64, got " +
+                         dtype_str(lead.dtype));
+  }
+  std::vector<DType> dts(static_cast<std::size_t>(ntensors) * ops.size(), DType::F32);
   std::vector<Span> spans;
   for (std::size_t k = 0; k < ops.size(); ++k) {
     if (!ops[k].used) continue;
@@ -212,7 +365,9 @@ Operands parse_raw(const std::vector<Operand>& ops, const std::vector<py::handle
                            type_name(args[k]));
     }
     const RawTensors& r = args[k].cast<const RawTensors&>();
-    if (r.dtype != lead.dtype) {
+    const std::uintptr_t item = item_size(r.dtype);
+    for (std::int64_t t = 0; t < ntensors; ++t) dts[static_cast<std::size_t>(t) * ops.size() + k] = r.dtype;
+    if (!lp && r.dtype != lead.dtype) {
       throw py::type_error(std::string(ops[k].name) + " has dtype " + dtype_str(r.dtype) + " but " + ops[0].name +
                            " has dtype " + dtype_str(lead.dtype) + "; all arrays of one call must share a dtype");
     }
@@ -227,22 +382,47 @@ Operands parse_raw(const std::vector<Operand>& ops, const std::vector<py::handle
       const auto n = static_cast<std::uintptr_t>(r.sizes[static_cast<std::size_t>(t)]);
       if (n > 0) spans.push_back({p, p + n * item, ops[k].written, {}, k, t});
       out.ptrs[static_cast<std::size_t>(t) * ops.size() + k] = reinterpret_cast<void*>(p);
+      out.itemsizes[static_cast<std::size_t>(t) * ops.size() + k] = static_cast<std::uint8_t>(item);
     }
     out.keep_alive.push_back(r.owners);
   }
+  auto name = [&](std::size_t k, std::int64_t t) { return std::string(ops[k].name) + "[" + std::to_string(t) + "]"; };
+  if (lp) finish_lowp(out, ops, dts, has_master, *lp, name);
   if (spans.size() > 1) {
     // Names are built only for an error: they would cost more than the checks.
-    check_aliasing(spans, [&](std::size_t k, std::int64_t t) {
-      return std::string(ops[k].name) + "[" + std::to_string(t) + "]";
-    });
+    check_aliasing(spans, name);
   }
   return out;
 }
 
 }  // namespace
 
-Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::handle>& args) {
-  if (is_raw(args[0])) return parse_raw(ops, args);
+namespace {
+
+Operands parse_arrays(const std::vector<Operand>& ops, const std::vector<py::handle>& args, const LowpArgs* lp,
+                      bool has_master);
+
+}  // namespace
+
+Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::handle>& args, const LowpArgs* lp) {
+  if (lp && !lp->master_params.is_none()) {
+    // The master copies are checked as one more written operand (shape, contiguity,
+    // aliasing), then handed to the kernel apart from its tensor structs.
+    std::vector<Operand> ops2 = ops;
+    std::vector<py::handle> args2 = args;
+    ops2.push_back({"master_params", true, true});
+    args2.push_back(lp->master_params);
+    if (is_raw(args2[0])) return parse_raw(ops2, args2, lp, true);
+    return parse_arrays(ops2, args2, lp, true);
+  }
+  if (is_raw(args[0])) return parse_raw(ops, args, lp, false);
+  return parse_arrays(ops, args, lp, false);
+}
+
+namespace {
+
+Operands parse_arrays(const std::vector<Operand>& ops, const std::vector<py::handle>& args, const LowpArgs* lp,
+                      bool has_master) {
   const Operand& lead = ops[0];
   const bool list_form = is_list_like(args[0]);
   if (!list_form && !py::isinstance<py::array>(args[0])) {
@@ -277,6 +457,7 @@ Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::h
   out.noperands = ops.size();
   out.ptrs.assign(static_cast<std::size_t>(ntensors) * ops.size(), nullptr);
   out.sizes.resize(static_cast<std::size_t>(ntensors));
+  out.itemsizes.assign(out.ptrs.size(), 0);
   std::vector<Span> spans;
   spans.reserve(static_cast<std::size_t>(ntensors) * ops.size());
   out.keep_alive.reserve(static_cast<std::size_t>(ntensors) * ops.size());
@@ -298,6 +479,7 @@ Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::h
   // are strings built only when an error is raised: they would cost more than the
   // checks themselves on a small call.
   std::size_t lead_k = 0;
+  std::vector<DType> dts(lp ? static_cast<std::size_t>(ntensors) * ops.size() : 0, DType::F32);
   for (std::int64_t t = 0; t < ntensors; ++t) {
     py::array p_arr;
     for (std::size_t k = 0; k < ops.size(); ++k) {
@@ -308,8 +490,9 @@ Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::h
       }
       if (is_masked(h)) refuse_masked(h, arg_name(k, t));
       const auto a = py::reinterpret_borrow<py::array>(h);
-      const DType dt = fast_float_dtype(a, [&] { return arg_name(k, t); });
-      if (t == 0 && k == 0) {
+      if (lp) {
+        dts[static_cast<std::size_t>(t) * ops.size() + k] = storage_dtype(a, [&] { return arg_name(k, t); });
+      } else if (const DType dt = fast_float_dtype(a, [&] { return arg_name(k, t); }); t == 0 && k == 0) {
         out.dtype = dt;
         lead_k = k;
       } else if (dt != out.dtype) {
@@ -333,15 +516,19 @@ Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::h
         spans.push_back({begin, begin + static_cast<std::uintptr_t>(a.nbytes()), ops[k].written, {}, k, t});
       }
       out.ptrs[static_cast<std::size_t>(t) * ops.size() + k] = const_cast<void*>(a.data());
+      out.itemsizes[static_cast<std::size_t>(t) * ops.size() + k] = static_cast<std::uint8_t>(a.itemsize());
       out.keep_alive.push_back(a);
     }
     out.sizes[static_cast<std::size_t>(t)] = static_cast<std::int64_t>(p_arr.size());
   }
+  if (lp) finish_lowp(out, ops, dts, has_master, *lp, arg_name);
   if (spans.size() > 1) {
     check_aliasing(spans, [&](std::size_t k, std::int64_t t) { return arg_name(k, t); });
   }
   return out;
 }
+
+}  // namespace
 
 void check_finite_ge(const char* name, double x, double lo) {
   if (!(x >= lo) || !std::isfinite(x)) {

@@ -19,11 +19,15 @@
 #include <cstddef>
 #include <vector>
 
+#include "deepoptim/mixed.hpp"
+
 namespace deepoptim::bind {
 
 namespace py = pybind11;
 
-enum class DType { F32, F64 };
+// F32 and F64 are the math dtypes; BF16 (ml_dtypes.bfloat16) and F16 (numpy.float16) are
+// storage only, accepted by the optimizer kernels that take low-precision arguments.
+enum class DType { F32, F64, BF16, F16 };
 
 // One array argument of a kernel: params, grads or a state.
 struct Operand {
@@ -35,19 +39,39 @@ struct Operand {
 
 // The checked arrays of one call: ntensors rows of noperands pointers (null if unused).
 struct Operands {
-  DType dtype = DType::F32;
+  DType dtype = DType::F32;  // the dtype the math runs in (float32 for 16-bit storage)
   std::int64_t ntensors = 0;
   std::size_t noperands = 0;
   std::vector<void*> ptrs;
   std::vector<std::int64_t> sizes;
+  std::vector<std::uint8_t> itemsizes;  // bytes per element of each (tensor, operand), 0 if unused
   // References to every checked array, so that no other Python thread can free one
   // while the kernel runs without the GIL.
   std::vector<py::object> keep_alive;
+
+  // Low-precision storage (parse_operands with LowpArgs): how each operand is stored, the
+  // master copies, the stochastic-rounding key; `mx` describes them to the kernel.
+  DType param_dtype = DType::F32;
+  std::vector<lowp::Kind> kinds;
+  std::vector<float*> masters;
+  std::vector<std::uint64_t> first;
+  lowp::Mixed mx;
+  bool is_mixed = false;
 
   template <class T>
   T* get(std::int64_t t, std::size_t k) const {
     return static_cast<T*>(ptrs[static_cast<std::size_t>(t) * noperands + k]);
   }
+  // The kernel's low-precision description, or null for plain float32/float64 storage.
+  const lowp::Mixed* mixed() const { return is_mixed ? &mx : nullptr; }
+};
+
+// The low-precision options of an optimizer call (keyword arguments of every elementwise
+// optimizer binding): float32 master copies of 16-bit params (None: none), and
+// stochastic rounding of bfloat16 params, None or a pair (seed, step) of ints.
+struct LowpArgs {
+  py::handle master_params;
+  py::handle stochastic_rounding;
 };
 
 // The one way a binding picks the kernel's dtype: fn(float{}) or fn(double{}) for the
@@ -80,7 +104,12 @@ void bind_raw(py::module_& m);
 
 // Parses arguments that are either all single arrays or all lists/tuples of arrays
 // (the list form). args[k] belongs to ops[k]; args[0] must be the params.
-Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::handle>& args);
+// Without `lowp` every array is float32, or every one float64. With it (an optimizer
+// step: ops[0] params, ops[1] grads, the rest its state) params may also be bfloat16 or
+// float16, grads share the params' dtype, and state is float32 or bfloat16 (float64
+// with float64 params); lowp's master_params and stochastic_rounding are checked too.
+Operands parse_operands(const std::vector<Operand>& ops, const std::vector<py::handle>& args,
+                        const LowpArgs* lowp = nullptr);
 
 // Lower-level checks for kernels whose arguments are not an optimizer's (param, grad,
 // state) rows. Each raises TypeError/ValueError naming `name`.

@@ -47,7 +47,8 @@ o::MomentumForm parse_form(const std::string& form) {
 
 void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, Real lr_h,
          Real momentum_h, Real dampening_h, Real weight_decay_h, Flag nesterov_h, Flag maximize_h,
-         Flag first_step_h, Str momentum_form_h) {
+         Flag first_step_h, Str momentum_form_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const bool nesterov = flag(nesterov_h, "nesterov");
   const bool maximize = flag(maximize_h, "maximize");
   const bool first_step = flag(first_step_h, "first_step");
@@ -76,9 +77,10 @@ void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, Real 
   }
   const bool uses_buffer = h.form != o::MomentumForm::Torch || momentum != 0.0;
   const char* why = h.form == o::MomentumForm::Torch ? "momentum != 0" : "momentum_form is not 'torch'";
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"momentum_buffers", true, uses_buffer, why}},
-      {params, grads, momentum_buffers});
+      {params, grads, momentum_buffers}, &lp);
   h.lr = lr;
   h.momentum = momentum;
   h.dampening = dampening;
@@ -90,14 +92,15 @@ void sgd(py::handle params, py::handle grads, py::handle momentum_buffers, Real 
     using T = decltype(tag);
     auto ts = rows<o::SgdTensor, T, 3>(ops);
     py::gil_scoped_release nogil;
-    o::sgd<T>(ts.data(), ops.ntensors, h);
+    o::sgd<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
 // ------------------------------------------------------------------------ Adagrad
 void adagrad(py::handle params, py::handle grads, py::handle state_sums, Index step_h,
              Real lr_h, Real lr_decay_h, Real weight_decay_h, Real initial_accumulator_value_h,
-             Real eps_h, Flag maximize_h) {
+             Real eps_h, Flag maximize_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const bool maximize = flag(maximize_h, "maximize");
   const std::int64_t step = step_arg(step_h);
   const double lr = real(lr_h, "lr");
@@ -110,9 +113,10 @@ void adagrad(py::handle params, py::handle grads, py::handle state_sums, Index s
   check_finite_ge("weight_decay", weight_decay, 0.0);
   check_finite_ge("initial_accumulator_value", initial_accumulator_value, 0.0);
   check_finite_gt("eps", eps, 0.0);
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"state_sums", true, true}},
-      {params, grads, state_sums});
+      {params, grads, state_sums}, &lp);
   check_eps_representable("eps", eps, ops);
   o::AdagradHyper h;
   h.lr = lr;
@@ -126,14 +130,15 @@ void adagrad(py::handle params, py::handle grads, py::handle state_sums, Index s
     using T = decltype(tag);
     auto ts = rows<o::AdagradTensor, T, 3>(ops);
     py::gil_scoped_release nogil;
-    o::adagrad<T>(ts.data(), ops.ntensors, h);
+    o::adagrad<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
 // ------------------------------------------------------------------------ RMSprop
 void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::handle grad_avgs,
              py::handle momentum_buffers, Real lr_h, Real alpha_h, Real eps_h,
-             Real weight_decay_h, Real momentum_h, Flag centered_h, Flag maximize_h) {
+             Real weight_decay_h, Real momentum_h, Flag centered_h, Flag maximize_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const bool centered = flag(centered_h, "centered");
   const bool maximize = flag(maximize_h, "maximize");
   const double lr = real(lr_h, "lr");
@@ -146,12 +151,13 @@ void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::ha
   check_finite_gt("eps", eps, 0.0);
   check_finite_ge("weight_decay", weight_decay, 0.0);
   check_finite_ge("momentum", momentum, 0.0);
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands({{"params", true, true},
                                        {"grads", false, true},
                                        {"square_avgs", true, true},
                                        {"grad_avgs", true, centered, "centered=True"},
                                        {"momentum_buffers", true, momentum > 0.0, "momentum > 0"}},
-                                      {params, grads, square_avgs, grad_avgs, momentum_buffers});
+                                      {params, grads, square_avgs, grad_avgs, momentum_buffers}, &lp);
   check_eps_representable("eps", eps, ops);
   o::RmspropHyper h;
   h.lr = lr;
@@ -165,7 +171,7 @@ void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::ha
     using T = decltype(tag);
     auto ts = rows<o::RmspropTensor, T, 5>(ops);
     py::gil_scoped_release nogil;
-    o::rmsprop<T>(ts.data(), ops.ntensors, h);
+    o::rmsprop<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
@@ -173,19 +179,21 @@ void rmsprop(py::handle params, py::handle grads, py::handle square_avgs, py::ha
 void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
           py::handle max_exp_avg_sqs, Index step_h, Real lr_h, RealPair betas_h,
           Real eps_h, Real weight_decay_h, Flag amsgrad_h, Flag maximize_h,
-          Flag decoupled_weight_decay_h, Flag bias_correction_h, Flag eps_inside_sqrt_h) {
+          Flag decoupled_weight_decay_h, Flag bias_correction_h, Flag eps_inside_sqrt_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const bool amsgrad = flag(amsgrad_h, "amsgrad");
   const bool maximize = flag(maximize_h, "maximize");
   const bool decoupled_weight_decay = flag(decoupled_weight_decay_h, "decoupled_weight_decay");
   const bool bias_correction = flag(bias_correction_h, "bias_correction");
   const bool eps_inside_sqrt = flag(eps_inside_sqrt_h, "eps_inside_sqrt");
   const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands({{"params", true, true},
                                        {"grads", false, true},
                                        {"exp_avgs", true, true},
                                        {"exp_avg_sqs", true, true},
                                        {"max_exp_avg_sqs", true, amsgrad, "amsgrad=True"}},
-                                      {params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs});
+                                      {params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs}, &lp);
   check_eps_representable("eps", eps, ops);
   o::AdamHyper h;
   h.lr = lr;
@@ -203,90 +211,99 @@ void adam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle e
     using T = decltype(tag);
     auto ts = rows<o::AdamTensor, T, 5>(ops);
     py::gil_scoped_release nogil;
-    o::adam<T>(ts.data(), ops.ntensors, h);
+    o::adam<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
 // ------------------------------------------------------------------------- Adamax
 void adamax(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_infs, Index step_h,
-            Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, Flag maximize_h) {
+            Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, Flag maximize_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const bool maximize = flag(maximize_h, "maximize");
   const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_infs", true, true}},
-      {params, grads, exp_avgs, exp_infs});
+      {params, grads, exp_avgs, exp_infs}, &lp);
   check_eps_representable("eps", eps, ops);
   const o::AdamaxHyper h{lr, beta1, beta2, eps, weight_decay, step, maximize};
   dispatch(ops.dtype, [&](auto tag) {
     using T = decltype(tag);
     auto ts = rows<o::AdamaxTensor, T, 4>(ops);
     py::gil_scoped_release nogil;
-    o::adamax<T>(ts.data(), ops.ntensors, h);
+    o::adamax<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
 // -------------------------------------------------------------------------- RAdam
 void radam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs, Index step_h,
            Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, Flag decoupled_weight_decay_h,
-           Flag maximize_h) {
+           Flag maximize_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const bool decoupled_weight_decay = flag(decoupled_weight_decay_h, "decoupled_weight_decay");
   const bool maximize = flag(maximize_h, "maximize");
   const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}},
-      {params, grads, exp_avgs, exp_avg_sqs});
+      {params, grads, exp_avgs, exp_avg_sqs}, &lp);
   check_eps_representable("eps", eps, ops);
   const o::RadamHyper h{lr, beta1, beta2, eps, weight_decay, step, decoupled_weight_decay, maximize};
   dispatch(ops.dtype, [&](auto tag) {
     using T = decltype(tag);
     auto ts = rows<o::RadamTensor, T, 4>(ops);
     py::gil_scoped_release nogil;
-    o::radam<T>(ts.data(), ops.ntensors, h);
+    o::radam<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
 // --------------------------------------------------------------------------- Lion
 void lion(py::handle params, py::handle grads, py::handle exp_avgs, Real lr_h, RealPair betas_h,
-          Real weight_decay_h, Flag maximize_h) {
+          Real weight_decay_h, Flag maximize_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const bool maximize = flag(maximize_h, "maximize");
   const double lr = real(lr_h, "lr");
   const auto [beta1, beta2] = betas_arg(betas_h);
   const double weight_decay = real(weight_decay_h, "weight_decay");
   check_finite_ge("lr", lr, 0.0);
   check_finite_ge("weight_decay", weight_decay, 0.0);
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands({{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}},
-                                      {params, grads, exp_avgs});
+                                      {params, grads, exp_avgs}, &lp);
   const o::LionHyper h{lr, beta1, beta2, weight_decay, maximize};
   dispatch(ops.dtype, [&](auto tag) {
     using T = decltype(tag);
     auto ts = rows<o::LionTensor, T, 3>(ops);
     py::gil_scoped_release nogil;
-    o::lion<T>(ts.data(), ops.ntensors, h);
+    o::lion<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
 // ----------------------------------------------------------- Schedule-Free AdamW
 void schedule_free_adamw(py::handle params, py::handle grads, py::handle zs, py::handle exp_avg_sqs, Index step_h,
-                         Real lr_h, Real ckp1_h, RealPair betas_h, Real eps_h, Real weight_decay_h) {
+                         Real lr_h, Real ckp1_h, RealPair betas_h, Real eps_h, Real weight_decay_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
   const double ckp1 = real(ckp1_h, "ckp1");
   check_in_range("ckp1", ckp1, 0.0, 1.0, true);
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"zs", true, true}, {"exp_avg_sqs", true, true}},
-      {params, grads, zs, exp_avg_sqs});
+      {params, grads, zs, exp_avg_sqs}, &lp);
   check_eps_representable("eps", eps, ops);
   const o::ScheduleFreeAdamwHyper h{lr, ckp1, beta1, beta2, eps, weight_decay, step};
   dispatch(ops.dtype, [&](auto tag) {
     using T = decltype(tag);
     auto ts = rows<o::ScheduleFreeAdamwTensor, T, 4>(ops);
     py::gil_scoped_release nogil;
-    o::schedule_free_adamw<T>(ts.data(), ops.ntensors, h);
+    o::schedule_free_adamw<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
 // ----------------------------------------------------------------------- Adadelta
 void adadelta(py::handle params, py::handle grads, py::handle square_avgs, py::handle acc_deltas, Real lr_h,
-              Real rho_h, Real eps_h, Real weight_decay_h, Flag maximize_h) {
+              Real rho_h, Real eps_h, Real weight_decay_h, Flag maximize_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const bool maximize = flag(maximize_h, "maximize");
   const double lr = real(lr_h, "lr");
   const double rho = real(rho_h, "rho");
@@ -296,22 +313,24 @@ void adadelta(py::handle params, py::handle grads, py::handle square_avgs, py::h
   check_in_range("rho", rho, 0.0, 1.0, true);
   check_finite_gt("eps", eps, 0.0);
   check_finite_ge("weight_decay", weight_decay, 0.0);
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"square_avgs", true, true}, {"acc_deltas", true, true}},
-      {params, grads, square_avgs, acc_deltas});
+      {params, grads, square_avgs, acc_deltas}, &lp);
   check_eps_representable("eps", eps, ops);
   const o::AdadeltaHyper h{lr, rho, eps, weight_decay, maximize};
   dispatch(ops.dtype, [&](auto tag) {
     using T = decltype(tag);
     auto ts = rows<o::AdadeltaTensor, T, 4>(ops);
     py::gil_scoped_release nogil;
-    o::adadelta<T>(ts.data(), ops.ntensors, h);
+    o::adadelta<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
 // -------------------------------------------------------------------------- Rprop
 void rprop(py::handle params, py::handle grads, py::handle prevs, py::handle state_step_sizes, RealPair etas_h,
-           RealPair step_sizes_h, Flag maximize_h) {
+           RealPair step_sizes_h, Flag maximize_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const bool maximize = flag(maximize_h, "maximize");
   const auto [etaminus, etaplus] = pair_arg(etas_h, "etas", "etaminus", "etaplus");
   const auto [step_min, step_max] = pair_arg(step_sizes_h, "step_sizes", "min_step", "max_step");
@@ -322,15 +341,16 @@ void rprop(py::handle params, py::handle grads, py::handle prevs, py::handle sta
   }
   check_finite_ge("min_step", step_min, 0.0);
   check_finite_ge("max_step", step_max, step_min);
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"prevs", true, true}, {"state_step_sizes", true, true}},
-      {params, grads, prevs, state_step_sizes});
+      {params, grads, prevs, state_step_sizes}, &lp);
   const o::RpropHyper h{etaminus, etaplus, step_min, step_max, maximize};
   dispatch(ops.dtype, [&](auto tag) {
     using T = decltype(tag);
     auto ts = rows<o::RpropTensor, T, 4>(ops);
     py::gil_scoped_release nogil;
-    o::rprop<T>(ts.data(), ops.ntensors, h);
+    o::rprop<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
@@ -359,13 +379,13 @@ ScalarStates scalar_states(const std::vector<Operand>& spec, const std::vector<p
   };
   ScalarStates out;
   std::vector<Span> spans;
-  const std::uintptr_t item = ops.dtype == DType::F32 ? 4 : 8;
-  for (std::size_t k = 0; k < spec.size(); ++k) {
-    if (!spec[k].used) continue;
+  for (std::size_t k = 0; k < ops.noperands; ++k) {  // with master_params, if given
     for (std::int64_t t = 0; t < n; ++t) {
-      const auto begin = reinterpret_cast<std::uintptr_t>(ops.ptrs[static_cast<std::size_t>(t) * ops.noperands + k]);
-      const auto bytes = static_cast<std::uintptr_t>(ops.sizes[static_cast<std::size_t>(t)]) * item;
-      if (begin && bytes) spans.push_back({begin, begin + bytes, spec[k].written, {}, k, t});
+      const std::size_t i = static_cast<std::size_t>(t) * ops.noperands + k;
+      const auto begin = reinterpret_cast<std::uintptr_t>(ops.ptrs[i]);
+      const auto bytes = static_cast<std::uintptr_t>(ops.sizes[static_cast<std::size_t>(t)]) * ops.itemsizes[i];
+      const bool written = k < spec.size() ? spec[k].written : true;
+      if (begin && bytes) spans.push_back({begin, begin + bytes, written, {}, k, t});
     }
   }
   for (const ScalarArg& a : args) {
@@ -406,7 +426,9 @@ ScalarStates scalar_states(const std::vector<Operand>& spec, const std::vector<p
     out.states.push_back(std::move(row));
   }
   if (spans.size() > 1) {
-    check_aliasing(spans, [&](std::size_t k, std::int64_t t) { return label(spec[k].name, t); });
+    check_aliasing(spans, [&](std::size_t k, std::int64_t t) {
+      return label(k < spec.size() ? spec[k].name : "master_params", t);
+    });
   }
   return out;
 }
@@ -414,7 +436,8 @@ ScalarStates scalar_states(const std::vector<Operand>& spec, const std::vector<p
 // -------------------------------------------------------------------------- NAdam
 void nadam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs, py::handle mu_products,
            Index step_h, Real lr_h, RealPair betas_h, Real eps_h, Real weight_decay_h, Real momentum_decay_h,
-           Flag decoupled_weight_decay_h, Flag maximize_h) {
+           Flag decoupled_weight_decay_h, Flag maximize_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const bool decoupled_weight_decay = flag(decoupled_weight_decay_h, "decoupled_weight_decay");
   const bool maximize = flag(maximize_h, "maximize");
   const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
@@ -423,7 +446,8 @@ void nadam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle 
   const std::vector<Operand> spec{
       {"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}};
   const std::vector<py::handle> args{params, grads, exp_avgs, exp_avg_sqs};
-  const Operands ops = parse_operands(spec, args);
+  const LowpArgs lp{master_params, stochastic_rounding};
+  const Operands ops = parse_operands(spec, args, &lp);
   const ScalarStates sc = scalar_states(spec, args, ops, {{"mu_products", mu_products}});
   check_eps_representable("eps", eps, ops);
   const o::NadamHyper h{lr, beta1, beta2, eps, weight_decay, momentum_decay, step, decoupled_weight_decay, maximize};
@@ -435,13 +459,14 @@ void nadam(py::handle params, py::handle grads, py::handle exp_avgs, py::handle 
       ts[i] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2), ops.get<T>(t, 3), ops.sizes[i], sc.states[0][i]};
     }
     py::gil_scoped_release nogil;
-    o::nadam<T>(ts.data(), ops.ntensors, h);
+    o::nadam<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
 // --------------------------------------------------------------------------- ASGD
 void asgd(py::handle params, py::handle grads, py::handle axs, py::handle mus, py::handle etas, Index step_h,
-          Real lr_h, Real lambd_h, Real alpha_h, Real t0_h, Real weight_decay_h, Flag maximize_h) {
+          Real lr_h, Real lambd_h, Real alpha_h, Real t0_h, Real weight_decay_h, Flag maximize_h,
+    py::handle master_params, py::handle stochastic_rounding) {
   const bool maximize = flag(maximize_h, "maximize");
   const std::int64_t step = step_arg(step_h);
   const double lr = real(lr_h, "lr");
@@ -456,7 +481,8 @@ void asgd(py::handle params, py::handle grads, py::handle axs, py::handle mus, p
   check_finite_ge("weight_decay", weight_decay, 0.0);
   const std::vector<Operand> spec{{"params", true, true}, {"grads", false, true}, {"axs", true, true}};
   const std::vector<py::handle> args{params, grads, axs};
-  const Operands ops = parse_operands(spec, args);
+  const LowpArgs lp{master_params, stochastic_rounding};
+  const Operands ops = parse_operands(spec, args, &lp);
   const ScalarStates sc = scalar_states(spec, args, ops, {{"mus", mus}, {"etas", etas}});
   const o::AsgdHyper h{lr, lambd, alpha, t0, weight_decay, step, maximize};
   dispatch(ops.dtype, [&](auto tag) {
@@ -467,7 +493,7 @@ void asgd(py::handle params, py::handle grads, py::handle axs, py::handle mus, p
       ts[i] = {ops.get<T>(t, 0), ops.get<T>(t, 1), ops.get<T>(t, 2), ops.sizes[i], sc.states[0][i], sc.states[1][i]};
     }
     py::gil_scoped_release nogil;
-    o::asgd<T>(ts.data(), ops.ntensors, h);
+    o::asgd<T>(ts.data(), ops.ntensors, h, ops.mixed());
   });
 }
 
@@ -629,18 +655,21 @@ void bind_optim(py::module_& m) {
         "SGD with momentum, in place. Arrays or lists of arrays. See deepoptim.functional.sgd.",
         arg("params"), arg("grads"), arg("momentum_buffers"), arg("lr"), arg("momentum"), arg("dampening"),
         arg("weight_decay"), arg("nesterov"), arg("maximize"),
-        arg("first_step"), arg("momentum_form"));
+        arg("first_step"), arg("momentum_form"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("adagrad", &adagrad,
         "Adagrad, in place. Arrays or lists of arrays. See deepoptim.functional.adagrad.",
         arg("params"), arg("grads"), arg("state_sums"), arg("step"),
         arg("lr"), arg("lr_decay"), arg("weight_decay"),
-        arg("initial_accumulator_value"), arg("eps"), arg("maximize"));
+        arg("initial_accumulator_value"), arg("eps"), arg("maximize"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("rmsprop", &rmsprop,
         "RMSprop, in place. Arrays or lists of arrays. See deepoptim.functional.rmsprop.",
         arg("params"), arg("grads"), arg("square_avgs"), arg("grad_avgs"),
         arg("momentum_buffers"), arg("lr"), arg("alpha"),
         arg("eps"), arg("weight_decay"), arg("momentum"),
-        arg("centered"), arg("maximize"));
+        arg("centered"), arg("maximize"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("adam", &adam,
         "Adam / AdamW / AMSGrad, in place. Arrays or lists of arrays. See "
         "deepoptim.functional.adam.",
@@ -648,30 +677,39 @@ void bind_optim(py::module_& m) {
         arg("max_exp_avg_sqs"), arg("step"), arg("lr"),
         arg("betas"), arg("eps"), arg("weight_decay"),
         arg("amsgrad"), arg("maximize"), arg("decoupled_weight_decay"),
-        arg("bias_correction"), arg("eps_inside_sqrt"));
+        arg("bias_correction"), arg("eps_inside_sqrt"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("adamax", &adamax, "Adamax, in place. Arrays or lists of arrays. See deepoptim.functional.adamax.",
         arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_infs"), arg("step"), arg("lr"), arg("betas"),
-        arg("eps"), arg("weight_decay"), arg("maximize"));
+        arg("eps"), arg("weight_decay"), arg("maximize"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("radam", &radam, "RAdam, in place. Arrays or lists of arrays. See deepoptim.functional.radam.",
         arg("params"), arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr"), arg("betas"),
-        arg("eps"), arg("weight_decay"), arg("decoupled_weight_decay"), arg("maximize"));
+        arg("eps"), arg("weight_decay"), arg("decoupled_weight_decay"), arg("maximize"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("lion", &lion, "Lion, in place. Arrays or lists of arrays. See deepoptim.functional.lion.",
-        arg("params"), arg("grads"), arg("exp_avgs"), arg("lr"), arg("betas"), arg("weight_decay"), arg("maximize"));
+        arg("params"), arg("grads"), arg("exp_avgs"), arg("lr"), arg("betas"), arg("weight_decay"), arg("maximize"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("schedule_free_adamw", &schedule_free_adamw,
         "Schedule-Free AdamW, in place. Arrays or lists of arrays. See deepoptim.functional.schedule_free_adamw.",
         arg("params"), arg("grads"), arg("zs"), arg("exp_avg_sqs"), arg("step"), arg("lr"), arg("ckp1"),
-        arg("betas"), arg("eps"), arg("weight_decay"));
+        arg("betas"), arg("eps"), arg("weight_decay"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("adadelta", &adadelta, "Adadelta, in place. See deepoptim.functional.adadelta.", arg("params"),
         arg("grads"), arg("square_avgs"), arg("acc_deltas"), arg("lr"), arg("rho"), arg("eps"), arg("weight_decay"),
-        arg("maximize"));
+        arg("maximize"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("rprop", &rprop, "Rprop, in place. See deepoptim.functional.rprop.", arg("params"), arg("grads"),
-        arg("prevs"), arg("state_step_sizes"), arg("etas"), arg("step_sizes"), arg("maximize"));
+        arg("prevs"), arg("state_step_sizes"), arg("etas"), arg("step_sizes"), arg("maximize"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("nadam", &nadam, "NAdam, in place (mu_products too). See deepoptim.functional.nadam.", arg("params"),
         arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("mu_products"), arg("step"), arg("lr"), arg("betas"),
-        arg("eps"), arg("weight_decay"), arg("momentum_decay"), arg("decoupled_weight_decay"), arg("maximize"));
+        arg("eps"), arg("weight_decay"), arg("momentum_decay"), arg("decoupled_weight_decay"), arg("maximize"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("asgd", &asgd, "ASGD, in place (mus and etas too). See deepoptim.functional.asgd.", arg("params"),
         arg("grads"), arg("axs"), arg("mus"), arg("etas"), arg("step"), arg("lr"), arg("lambd"), arg("alpha"),
-        arg("t0"), arg("weight_decay"), arg("maximize"));
+        arg("t0"), arg("weight_decay"), arg("maximize"), arg("master_params"),
+        arg("stochastic_rounding"));
   m.def("lamb", &lamb,
         "LAMB, in place; returns the trust ratios. See deepoptim.functional.lamb.", arg("params"),
         arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr"),

@@ -791,108 +791,84 @@ void per_tensor_sums(const Tensor* ts, std::int64_t ntensors, const double* part
 
 // -------------------------------------------------------------------------- drivers
 template <class T>
-void sgd(const SgdTensor<T>* tensors, std::int64_t ntensors, const SgdHyper& h) {
+void sgd(const SgdTensor<T>* tensors, std::int64_t ntensors, const SgdHyper& h, const lowp::Mixed* mixed) {
   const SgdCoef<T> c = sgd_coef<T>(h);
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) { sgd_block(tensors[t], b, e, c); });
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) { sgd_block(tensor, b, e, c); });
 }
 
 template <class T>
-void adagrad(const AdagradTensor<T>* tensors, std::int64_t ntensors, const AdagradHyper& h) {
+void adagrad(const AdagradTensor<T>* tensors, std::int64_t ntensors, const AdagradHyper& h, const lowp::Mixed* mixed) {
   const AdagradCoef<T> c = adagrad_coef<T>(h);
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) { adagrad_block(tensors[t], b, e, c); });
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) { adagrad_block(tensor, b, e, c); });
 }
 
 template <class T>
-void rmsprop(const RmspropTensor<T>* tensors, std::int64_t ntensors, const RmspropHyper& h) {
+void rmsprop(const RmspropTensor<T>* tensors, std::int64_t ntensors, const RmspropHyper& h, const lowp::Mixed* mixed) {
   const RmspropCoef<T> c = rmsprop_coef<T>(h);
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) { rmsprop_block(tensors[t], b, e, c); });
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) { rmsprop_block(tensor, b, e, c); });
 }
 
 template <class T>
-void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& h) {
+void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& h, const lowp::Mixed* mixed) {
   const AdamCoef<T> c = adam_coef<T>(h);
   const bool eps_inside = h.eps_inside_sqrt;
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) {
-        adam_block(tensors[t], b, e, c, eps_inside);
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) {
+        adam_block(tensor, b, e, c, eps_inside);
       });
 }
 
 template <class T>
-void adamax(const AdamaxTensor<T>* tensors, std::int64_t ntensors, const AdamaxHyper& h) {
+void adamax(const AdamaxTensor<T>* tensors, std::int64_t ntensors, const AdamaxHyper& h, const lowp::Mixed* mixed) {
   const AdamaxCoef<T> c = adamax_coef<T>(h);
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) { adamax_block(tensors[t], b, e, c); });
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) { adamax_block(tensor, b, e, c); });
 }
 
 template <class T>
-void radam(const RadamTensor<T>* tensors, std::int64_t ntensors, const RadamHyper& h) {
+void radam(const RadamTensor<T>* tensors, std::int64_t ntensors, const RadamHyper& h, const lowp::Mixed* mixed) {
   const RadamCoef<T> c = radam_coef<T>(h);
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) { radam_block(tensors[t], b, e, c); });
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) { radam_block(tensor, b, e, c); });
 }
 
 template <class T>
-void lion(const LionTensor<T>* tensors, std::int64_t ntensors, const LionHyper& h) {
+void lion(const LionTensor<T>* tensors, std::int64_t ntensors, const LionHyper& h, const lowp::Mixed* mixed) {
   const LionCoef<T> c{T(h.beta1), T(1.0 - h.beta1), T(h.beta2), T(1.0 - h.beta2), T(h.lr),
                       T(1.0 - h.lr * h.weight_decay), h.maximize};
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) { lion_block(tensors[t], b, e, c); });
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) { lion_block(tensor, b, e, c); });
 }
 
 template <class T>
 void schedule_free_adamw(const ScheduleFreeAdamwTensor<T>* tensors, std::int64_t ntensors,
-                         const ScheduleFreeAdamwHyper& h) {
+                         const ScheduleFreeAdamwHyper& h, const lowp::Mixed* mixed) {
   const ScheduleFreeAdamwCoef<T> c = schedule_free_adamw_coef<T>(h);
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) { schedule_free_adamw_block(tensors[t], b, e, c); });
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) { schedule_free_adamw_block(tensor, b, e, c); });
 }
 
 template <class T>
-void adadelta(const AdadeltaTensor<T>* tensors, std::int64_t ntensors, const AdadeltaHyper& h) {
+void adadelta(const AdadeltaTensor<T>* tensors, std::int64_t ntensors, const AdadeltaHyper& h, const lowp::Mixed* mixed) {
   const AdadeltaCoef<T> c{T(h.lr), T(h.rho), T(1.0 - h.rho), T(h.eps), T(h.weight_decay), h.weight_decay != 0.0,
                           h.maximize};
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) { adadelta_block(tensors[t], b, e, c); });
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) { adadelta_block(tensor, b, e, c); });
 }
 
 template <class T>
-void rprop(const RpropTensor<T>* tensors, std::int64_t ntensors, const RpropHyper& h) {
+void rprop(const RpropTensor<T>* tensors, std::int64_t ntensors, const RpropHyper& h, const lowp::Mixed* mixed) {
   const RpropCoef<T> c{T(h.etaminus), T(h.etaplus), T(h.step_min), T(h.step_max), h.maximize};
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) { rprop_block(tensors[t], b, e, c); });
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) { rprop_block(tensor, b, e, c); });
 }
 
 template <class T>
-void nadam(const NadamTensor<T>* tensors, std::int64_t ntensors, const NadamHyper& h) {
+void nadam(const NadamTensor<T>* tensors, std::int64_t ntensors, const NadamHyper& h, const lowp::Mixed* mixed) {
   const NadamStep st = nadam_step(h);
   // Each block reads its tensor's mu_product; all are rewritten once the blocks are done.
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) {
-        nadam_block(tensors[t], b, e, nadam_coef<T>(h, st, nadam_product(tensors[t].mu_product, st.mu)));
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) {
+        nadam_block(tensor, b, e, nadam_coef<T>(h, st, nadam_product(tensor.mu_product, st.mu)));
       });
   for (std::int64_t t = 0; t < ntensors; ++t) tensors[t].mu_product.set(nadam_product(tensors[t].mu_product, st.mu));
 }
 
 template <class T>
-void asgd(const AsgdTensor<T>* tensors, std::int64_t ntensors, const AsgdHyper& h) {
-  parallel::for_each_block(
-      ntensors, [&](std::int64_t t) { return tensors[t].size; },
-      [&](std::int64_t t, std::int64_t b, std::int64_t e) { asgd_block(tensors[t], b, e, asgd_coef<T>(h, tensors[t])); });
+void asgd(const AsgdTensor<T>* tensors, std::int64_t ntensors, const AsgdHyper& h, const lowp::Mixed* mixed) {
+  lowp::for_each_block(tensors, ntensors, mixed, [&](const auto& tensor, std::int64_t b, std::int64_t e) { asgd_block(tensor, b, e, asgd_coef<T>(h, tensor)); });
   // eta and mu of the next step, rounded to float32 as torch's default-dtype tensors.
   const double s = double(h.step);
   const double eta = double(float(h.lr / std::pow(1.0 + h.lambd * h.lr * s, h.alpha)));
@@ -991,29 +967,29 @@ template void soft_threshold<float>(float* const*, const std::int64_t*, std::int
 template void soft_threshold<double>(double* const*, const std::int64_t*, std::int64_t, double);
 template void decay<float>(float* const*, const std::int64_t*, std::int64_t, double, double);
 template void decay<double>(double* const*, const std::int64_t*, std::int64_t, double, double);
-template void sgd<float>(const SgdTensor<float>*, std::int64_t, const SgdHyper&);
-template void sgd<double>(const SgdTensor<double>*, std::int64_t, const SgdHyper&);
-template void adagrad<float>(const AdagradTensor<float>*, std::int64_t, const AdagradHyper&);
-template void adagrad<double>(const AdagradTensor<double>*, std::int64_t, const AdagradHyper&);
-template void rmsprop<float>(const RmspropTensor<float>*, std::int64_t, const RmspropHyper&);
-template void rmsprop<double>(const RmspropTensor<double>*, std::int64_t, const RmspropHyper&);
-template void adam<float>(const AdamTensor<float>*, std::int64_t, const AdamHyper&);
-template void adam<double>(const AdamTensor<double>*, std::int64_t, const AdamHyper&);
-template void adamax<float>(const AdamaxTensor<float>*, std::int64_t, const AdamaxHyper&);
-template void adamax<double>(const AdamaxTensor<double>*, std::int64_t, const AdamaxHyper&);
-template void radam<float>(const RadamTensor<float>*, std::int64_t, const RadamHyper&);
-template void radam<double>(const RadamTensor<double>*, std::int64_t, const RadamHyper&);
-template void lion<float>(const LionTensor<float>*, std::int64_t, const LionHyper&);
-template void lion<double>(const LionTensor<double>*, std::int64_t, const LionHyper&);
-template void schedule_free_adamw<float>(const ScheduleFreeAdamwTensor<float>*, std::int64_t, const ScheduleFreeAdamwHyper&);
-template void schedule_free_adamw<double>(const ScheduleFreeAdamwTensor<double>*, std::int64_t, const ScheduleFreeAdamwHyper&);
-template void adadelta<float>(const AdadeltaTensor<float>*, std::int64_t, const AdadeltaHyper&);
-template void adadelta<double>(const AdadeltaTensor<double>*, std::int64_t, const AdadeltaHyper&);
-template void rprop<float>(const RpropTensor<float>*, std::int64_t, const RpropHyper&);
-template void rprop<double>(const RpropTensor<double>*, std::int64_t, const RpropHyper&);
-template void nadam<float>(const NadamTensor<float>*, std::int64_t, const NadamHyper&);
-template void nadam<double>(const NadamTensor<double>*, std::int64_t, const NadamHyper&);
-template void asgd<float>(const AsgdTensor<float>*, std::int64_t, const AsgdHyper&);
-template void asgd<double>(const AsgdTensor<double>*, std::int64_t, const AsgdHyper&);
+template void sgd<float>(const SgdTensor<float>*, std::int64_t, const SgdHyper&, const lowp::Mixed*);
+template void sgd<double>(const SgdTensor<double>*, std::int64_t, const SgdHyper&, const lowp::Mixed*);
+template void adagrad<float>(const AdagradTensor<float>*, std::int64_t, const AdagradHyper&, const lowp::Mixed*);
+template void adagrad<double>(const AdagradTensor<double>*, std::int64_t, const AdagradHyper&, const lowp::Mixed*);
+template void rmsprop<float>(const RmspropTensor<float>*, std::int64_t, const RmspropHyper&, const lowp::Mixed*);
+template void rmsprop<double>(const RmspropTensor<double>*, std::int64_t, const RmspropHyper&, const lowp::Mixed*);
+template void adam<float>(const AdamTensor<float>*, std::int64_t, const AdamHyper&, const lowp::Mixed*);
+template void adam<double>(const AdamTensor<double>*, std::int64_t, const AdamHyper&, const lowp::Mixed*);
+template void adamax<float>(const AdamaxTensor<float>*, std::int64_t, const AdamaxHyper&, const lowp::Mixed*);
+template void adamax<double>(const AdamaxTensor<double>*, std::int64_t, const AdamaxHyper&, const lowp::Mixed*);
+template void radam<float>(const RadamTensor<float>*, std::int64_t, const RadamHyper&, const lowp::Mixed*);
+template void radam<double>(const RadamTensor<double>*, std::int64_t, const RadamHyper&, const lowp::Mixed*);
+template void lion<float>(const LionTensor<float>*, std::int64_t, const LionHyper&, const lowp::Mixed*);
+template void lion<double>(const LionTensor<double>*, std::int64_t, const LionHyper&, const lowp::Mixed*);
+template void schedule_free_adamw<float>(const ScheduleFreeAdamwTensor<float>*, std::int64_t, const ScheduleFreeAdamwHyper&, const lowp::Mixed*);
+template void schedule_free_adamw<double>(const ScheduleFreeAdamwTensor<double>*, std::int64_t, const ScheduleFreeAdamwHyper&, const lowp::Mixed*);
+template void adadelta<float>(const AdadeltaTensor<float>*, std::int64_t, const AdadeltaHyper&, const lowp::Mixed*);
+template void adadelta<double>(const AdadeltaTensor<double>*, std::int64_t, const AdadeltaHyper&, const lowp::Mixed*);
+template void rprop<float>(const RpropTensor<float>*, std::int64_t, const RpropHyper&, const lowp::Mixed*);
+template void rprop<double>(const RpropTensor<double>*, std::int64_t, const RpropHyper&, const lowp::Mixed*);
+template void nadam<float>(const NadamTensor<float>*, std::int64_t, const NadamHyper&, const lowp::Mixed*);
+template void nadam<double>(const NadamTensor<double>*, std::int64_t, const NadamHyper&, const lowp::Mixed*);
+template void asgd<float>(const AsgdTensor<float>*, std::int64_t, const AsgdHyper&, const lowp::Mixed*);
+template void asgd<double>(const AsgdTensor<double>*, std::int64_t, const AsgdHyper&, const lowp::Mixed*);
 
 }  // namespace deepoptim::optim

@@ -32,6 +32,8 @@ def sgd(
     maximize: bool,
     first_step: bool,
     momentum_form: str,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def adagrad(
     params: _Arrays,
@@ -44,6 +46,8 @@ def adagrad(
     initial_accumulator_value: float,
     eps: float,
     maximize: bool,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def rmsprop(
     params: _Arrays,
@@ -58,6 +62,8 @@ def rmsprop(
     momentum: float,
     centered: bool,
     maximize: bool,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def adam(
     params: _Arrays,
@@ -75,6 +81,8 @@ def adam(
     decoupled_weight_decay: bool,
     bias_correction: bool,
     eps_inside_sqrt: bool,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def radam(
     params: _Arrays,
@@ -88,6 +96,8 @@ def radam(
     weight_decay: float,
     decoupled_weight_decay: bool,
     maximize: bool,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def lion(
     params: _Arrays,
@@ -97,6 +107,8 @@ def lion(
     betas: tuple[float, float],
     weight_decay: float,
     maximize: bool,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def schedule_free_adamw(
     params: _Arrays,
@@ -109,6 +121,8 @@ def schedule_free_adamw(
     betas: tuple[float, float],
     eps: float,
     weight_decay: float,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def adadelta(
     params: _Arrays,
@@ -120,6 +134,8 @@ def adadelta(
     eps: float,
     weight_decay: float,
     maximize: bool,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def rprop(
     params: _Arrays,
@@ -129,6 +145,8 @@ def rprop(
     etas: tuple[float, float],
     step_sizes: tuple[float, float],
     maximize: bool,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def nadam(
     params: _Arrays,
@@ -144,6 +162,8 @@ def nadam(
     momentum_decay: float,
     decoupled_weight_decay: bool,
     maximize: bool,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def asgd(
     params: _Arrays,
@@ -158,6 +178,8 @@ def asgd(
     t0: float,
     weight_decay: float,
     maximize: bool,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def adamax(
     params: _Arrays,
@@ -170,6 +192,8 @@ def adamax(
     eps: float,
     weight_decay: float,
     maximize: bool,
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> None: ...
 def batch_norm(
     x: _Array,

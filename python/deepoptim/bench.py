@@ -31,6 +31,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
+import ml_dtypes
 import numpy as np
 
 import deepoptim
@@ -162,6 +163,85 @@ def _optim_case(name: str, ntensors: int, each: int, with_numpy: bool) -> Case:
 
     label = f"{name}/{_fmt_size(each)}" if ntensors == 1 else f"{name}/{ntensors}x{_fmt_size(each)}"
     return Case(label, name, ntensors * each, nbytes, setup)
+
+
+# ---------------------------------------------------------------------------- low precision
+# AdamW on low-precision storage: (parameter dtype, state dtype, master weights, stochastic
+# rounding). Each case is timed beside torch's fused AdamW on float32 and on bfloat16
+# tensors (torch keeps bfloat16 state for bfloat16 parameters); "x torch" is against the
+# one the issue's target names: float32 where our parameters are float32 or have float32
+# master weights, else bfloat16.
+_LOWP_MODES = {
+    "f32-params-bf16-state": ("float32", "bfloat16", False, False),
+    "bf16-params-bf16-state": ("bfloat16", "bfloat16", False, False),
+    "bf16-params-f32-state": ("bfloat16", "float32", False, False),
+    "bf16-params-master": ("bfloat16", "float32", True, False),
+    "bf16-params-stochastic-bf16-state": ("bfloat16", "bfloat16", False, True),
+}
+
+
+def _float32_units(arrays: List[np.ndarray], n: int) -> List[np.ndarray]:
+    """The bytes of each array as float32 arrays of n/2 elements (a 2-byte array is one, a
+    4-byte one two halves), so the probe, which takes one dtype and one size, moves
+    exactly the bytes of a call on mixed storage."""
+    out = []
+    for a in arrays:
+        f = a.reshape(-1).view(np.float32)
+        out += [f] if a.itemsize == 2 else [f[: n // 2], f[n // 2:]]
+    return out
+
+
+def _lowp_case(mode: str, n: int) -> Case:
+    pdt, sdt, master, stochastic = _LOWP_MODES[mode]
+    ps, ss = (2 if pdt == "bfloat16" else 4), (2 if sdt == "bfloat16" else 4)
+    # p written (and read unless the master is), g read, m and v updated, master updated.
+    nbytes = (ps if master else 2 * ps) + ps + 4 * ss + (8 if master else 0)
+
+    def setup():
+        bf16 = np.dtype(ml_dtypes.bfloat16)
+        dt = {"float32": np.dtype(np.float32), "bfloat16": bf16}
+        rng = np.random.default_rng(0)
+        p32 = (rng.standard_normal(n) * 0.02).astype(np.float32)
+        p, g = p32.astype(dt[pdt]), (rng.standard_normal(n) * 1e-3).astype(np.float32).astype(dt[pdt])
+        m, v = np.zeros(n, dt[sdt]), np.zeros(n, dt[sdt])
+        mp = p32.copy() if master else None
+        counter = {"t": 0}
+
+        def ours():
+            counter["t"] += 1
+            F.adamw(p, g, m, v, step=counter["t"], lr=1e-3, master_params=mp,
+                    stochastic_rounding=(7, counter["t"]) if stochastic else None)
+
+        # Check: a step of the kernel and of its twin from the same start, bit for bit.
+        small = slice(0, min(n, 100_000))
+        copies = [None if a is None else a[small].copy() for a in (p, g, m, v, mp)]
+        twins = [None if a is None else a[small].copy() for a in (p, g, m, v, mp)]
+        sr = (7, 1) if stochastic else None
+        F.adamw(*copies[:4], step=1, lr=1e-3, master_params=copies[4], stochastic_rounding=sr)
+        R.adamw(*twins[:4], step=1, lr=1e-3, master_params=twins[4], stochastic_rounding=sr)
+        for a, b in zip(copies, twins):
+            if a is not None and not np.array_equal(a.view(np.uint8), b.view(np.uint8)):
+                raise AssertionError(f"lowp-adamw/{mode}: deepoptim disagrees with its twin")
+        ours()
+        reads, updates, stores = [g], [m, v], []
+        if master:
+            updates.append(mp)
+            stores.append(p)
+        else:
+            updates.append(p)
+        units = [_float32_units(x, n) for x in (reads, updates, stores)]
+        impls = {"deepoptim": ours, "probe": lambda: _core.probe(*units)}
+        if torch is not None:
+            torch_ref = "float32" if pdt == "float32" or master else "bfloat16"
+            for tname, tdt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+                tp = torch.from_numpy(p32.copy()).to(tdt)
+                tp.grad = torch.from_numpy(g.astype(np.float32)).to(tdt)
+                opt = torch.optim.AdamW([tp], lr=1e-3, fused=True)
+                opt.step()
+                impls["torch fused" if tname == torch_ref else f"torch fused {tname}"] = opt.step
+        return impls
+
+    return Case(f"lowp-adamw/{mode}/{_fmt_size(n)}", "lowp-adamw", n, nbytes, setup)
 
 
 def _overhead_case() -> Case:
@@ -372,6 +452,7 @@ def suite(quick: bool = False) -> List[Case]:
             _optim_case("adam", 20, 5_000, True),
             _optim_case("sgd", 1, 100_000, True),
             _overhead_case(),
+            _lowp_case("bf16-params-bf16-state", 100_000),
             _bn_case((8, 16, 8, 8), 1, "NCHW(8,16,8,8)"),
             _dropout_case(100_000),
         ]
@@ -381,6 +462,7 @@ def suite(quick: bool = False) -> List[Case]:
         cases += [_optim_case(name, 1, n, True) for n in (1_000_000, 10_000_000)]
     cases.append(_optim_case("sgd", 1000, 10_000, True))
     cases.append(_overhead_case())
+    cases += [_lowp_case(mode, n) for mode in _LOWP_MODES for n in (10_000_000, 100_000_000)]
     if torch is not None:
         cases += [_torch_overhead_case(), _torch_model_case("torch-adamw/resnet50", resnet50_shapes()),
                   _torch_model_case("torch-adamw/gpt2-small", gpt2_small_shapes())]

@@ -99,7 +99,26 @@ def all_finite(grads: Grads) -> bool:
     """True iff no gradient element is NaN or inf (one pass over all of them); the
     gradients may differ in dtype."""
     arrays = _as_list(grads)
-    return all(F.all_finite([arrays[i] for i in idx]) for idx in _by_dtype(arrays))
+    return all(_all_finite_16([arrays[i] for i in idx]) if _is_16bit(arrays[idx[0]]) else
+               F.all_finite([arrays[i] for i in idx]) for idx in _by_dtype(arrays))
+
+
+# Exponent bits of bfloat16 and float16: all ones is inf or NaN.
+_EXP16 = {"bfloat16": 0x7F80, "float16": 0x7C00}
+
+
+def _is_16bit(a: Any) -> bool:
+    return isinstance(a, np.ndarray) and a.dtype.isnative and str(a.dtype) in _EXP16
+
+
+def _all_finite_16(arrays: List[np.ndarray]) -> bool:
+    # 16-bit gradients (bfloat16/float16 training) are checked on their bits: no float
+    # conversion, so a float16 inf from an overflowed backward pass is caught as such.
+    for a in arrays:
+        e = _EXP16[str(a.dtype)]
+        if a.size and bool(np.any((np.ascontiguousarray(a).reshape(-1).view(np.uint16) & e) == e)):
+            return False
+    return True
 
 
 class GradientAccumulator:

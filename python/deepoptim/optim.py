@@ -29,6 +29,7 @@ import threading
 import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import ml_dtypes
 import numpy as np
 
 from deepoptim import clip
@@ -37,6 +38,11 @@ from deepoptim import functional as F
 Array = np.ndarray
 Params = Union[Sequence[Array], Mapping[str, Array], Sequence[Mapping[str, Any]]]
 Schedule = Callable[[int], float]
+
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+_PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), BFLOAT16, np.dtype(np.float16))
+_16BIT = (BFLOAT16, np.dtype(np.float16))
+_STATE_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": BFLOAT16}
 
 # Keys of a group that are not hyperparameters: the parameters, their names, and the
 # base class's bookkeeping (leading underscore: internal, never in a state_dict).
@@ -77,8 +83,8 @@ def _check_param(a, name: str) -> Array:
         raise TypeError(f"parameter {name} must be a numpy.ndarray, got {type(a).__name__}")
     if isinstance(a, np.ma.MaskedArray):
         raise TypeError(f"parameter {name} is a numpy.ma.MaskedArray, whose mask the kernels cannot honour")
-    if a.dtype not in (np.float32, np.float64) or not a.dtype.isnative:
-        raise TypeError(f"parameter {name} must have dtype float32 or float64, got {a.dtype}")
+    if a.dtype not in _PARAM_DTYPES or not a.dtype.isnative:
+        raise TypeError(f"parameter {name} must have dtype float32, float64, bfloat16 or float16, got {a.dtype}")
     if not a.flags.c_contiguous:
         raise ValueError(f"parameter {name} must be C-contiguous (it is updated in place)")
     if not a.flags.aligned:
@@ -133,6 +139,20 @@ class Optimizer:
         counts the skips.
       grad_norm_ratio: scale the learning rate by ``max(|g_t|^2, eps) / max(|g_{t-1}|^2, eps)``
         (a gradient-norm-ratio rule; global norm over all gradients).
+      state_dtype: ``"float32"`` or ``"bfloat16"`` for the state arrays of float32,
+        bfloat16 and float16 parameters; None (default) is float32 (float64 for float64
+        parameters, whose state is always float64). bfloat16 state halves the state's
+        bytes; the update still runs in float32 (see :mod:`deepoptim.reference._lowp`).
+      master_weights: for bfloat16/float16 parameters, keep a float32 copy in the state
+        (``master_param``), update it, and write the parameter as its rounding in the same
+        pass (the ZeRO-Offload pattern): updates far below the parameter's resolution are
+        kept.
+      stochastic_rounding: for bfloat16 parameters without master weights, round each
+        updated parameter up with probability equal to its distance from the bfloat16
+        below (Gupta et al. 2015), so that small updates survive on average. The random
+        bits are keyed by (``seed``, group, step, element): reproducible from a checkpoint
+        and the same for any thread count.
+      seed: the stochastic-rounding seed, an int in [0, 2**64).
 
     Every step is all or nothing: gradients, hyperparameters and learning rates of every
     group are checked before any array is written, so a step that raises has changed
@@ -168,8 +188,14 @@ class Optimizer:
         skip_nonfinite: bool = False,
         grad_norm_ratio: bool = False,
         grad_norm_ratio_eps: float = 1e-12,
+        state_dtype: Optional[str] = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
-        self.defaults = dict(defaults, decoupled_weight_decay=decoupled_weight_decay, l1=l1, l1_mode=l1_mode)
+        self.defaults = dict(defaults, decoupled_weight_decay=decoupled_weight_decay, l1=l1, l1_mode=l1_mode,
+                             state_dtype=state_dtype, master_weights=master_weights,
+                             stochastic_rounding=stochastic_rounding, seed=seed)
         self.skip_nonfinite = bool(skip_nonfinite)
         self.grad_norm_ratio = bool(grad_norm_ratio)
         if not (_is_real(grad_norm_ratio_eps) and grad_norm_ratio_eps > 0 and math.isfinite(grad_norm_ratio_eps)):
@@ -228,7 +254,7 @@ class Optimizer:
         g: Dict[str, Any] = {"params": arrays, "names": names, "keyed": keyed, **hyper, "step": 0}
         self._prepare_group(g)
         self._check_group(g, f"parameter group {gi}")
-        g["_state"] = {name: [self._init_state(g, name, a) for a in arrays] for name in self._state_names(g)}
+        g["_state"] = {name: [self._new_state(g, name, a) for a in arrays] for name in self._all_state_names(g)}
         g["_steps"] = [0] * len(arrays)  # per-parameter step counts (a parameter without a gradient keeps its own)
         g["_scratch"] = None
         self.param_groups.append(g)
@@ -266,6 +292,44 @@ class Optimizer:
 
     def _init_state(self, group: Mapping[str, Any], name: str, param: Array) -> Array:
         return np.zeros_like(param)
+
+    # ------------------------------------------------------------ low precision
+    @staticmethod
+    def _state_dtype(group: Mapping[str, Any], param_dtype: np.dtype) -> np.dtype:
+        """The dtype of the group's state arrays (module docstring: ``state_dtype``)."""
+        if param_dtype == np.float64:
+            return np.dtype(np.float64)
+        return _STATE_DTYPES[group["state_dtype"] or "float32"]
+
+    @staticmethod
+    def _uses_master(group: Mapping[str, Any]) -> bool:
+        return bool(group["master_weights"]) and group["params"][0].dtype in _16BIT
+
+    def _all_state_names(self, group: Mapping[str, Any]) -> List[str]:
+        """The optimizer's state names, and ``master_param`` where master weights are kept."""
+        return self._state_names(group) + (["master_param"] if self._uses_master(group) else [])
+
+    def _new_state(self, group: Mapping[str, Any], name: str, param: Array) -> Array:
+        """The initial value of a state array, in the state's dtype (a per-tensor scalar
+        state stays a 0-d float32 array; a master copy is the float32 parameter)."""
+        if name == "master_param":
+            return param.astype(np.float32)
+        a = self._init_state(group, name, param)
+        if name in self._scalar_state:
+            return a
+        # Widened from a 16-bit parameter exactly, or rounded to nearest even to bfloat16.
+        return a.astype(self._state_dtype(group, param.dtype), copy=False)
+
+    def _lowp_args(self, g: Mapping[str, Any], gi: int, idx: List[int], states: Mapping[str, List[Array]]) -> Dict[str, Any]:
+        """The kernel's master_params / stochastic_rounding arguments for one call."""
+        if self._uses_master(g):
+            return {"master_params": states["master_param"]}
+        if g["stochastic_rounding"] and g["params"][0].dtype == BFLOAT16:
+            # One Philox key per (seed, group, first parameter of the call), counter by the
+            # group's step: element j of the call draws anew at every step.
+            key = (int(g["seed"]) + 0x9E3779B97F4A7C15 * (gi + 1) + 0xBF58476D1CE4E5B9 * idx[0]) % 2**64
+            return {"stochastic_rounding": (key, g["step"] + 1)}
+        return {}
 
     def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
                 states: Dict[str, List[Array]], lr: float, step: int) -> Any:
@@ -326,18 +390,57 @@ class Optimizer:
         lr = self._group_lr(g, g["step"] + 1)
         if not (math.isfinite(lr) and lr >= 0):
             raise ValueError(f"{where}: learning rate must be finite and >= 0, got {lr!r}")
-        empty = np.empty(0, g["params"][0].dtype)
-        names = self._state_names(g)
+        pdt = g["params"][0].dtype
+        empty = np.empty(0, pdt)
+        self._check_lowp(g, where)
+        names = self._all_state_names(g)
         if "_state" in g and set(g["_state"]) != set(names):
             raise ValueError(f"{where}: the hyperparameters need state {sorted(names)} but the group keeps "
-                             f"{sorted(g['_state'])}; options that change the state (momentum, amsgrad, centered) "
-                             "cannot change after construction")
+                             f"{sorted(g['_state'])}; options that change the state (momentum, amsgrad, centered, "
+                             "master_weights) cannot change after construction")
+        sdt = self._state_dtype(g, pdt)
+        if "_state" in g:
+            kept = {a.dtype for n, arrs in g["_state"].items() if n not in self._scalar_state and n != "master_param"
+                    for a in (arrs or []) if a is not None}
+            if kept and kept != {sdt}:
+                raise ValueError(f"{where}: state_dtype asks for {sdt} state but the group keeps {sorted(map(str, kept))}; "
+                                 "state_dtype cannot change after construction")
         try:
             # A zero-size stand-in for parameter 0, so the dtype-dependent checks run too.
-            dry = {n: [self._init_state(g, n, empty) if n in self._scalar_state else np.empty_like(empty)] for n in names}
-            self._kernel(self._kernel_hyper(g), [0], [empty], [empty], dry, lr, 1)
+            dry = {n: [self._init_state(g, n, empty) if n in self._scalar_state
+                       else np.empty(0, np.float32 if n == "master_param" else sdt)] for n in names}
+            hp = self._kernel_hyper(g)
+            hp["_lowp"] = self._lowp_args(g, 0, [0], dry)
+            self._kernel(hp, [0], [empty], [empty], dry, lr, 1)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}: {e}") from None
+
+    def _check_lowp(self, g: Mapping[str, Any], where: str) -> None:
+        sd, pdt = g["state_dtype"], g["params"][0].dtype
+        if sd is not None and sd not in _STATE_DTYPES:
+            raise ValueError(f"{where}: state_dtype must be None, 'float32' or 'bfloat16', got {sd!r}")
+        if sd == "bfloat16" and pdt == np.float64:
+            raise ValueError(f"{where}: state_dtype='bfloat16' does not fit float64 parameters (their state is float64)")
+        for k in ("master_weights", "stochastic_rounding"):
+            if not isinstance(g[k], (bool, np.bool_)):
+                raise TypeError(f"{where}: {k} must be a bool, got {g[k]!r}")
+        if g["master_weights"] and pdt not in _16BIT:
+            raise ValueError(f"{where}: master_weights=True keeps float32 copies of bfloat16 or float16 parameters; "
+                             f"these are {pdt}")
+        if g["stochastic_rounding"] and (pdt != BFLOAT16 or g["master_weights"]):
+            raise ValueError(f"{where}: stochastic_rounding=True rounds bfloat16 parameters without master weights; "
+                             f"these are {pdt}" + (" with master_weights=True" if g["master_weights"] else ""))
+        if not (_is_int(g["seed"]) and 0 <= g["seed"] < 2**64):
+            raise ValueError(f"{where}: seed must be an int in [0, 2**64), got {g['seed']!r}")
+        if pdt in _16BIT:
+            wd = g.get("weight_decay", 0.0)
+            if g["decoupled_weight_decay"] and wd and not self._kernel_decouples:
+                raise ValueError(f"{where}: decoupled_weight_decay with {pdt} parameters needs an optimizer whose "
+                                 "kernel decouples it (AdamW, NAdam, RAdam, Lion, ...)")
+            if g["l1"]:
+                raise ValueError(f"{where}: l1 regularization takes float32 or float64 parameters, not {pdt}")
+            if self.grad_norm_ratio:
+                raise ValueError(f"{where}: grad_norm_ratio takes float32 or float64 gradients, not {pdt}")
 
     # ------------------------------------------------------------ learning rate
     @property
@@ -461,7 +564,8 @@ class Optimizer:
         self.state["prev_grad_sq_norm"] = new_prev
         return True
 
-    def _step_group(self, g: Dict[str, Any], grads: List[Optional[Array]], lr: float) -> None:
+    def _step_group(self, g: Dict[str, Any], grads: List[Optional[Array]], lr: float,
+                    gi: Optional[int] = None) -> None:
         # Parameters that have a gradient, split by their own step count (one kernel call
         # per distinct count: normally one, more only after steps without some gradients).
         by_step: Dict[int, List[int]] = {}
@@ -469,6 +573,8 @@ class Optimizer:
             if a is not None:
                 by_step.setdefault(g["_steps"][i] + 1, []).append(i)
         hp = self._kernel_hyper(g)
+        if gi is None:
+            gi = next(i for i, x in enumerate(self.param_groups) if x is g)
         wd = g["weight_decay"] if "weight_decay" in g else 0.0
         for t, idx in by_step.items():
             params = [g["params"][i] for i in idx]
@@ -478,6 +584,7 @@ class Optimizer:
             if g["l1"] and g["l1_mode"] == "subgradient":
                 gs = self._penalized(g, idx, gs)
             states = {name: [arrs[i] for i in idx] for name, arrs in g["_state"].items()}
+            hp["_lowp"] = self._lowp_args(g, gi, idx, states)
             self._after_kernel(g, idx, self._kernel(hp, idx, params, gs, states, lr, t))
             if g["l1"] and g["l1_mode"] == "proximal":
                 F.soft_threshold(params, threshold=lr * g["l1"])
@@ -504,7 +611,7 @@ class Optimizer:
             g["_steps"] = [0] * len(g["params"])
             for name, arrs in g["_state"].items():
                 for p, a in zip(g["params"], arrs):
-                    a[...] = self._init_state(g, name, p)
+                    a[...] = self._new_state(g, name, p)
         self.state = {"skipped_steps": 0, "prev_grad_sq_norm": None}
 
     zero_state = reset_state
@@ -598,7 +705,7 @@ class Optimizer:
                 if isinstance(default, tuple):
                     trial[k] = tuple(trial[k])
             self._check_group(trial, where)
-            names = self._state_names(trial)
+            names = self._all_state_names(trial)
             present = set(st) - {"step"}
             if present != set(names):
                 raise ValueError(f"{where}: state {sorted(present)} in state_dict, the hyperparameters need {sorted(names)}")
@@ -619,9 +726,11 @@ class Optimizer:
                         if a.shape != () or a.dtype != np.float32:
                             raise ValueError(f"{where}: state {name} of {n} must be a 0-d float32 array, got "
                                              f"shape/dtype {a.shape}/{a.dtype}")
-                    elif a.shape != p.shape or a.dtype != p.dtype:
+                    elif a.shape != p.shape or a.dtype != (np.float32 if name == "master_param"
+                                                           else self._state_dtype(trial, p.dtype)):
+                        want = np.float32 if name == "master_param" else self._state_dtype(trial, p.dtype)
                         raise ValueError(f"{where}: state {name} of {n} has shape/dtype {a.shape}/{a.dtype}, "
-                                         f"parameter has {p.shape}/{p.dtype}")
+                                         f"expected {p.shape}/{np.dtype(want)}")
                     if name in self._nonnegative_state and a.size and np.min(a) < 0:
                         raise ValueError(f"{where}: state {name} of {n} has negative values, which no training produces")
                 arrays[name] = lst
@@ -668,7 +777,7 @@ class SGD(Optimizer):
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         F.sgd(params, grads, states.get("momentum_buffer"), lr=lr, momentum=hp["momentum"],
               dampening=hp["dampening"], weight_decay=hp["weight_decay"], nesterov=hp["nesterov"],
-              maximize=hp["maximize"], first_step=step == 1, momentum_form=hp["momentum_form"])
+              maximize=hp["maximize"], first_step=step == 1, momentum_form=hp["momentum_form"], **hp.get("_lowp", {}))
 
 
 # ------------------------------------------------------------------------ Adagrad
@@ -695,7 +804,7 @@ class Adagrad(Optimizer):
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         F.adagrad(params, grads, states["sum"], step=step, lr=lr, lr_decay=hp["lr_decay"],
                   weight_decay=hp["weight_decay"], initial_accumulator_value=hp["initial_accumulator_value"],
-                  eps=hp["eps"], maximize=hp["maximize"])
+                  eps=hp["eps"], maximize=hp["maximize"], **hp.get("_lowp", {}))
 
 
 # ------------------------------------------------------------------------ RMSprop
@@ -718,7 +827,7 @@ class RMSprop(Optimizer):
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         F.rmsprop(params, grads, states["square_avg"], states.get("grad_avg"), states.get("momentum_buffer"), lr=lr,
                   alpha=hp["alpha"], eps=hp["eps"], weight_decay=hp["weight_decay"], momentum=hp["momentum"],
-                  centered=hp["centered"], maximize=hp["maximize"])
+                  centered=hp["centered"], maximize=hp["maximize"], **hp.get("_lowp", {}))
 
 
 # --------------------------------------------------------------------------- Adam
@@ -747,7 +856,7 @@ class Adam(Optimizer):
         F.adam(params, grads, states["exp_avg"], states["exp_avg_sq"], states.get("max_exp_avg_sq"), step=step, lr=lr,
                betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"], amsgrad=hp["amsgrad"],
                maximize=hp["maximize"], decoupled_weight_decay=hp["decoupled_weight_decay"],
-               bias_correction=hp["bias_correction"], eps_inside_sqrt=hp["eps_inside_sqrt"])
+               bias_correction=hp["bias_correction"], eps_inside_sqrt=hp["eps_inside_sqrt"], **hp.get("_lowp", {}))
 
 
 class AdamW(Adam):
@@ -780,7 +889,7 @@ class Adamax(Optimizer):
 
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         F.adamax(params, grads, states["exp_avg"], states["exp_inf"], step=step, lr=lr, betas=tuple(hp["betas"]),
-                 eps=hp["eps"], weight_decay=hp["weight_decay"], maximize=hp["maximize"])
+                 eps=hp["eps"], weight_decay=hp["weight_decay"], maximize=hp["maximize"], **hp.get("_lowp", {}))
 
 
 # -------------------------------------------------------------------------- RAdam
@@ -805,7 +914,7 @@ class RAdam(Optimizer):
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         F.radam(params, grads, states["exp_avg"], states["exp_avg_sq"], step=step, lr=lr, betas=tuple(hp["betas"]),
                 eps=hp["eps"], weight_decay=hp["weight_decay"], decoupled_weight_decay=hp["decoupled_weight_decay"],
-                maximize=hp["maximize"])
+                maximize=hp["maximize"], **hp.get("_lowp", {}))
 
 
 # ----------------------------------------------------------------------- Adadelta
@@ -825,7 +934,7 @@ class Adadelta(Optimizer):
 
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         F.adadelta(params, grads, states["square_avg"], states["acc_delta"], lr=lr, rho=hp["rho"], eps=hp["eps"],
-                   weight_decay=hp["weight_decay"], maximize=hp["maximize"])
+                   weight_decay=hp["weight_decay"], maximize=hp["maximize"], **hp.get("_lowp", {}))
 
 
 # -------------------------------------------------------------------------- Rprop
@@ -851,7 +960,7 @@ class Rprop(Optimizer):
 
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         F.rprop(params, grads, states["prev"], states["step_size"], etas=tuple(hp["etas"]),
-                step_sizes=tuple(hp["step_sizes"]), maximize=hp["maximize"])
+                step_sizes=tuple(hp["step_sizes"]), maximize=hp["maximize"], **hp.get("_lowp", {}))
 
 
 # -------------------------------------------------------------------------- NAdam
@@ -886,7 +995,7 @@ class NAdam(Optimizer):
         F.nadam(params, grads, states["exp_avg"], states["exp_avg_sq"], states["mu_product"], step=step, lr=lr,
                 betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"],
                 momentum_decay=hp["momentum_decay"], decoupled_weight_decay=hp["decoupled_weight_decay"],
-                maximize=hp["maximize"])
+                maximize=hp["maximize"], **hp.get("_lowp", {}))
 
 
 # --------------------------------------------------------------------------- ASGD
@@ -919,7 +1028,7 @@ class ASGD(Optimizer):
 
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         F.asgd(params, grads, states["ax"], states["mu"], states["eta"], step=step, lr=lr, lambd=hp["lambd"],
-               alpha=hp["alpha"], t0=hp["t0"], weight_decay=hp["weight_decay"], maximize=hp["maximize"])
+               alpha=hp["alpha"], t0=hp["t0"], weight_decay=hp["weight_decay"], maximize=hp["maximize"], **hp.get("_lowp", {}))
 
 
 # --------------------------------------------------------------------------- Lion
@@ -942,7 +1051,7 @@ class Lion(Optimizer):
 
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         F.lion(params, grads, states["exp_avg"], lr=lr, betas=tuple(hp["betas"]), weight_decay=hp["weight_decay"],
-               maximize=hp["maximize"])
+               maximize=hp["maximize"], **hp.get("_lowp", {}))
 
 
 # ------------------------------------------------------------- Schedule-Free AdamW
@@ -1032,6 +1141,15 @@ class ScheduleFreeAdamW(Optimizer):
     def _advance(self, g, lr):
         return self._schedule(g, lr)[2]
 
+    def _check_lowp(self, g, where):
+        super()._check_lowp(g, where)
+        # train()/eval() move the parameters between y and x with NumPy arithmetic, which
+        # on 16-bit arrays would round differently from the kernel's float32 math.
+        if g["params"][0].dtype in _16BIT or g["state_dtype"] == "bfloat16":
+            raise ValueError(f"{where}: ScheduleFreeAdamW takes float32/float64 parameters and state for now "
+                             "(its train()/eval() switch is not low-precision aware); "
+                             "deepoptim.functional.schedule_free_adamw itself takes bfloat16")
+
     def _refuse_step(self, groups):
         for gi, g in enumerate(groups):
             if not g.get("train_mode", True):
@@ -1044,7 +1162,7 @@ class ScheduleFreeAdamW(Optimizer):
             for p, z in zip(params, states["z"]):
                 np.copyto(z, p)
         F.schedule_free_adamw(params, grads, states["z"], states["exp_avg_sq"], step=hp["k"] + 1, lr=lr_t,
-                              ckp1=ckp1, betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"])
+                              ckp1=ckp1, betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"], **hp.get("_lowp", {}))
 
     @staticmethod
     def _switch_weight(g: Mapping[str, Any], to_train: bool) -> float:

@@ -45,6 +45,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
         'pip install "torch==2.13.0" (or pip install "deepoptim[torch]")'
     ) from e
 
+import ml_dtypes
 import numpy as np
 
 from deepoptim import _core, clip
@@ -53,7 +54,12 @@ from deepoptim import optim as _np
 
 _TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 _FLOATS = (torch.float32, torch.float64)
-_NP_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
+_PARAM_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_NP_DTYPE = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+             torch.bfloat16: np.dtype(ml_dtypes.bfloat16), torch.float16: np.dtype(np.float16)}
+_TORCH_DTYPE = {v: k for k, v in _NP_DTYPE.items()}
+_RAW_NAME = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16",
+             torch.float16: "float16"}
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -69,6 +75,8 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 def _view(t: torch.Tensor) -> np.ndarray:
     """A NumPy view of a CPU tensor's own memory (no copy)."""
     t = _local(t)
+    if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: the same bits, as ml_dtypes'
+        return t.detach().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     try:
         return t.numpy()
     except RuntimeError:  # requires_grad (a Parameter) or a conjugate/neg view
@@ -102,14 +110,21 @@ class _Adapter(torch.optim.Optimizer):
         guard = {k: given.pop(k) for k in ("skip_nonfinite", "grad_norm_ratio", "grad_norm_ratio_eps") if k in given}
         # The deepoptim.optim class, built on a stand-in parameter, checks every argument
         # (the kernel's own dry run) and supplies the per-group machinery.
-        self._spec = self._np_cls([np.zeros(1, np.float32)], **given, **guard)
+        # (master weights and stochastic rounding need 16-bit parameters: a bfloat16
+        # stand-in then; each group is checked again with its own dtype when added.)
+        lowp = given.get("master_weights") or given.get("stochastic_rounding")
+        stand_in = np.zeros(1, ml_dtypes.bfloat16 if lowp else np.float32)
+        self._spec = self._np_cls([stand_in], **given, **guard)
         self._guard = self._spec.skip_nonfinite, self._spec.grad_norm_ratio, self._spec.grad_norm_ratio_eps
         self._hyper_keys = list(self._spec.defaults)
         # state["step"]: kept where the update uses it, and wherever torch keeps it (every
         # torch optimizer but SGD), so that state_dicts have torch's layout.
         from deepoptim import reference
         uses_step = "step" in inspect.signature(getattr(reference, self._np_cls.kernel)).parameters
-        self._has_step = uses_step or self._np_cls.torch_name not in (None, "SGD")
+        # Stochastic rounding draws by step: an optimizer that keeps no step otherwise (SGD,
+        # Lion, LARS) keeps one then, so that a resumed run draws as the original would.
+        self._has_step = (uses_step or self._np_cls.torch_name not in (None, "SGD")
+                          or bool(given.get("stochastic_rounding")))
         self._views: Dict[int, Any] = {}
         self._fast: Dict[int, Any] = {}
         self._prev_grad_sq_norm: Optional[float] = None
@@ -144,6 +159,9 @@ class _Adapter(torch.optim.Optimizer):
         for n, p in zip(names, tensors):
             self._check_param(p, n)
         trial = {k: param_group.get(k, self.defaults[k]) for k in self._hyper_keys}
+        if trial["stochastic_rounding"] and not self._has_step:
+            raise ValueError(f"parameter group {gi}: stochastic_rounding=True in a group needs it at construction "
+                             f"too ({self._np_cls.__name__} then keeps a step count to draw by)")
         dtype = _NP_DTYPE[_local(tensors[0]).dtype] if tensors else np.float32
         self._spec._check_group(self._np_group_stub(trial, dtype), f"parameter group {gi}")
         super().add_param_group(param_group)
@@ -158,10 +176,20 @@ class _Adapter(torch.optim.Optimizer):
         if t.device.type != "cpu":
             raise ValueError(f"parameter {name} is on {t.device}; deepoptim.torch steps CPU tensors "
                              "(keep the optimizer state on the CPU, e.g. with FSDP2's CPUOffloadPolicy)")
-        if t.dtype not in _FLOATS:
-            raise TypeError(f"parameter {name} has dtype {t.dtype}; deepoptim.torch takes float32 or float64")
+        if t.dtype not in _PARAM_DTYPES:
+            raise TypeError(f"parameter {name} has dtype {t.dtype}; deepoptim.torch takes float32, float64, "
+                            "bfloat16 or float16")
         if t.is_sparse or not t.is_contiguous():
             raise ValueError(f"parameter {name} must be a dense contiguous tensor (it is updated in place)")
+
+    def _state_dtype(self, hyper: Dict[str, Any], param_dtype: torch.dtype, name: str) -> torch.dtype:
+        """The dtype of state ``name`` of a parameter: float32 for a master copy, else the
+        group's state dtype (deepoptim.optim's ``state_dtype``: float32 by default for
+        float32/bfloat16/float16 parameters, where torch.optim would keep the parameter's
+        dtype; float64 for float64 parameters)."""
+        if name == "master_param":
+            return torch.float32
+        return _TORCH_DTYPE[self._spec._state_dtype(hyper, _NP_DTYPE[param_dtype])]
 
     def _np_group_stub(self, hyper: Dict[str, Any], dtype) -> Dict[str, Any]:
         g = dict(hyper, params=[np.zeros(1, dtype)], names=["0"], keyed=False, step=0)
@@ -181,17 +209,20 @@ class _Adapter(torch.optim.Optimizer):
         names = group.get("param_names") or [f"{gi}.{i}" for i in range(len(params))]
         for n, p in zip(names, params):
             self._check_param(p, n)
-            # State follows its parameter (model.double(), .to(...)): same dtype, same layout.
+            # State follows its parameter (model.double(), .to(...)): the state dtype that
+            # goes with the parameter's, same layout.
             st = self.state.get(p)
             if st:
+                hyper = self._hyper(group)
                 for k, t in st.items():
                     if k == "step" or k in self._spec._scalar_state:  # 0-d state keeps its own dtype
                         continue
-                    if isinstance(t, torch.Tensor) and (t.dtype != p.dtype or t.shape != p.shape):
+                    want = self._state_dtype(hyper, _local(p).dtype, k)
+                    if isinstance(t, torch.Tensor) and (t.dtype != want or t.shape != p.shape):
                         if t.shape != p.shape:
                             raise ValueError(f"parameter {n} changed shape from {tuple(t.shape)} to "
                                              f"{tuple(p.shape)}; its optimizer state no longer fits")
-                        st[k] = t.to(dtype=p.dtype).contiguous()
+                        st[k] = t.to(dtype=want).contiguous()
         v = {"key": key, "params_ref": params, "names": list(names), "tensors": list(params),
              "np_params": [_view(p) for p in params]}
         self._views[gi] = v
@@ -224,11 +255,14 @@ class _Adapter(torch.optim.Optimizer):
         st: Dict[str, Any] = {"step": torch.tensor(0.0, dtype=torch.float32)} if self._has_step else {}
         np_p = _view(p)
         for n in state_names:
+            if n == "master_param":  # the float32 copy of a 16-bit parameter
+                st[n] = _local(p).detach().to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+                continue
             init = self._spec._init_state(hyper, n, np_p)
             if n in self._spec._scalar_state:  # a 0-d tensor of torch's scalar dtype, as torch keeps it
                 st[n] = torch.tensor(float(init), dtype=_scalar_dtype())
                 continue
-            t = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            t = torch.zeros(_local(p).shape, dtype=self._state_dtype(hyper, _local(p).dtype, n))
             if np.any(init):
                 _view(t)[...] = init
             st[n] = t
@@ -268,7 +302,7 @@ class _Adapter(torch.optim.Optimizer):
                 grads.append(_view(gl))
             dtype = v["np_params"][0].dtype if v["np_params"] else np.dtype(np.float32)
             g_np = self._np_group_stub(hyper, dtype)
-            state_names = self._spec._state_names(g_np)
+            state_names = self._spec._all_state_names(g_np)
             for p, g in zip(tensors, grads):
                 if g is not None and not self.state.get(p) and (state_names or self._has_step):
                     pending[id(p)] = self._new_state(hyper, p, state_names)
@@ -311,7 +345,7 @@ class _Adapter(torch.optim.Optimizer):
         # Nothing below can fail: every check the kernels make was made above.
         self.state.update({p: pending[id(p)] for _, _, _, ts in plans for p in ts if id(p) in pending})
         for (gi, sub, grads, tensors), lr in zip(plans, lrs):
-            self._spec._step_group(sub, grads, lr)
+            self._spec._step_group(sub, grads, lr, gi)
             stepped = [p for p, g in zip(tensors, grads) if g is not None]
             if self._has_step:
                 for p, t, g in zip(tensors, sub["_steps"], grads):
@@ -349,20 +383,21 @@ class _Adapter(torch.optim.Optimizer):
         stub.update(names=list(group.get("param_names") or [f"{gi}.{i}" for i in range(len(params))]),
                     params=[_view(p) for p in params])
         self._spec._prepare_group(stub)
-        names = self._spec._state_names(stub)
+        names = self._spec._all_state_names(stub)
         states = [self.state.get(p) for p in params]
         if (names or self._has_step) and not all(states):
             return
         steps = {int(st["step"]) for st in states if st and "step" in st} if self._has_step else {1}
         arrays = [n for n in names if n not in self._spec._scalar_state]
-        if len(steps) != 1 or any(st and any(st[n].dtype != params[0].dtype for n in arrays) for st in states):
+        want = {n: self._state_dtype(hyper, params[0].dtype, n) for n in arrays}
+        if len(steps) != 1 or any(st and any(st[n].dtype != want[n] for n in arrays) for st in states):
             return
         (step,) = steps
         sizes = [p.numel() for p in params]
-        dname = "float32" if dtype == np.float32 else "float64"
+        dname = _RAW_NAME[params[0].dtype]
 
         def raw(ts):
-            return _core.RawTensors(dname, [t.data_ptr() for t in ts], sizes, ts)
+            return _core.RawTensors(_RAW_NAME[ts[0].dtype] if ts else dname, [t.data_ptr() for t in ts], sizes, ts)
 
         buf = None
         if self._has_step:
@@ -376,7 +411,7 @@ class _Adapter(torch.optim.Optimizer):
             "states": {n: ([_view(st[n]) for st in states] if n in self._spec._scalar_state
                            else raw([st[n] for st in states])) for n in names},
             "state_ids": [id(st[n]) for st in states for n in names], "adapt": stub.get("adapt"),
-            "step": step, "buf": buf, "stub": stub,
+            "step": step, "buf": buf, "stub": stub, "gi": gi,
         }
 
     def _fast_step(self) -> bool:
@@ -411,7 +446,9 @@ class _Adapter(torch.optim.Optimizer):
             if g["decoupled_weight_decay"] and g["weight_decay"] and not self._spec._kernel_decouples:
                 F.decay(fc["params"], lr=lr, weight_decay=g["weight_decay"])
             n = len(fc["sizes"])
-            self._spec._kernel(self._spec._kernel_hyper(g), list(range(n)), fc["params"], grads, fc["states"], lr, t)
+            hp = self._spec._kernel_hyper(g)
+            hp["_lowp"] = self._spec._lowp_args(g, fc["gi"], list(range(n)), fc["states"])
+            self._spec._kernel(hp, list(range(n)), fc["params"], grads, fc["states"], lr, t)
             fc["step"] = t
             if fc["buf"] is not None:
                 fc["buf"].add_(1.0)
@@ -443,9 +480,11 @@ class _Adapter(torch.optim.Optimizer):
             trial = {k: saved.get(k, self.defaults[k]) for k in self._hyper_keys}
             if isinstance(trial.get("lr"), torch.Tensor):
                 trial["lr"] = float(trial["lr"])
-            stub = self._np_group_stub(trial, np.float32)
+            ptypes = {_local(p).dtype for p in group["params"]}
+            pdt = ptypes.pop() if len(ptypes) == 1 else torch.float32
+            stub = self._np_group_stub(trial, _NP_DTYPE.get(pdt, np.dtype(np.float32)))
             self._spec._check_group(stub, where)
-            names = self._spec._state_names(stub)
+            names = self._spec._all_state_names(stub)
             if len(saved.get("params", [])) != len(group["params"]):
                 raise ValueError(f"{where} has {len(saved.get('params', []))} parameters, the optimizer's has "
                                  f"{len(group['params'])}")
@@ -472,6 +511,25 @@ class _Adapter(torch.optim.Optimizer):
                         raise ValueError(f"{where}: state {n} of parameter {pid} has negative values, "
                                          "which no training produces")
         super().load_state_dict(state_dict)
+        # torch.optim's load_state_dict casts every floating state tensor to its
+        # parameter's dtype (in the base class; no hook is called for it), which would turn
+        # float32 state and master weights of bfloat16 parameters into bfloat16, and a
+        # 0-d float32 mu_product into the parameter's dtype. Each is set again from the
+        # saved tensor itself (not from the cast), in the dtype this optimizer keeps.
+        for saved, group in zip(groups, self.param_groups):
+            hyper = self._hyper(group)
+            for pid, p in zip(saved["params"], group["params"]):
+                st, mine = saved_state.get(pid), self.state.get(p)
+                if not st or not mine:
+                    continue
+                for n, t in st.items():
+                    if n == "step" or not isinstance(t, torch.Tensor):
+                        continue
+                    if n in self._spec._scalar_state:
+                        want = t.dtype if t.dtype in _FLOATS else _scalar_dtype()
+                    else:
+                        want = self._state_dtype(hyper, _local(p).dtype, n)
+                    mine[n] = t.detach().to(dtype=want, memory_format=torch.contiguous_format, copy=True)
         for group in self.param_groups:
             for k in self._hyper_keys:
                 group.setdefault(k, self.defaults[k])
@@ -519,7 +577,8 @@ def _make(np_cls: type) -> type:
               if k not in ("self", "params") and p.kind is not p.VAR_KEYWORD]
     common = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in (
         ("decoupled_weight_decay", False), ("l1", 0.0), ("l1_mode", "subgradient"), ("skip_nonfinite", False),
-        ("grad_norm_ratio", False), ("grad_norm_ratio_eps", 1e-12))]
+        ("grad_norm_ratio", False), ("grad_norm_ratio_eps", 1e-12), ("state_dtype", None),
+        ("master_weights", False), ("stochastic_rounding", False), ("seed", 0))]
     if np_cls.torch_name:
         theirs = inspect.signature(getattr(torch.optim, np_cls.torch_name).__init__)
         base = list(theirs.parameters.values())

@@ -6,12 +6,17 @@
 // (tensor, block) pairs; the single-tensor form is a list of one. Each element is read
 // and written once per step. Hyperparameters arrive as double; the per-call coefficients
 // (bias corrections, step sizes) are computed once, in double, then rounded to T.
+// Every elementwise kernel also runs on low-precision storage (bfloat16/float16
+// parameters, bfloat16 state, master weights, stochastic rounding) when given a
+// lowp::Mixed description (mixed.hpp): the float32 block functions on float32 chunks.
 // Kernels never validate: the bindings have checked every argument before they are
 // called. The NumPy twins in python/deepoptim/reference/optim.py compute the same
 // operations in the same order and define what each kernel must return.
 #pragma once
 
 #include <cstdint>
+
+#include "deepoptim/mixed.hpp"
 
 namespace deepoptim::optim {
 
@@ -42,7 +47,8 @@ struct SgdTensor {
 };
 
 template <class T>
-void sgd(const SgdTensor<T>* tensors, std::int64_t ntensors, const SgdHyper& h);
+void sgd(const SgdTensor<T>* tensors, std::int64_t ntensors, const SgdHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // ------------------------------------------------------------------------ Adagrad
 // clr = lr / (1 + (step-1)*lr_decay);  sum += g*g;  p -= clr * g / (sqrt(sum) + eps)
@@ -66,7 +72,8 @@ struct AdagradTensor {
 };
 
 template <class T>
-void adagrad(const AdagradTensor<T>* tensors, std::int64_t ntensors, const AdagradHyper& h);
+void adagrad(const AdagradTensor<T>* tensors, std::int64_t ntensors, const AdagradHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // ------------------------------------------------------------------------ RMSprop
 // sq = alpha*sq + (1-alpha)*g*g;  centered: ga = alpha*ga + (1-alpha)*g, var = sq - ga*ga
@@ -92,7 +99,8 @@ struct RmspropTensor {
 };
 
 template <class T>
-void rmsprop(const RmspropTensor<T>* tensors, std::int64_t ntensors, const RmspropHyper& h);
+void rmsprop(const RmspropTensor<T>* tensors, std::int64_t ntensors, const RmspropHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // --------------------------------------------------------------------------- Adam
 // coupled decay (Adam):      g += wd*p          decoupled (AdamW):  p *= 1 - lr*wd
@@ -124,7 +132,8 @@ struct AdamTensor {
 };
 
 template <class T>
-void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& h);
+void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // ------------------------------------------------------------------------- Adamax
 // Kingma & Ba, "Adam: A Method for Stochastic Optimization" (ICLR 2015), section 7.1,
@@ -150,7 +159,8 @@ struct AdamaxTensor {
 };
 
 template <class T>
-void adamax(const AdamaxTensor<T>* tensors, std::int64_t ntensors, const AdamaxHyper& h);
+void adamax(const AdamaxTensor<T>* tensors, std::int64_t ntensors, const AdamaxHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // -------------------------------------------------------------------------- RAdam
 // Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond" (ICLR 2020), as
@@ -178,7 +188,8 @@ struct RadamTensor {
 };
 
 template <class T>
-void radam(const RadamTensor<T>* tensors, std::int64_t ntensors, const RadamHyper& h);
+void radam(const RadamTensor<T>* tensors, std::int64_t ntensors, const RadamHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // --------------------------------------------------------------------------- Lion
 // Chen et al., "Symbolic Discovery of Optimization Algorithms" (NeurIPS 2023):
@@ -201,7 +212,8 @@ struct LionTensor {
 };
 
 template <class T>
-void lion(const LionTensor<T>* tensors, std::int64_t ntensors, const LionHyper& h);
+void lion(const LionTensor<T>* tensors, std::int64_t ntensors, const LionHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // ----------------------------------------------------------- Schedule-Free AdamW
 // Defazio et al., "The Road Less Scheduled" (NeurIPS 2024), as the authors' reference
@@ -232,7 +244,8 @@ struct ScheduleFreeAdamwTensor {
 
 template <class T>
 void schedule_free_adamw(const ScheduleFreeAdamwTensor<T>* tensors, std::int64_t ntensors,
-                         const ScheduleFreeAdamwHyper& h);
+                         const ScheduleFreeAdamwHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // ----------------------------------------------------------------------- Adadelta
 // Zeiler, "ADADELTA: An Adaptive Learning Rate Method" (2012), as torch.optim.Adadelta:
@@ -256,7 +269,8 @@ struct AdadeltaTensor {
 };
 
 template <class T>
-void adadelta(const AdadeltaTensor<T>* tensors, std::int64_t ntensors, const AdadeltaHyper& h);
+void adadelta(const AdadeltaTensor<T>* tensors, std::int64_t ntensors, const AdadeltaHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // -------------------------------------------------------------------------- Rprop
 // Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning: The
@@ -281,7 +295,8 @@ struct RpropTensor {
 };
 
 template <class T>
-void rprop(const RpropTensor<T>* tensors, std::int64_t ntensors, const RpropHyper& h);
+void rprop(const RpropTensor<T>* tensors, std::int64_t ntensors, const RpropHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // --------------------------------------------------- per-tensor scalar state
 // State torch keeps as one 0-d tensor per parameter (NAdam's mu_product, ASGD's eta and
@@ -332,7 +347,8 @@ struct NadamTensor {
 };
 
 template <class T>
-void nadam(const NadamTensor<T>* tensors, std::int64_t ntensors, const NadamHyper& h);
+void nadam(const NadamTensor<T>* tensors, std::int64_t ntensors, const NadamHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // --------------------------------------------------------------------------- ASGD
 // Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging" (1992), as
@@ -361,7 +377,8 @@ struct AsgdTensor {
 };
 
 template <class T>
-void asgd(const AsgdTensor<T>* tensors, std::int64_t ntensors, const AsgdHyper& h);
+void asgd(const AsgdTensor<T>* tensors, std::int64_t ntensors, const AsgdHyper& h,
+          const lowp::Mixed* mixed = nullptr);
 
 // --------------------------------------------------------------------------- LAMB
 // You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes"

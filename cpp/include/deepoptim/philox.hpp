@@ -1,8 +1,9 @@
 // Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011)
 // and the 16-bit draw stream built on it, shared by dropout and stochastic rounding:
-// element j of stream `seed` draws 16 bits, half (j mod 2, low half first) of word
-// ((j mod 8) / 2) of Philox4x32-10(counter = (lo32(j/8), hi32(j/8), 0, 0),
-// key = (lo32(seed), hi32(seed))). The twin is random_draws() in
+// element j of stream (`seed`, `stream`) draws 16 bits, half (j mod 2, low half first) of
+// word ((j mod 8) / 2) of Philox4x32-10(counter = (lo32(j/8), hi32(j/8), lo32(stream),
+// hi32(stream)), key = (lo32(seed), hi32(seed))). Dropout and cast_stochastic use stream 0;
+// an optimizer's stochastic rounding uses the step, so every step draws afresh. The twin is random_draws() in
 // python/deepoptim/reference/dropout.py.
 #pragma once
 
@@ -41,14 +42,16 @@ DEEPOPTIM_INLINE void rounds(std::uint32_t& c0, std::uint32_t& c1, std::uint32_t
 // halves). count >= 1 and j0 + count <= 2^64 (the bindings refuse more); the last group
 // is computed from the last element, so nothing wraps even at the end of the sequence.
 DEEPOPTIM_INLINE void fill_draws(std::uint16_t* __restrict draws, std::uint64_t j0,
-                                 std::uint64_t count, std::uint64_t seed) {
+                                 std::uint64_t count, std::uint64_t seed,
+                                 std::uint64_t stream = 0) {
   const std::uint64_t g0 = j0 >> 3, g1 = ((j0 + (count - 1)) >> 3) + 1;
   const std::uint32_t k0 = std::uint32_t(seed), k1 = std::uint32_t(seed >> 32);
   const std::int64_t ng = std::int64_t(g1 - g0);
 #pragma omp simd
   for (std::int64_t i = 0; i < ng; ++i) {
     const std::uint64_t g = g0 + std::uint64_t(i);
-    std::uint32_t c0 = std::uint32_t(g), c1 = std::uint32_t(g >> 32), c2 = 0, c3 = 0;
+    std::uint32_t c0 = std::uint32_t(g), c1 = std::uint32_t(g >> 32), c2 = std::uint32_t(stream),
+                  c3 = std::uint32_t(stream >> 32);
     rounds(c0, c1, c2, c3, k0, k1);
     draws[8 * i + 0] = std::uint16_t(c0);
     draws[8 * i + 1] = std::uint16_t(c0 >> 16);

@@ -35,6 +35,13 @@ def operands(
     or a list/tuple of arrays (the list form), ``args[0]`` the params. Returns one row of
     arrays per tensor (None where unused) and whether the list form was used.
     """
+    from deepoptim.reference import _lowp
+
+    step = _lowp.current()  # inside an optimizer twin that takes low-precision storage
+    has_master = step is not None and step.master_params is not None
+    if has_master:
+        spec = list(spec) + [("master_params", True, True, None)]
+        args = list(args) + [step.master_params]  # type: ignore[union-attr]
     lead = spec[0][0]
     list_form = _is_list_like(args[0])
     if not list_form and not isinstance(args[0], np.ndarray):
@@ -59,24 +66,29 @@ def operands(
             raise TypeError(f"{name} must be a numpy.ndarray ({lead} is one), got {type(arg).__name__}")
 
     rows: List[List[Optional[np.ndarray]]] = []
+    labels: List[List[str]] = []
     spans = []
     lead_dtype = None
     lead_owner = ""
     for t in range(n):
         row: List[Optional[np.ndarray]] = []
+        labels.append([])
         for k, ((name, written, used, _why), arg) in enumerate(zip(spec, args)):
+            label = f"{name}[{t}]" if list_form else name
+            labels[t].append(label)
             if not used:
                 row.append(None)
                 continue
             a = arg[t] if list_form else arg
-            label = f"{name}[{t}]" if list_form else name
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"{label} must be a numpy.ndarray, got {type(a).__name__}")
             not_masked(a, label)
-            dt = _native_float_dtype(a)
-            if dt is None:
+            if step is not None:
+                # The low-precision dtype rules are checked once every array is parsed, as in C++.
+                _lowp.storage_dtype(a, label)
+            elif (dt := _native_float_dtype(a)) is None:
                 raise TypeError(f"{label} must have dtype float32 or float64, got {a.dtype}")
-            if lead_dtype is None:
+            elif lead_dtype is None:
                 lead_dtype, lead_owner = dt, label
             elif dt != lead_dtype:
                 raise TypeError(
@@ -92,7 +104,11 @@ def operands(
             add_span(spans, a, written, label)
             row.append(a)
         rows.append(row)
+    if step is not None:
+        _lowp.check_dtypes(step, spec, rows, labels, has_master)
     _check_aliasing(spans)
+    if step is not None:
+        return _lowp.working_rows(step, spec, rows, has_master), list_form
     return rows, list_form
 
 
@@ -278,6 +294,11 @@ def scalar_states(spec: Sequence[Tuple[str, bool, bool, Optional[str]]], rows: l
     one float32 or float64 element, whatever the parameters' dtype; writeable, and
     sharing memory with no array of the call. ``spec`` and ``rows`` are those of
     :func:`operands`, checked first. Returns one list of arrays per scalar argument."""
+    from deepoptim.reference import _lowp
+
+    step = _lowp.current()
+    if step is not None and step.checked is not None:  # rows are working copies: check the originals
+        spec, rows = step.checked
     lead = spec[0][0]
     n = len(rows)
     spans: list = []

@@ -59,13 +59,15 @@ def keep_threshold(p: float) -> int:
     return min(max(math.floor(p * 65536.0 + 0.5), 0), 2**16 - 1)
 
 
-def random_draws(seed: int, offset: int, n: int) -> np.ndarray:
-    """The 16-bit draws (uint16) of elements ``offset .. offset + n - 1`` of the stream ``seed``."""
+def random_draws(seed: int, offset: int, n: int, stream: int = 0) -> np.ndarray:
+    """The 16-bit draws (uint16) of elements ``offset .. offset + n - 1`` of the stream
+    (``seed``, ``stream``): Philox4x32-10 with key ``seed`` and counter
+    ``(lo32(j/8), hi32(j/8), lo32(stream), hi32(stream))`` (dropout uses stream 0)."""
     if n == 0:
         return np.zeros(0, np.uint16)
     g0, g1 = offset >> 3, (offset + n + 7) >> 3
     g = np.arange(g1 - g0, dtype=np.uint64) + np.uint64(g0)
-    words = np.stack(philox4x32_10((g & _LO, g >> _32, 0, 0), (seed & 0xFFFFFFFF, seed >> 32)), axis=1)
+    words = np.stack(philox4x32_10((g & _LO, g >> _32, stream & 0xFFFFFFFF, stream >> 32), (seed & 0xFFFFFFFF, seed >> 32)), axis=1)
     lo = (words & 0xFFFF).astype(np.uint16)
     hi = (words >> 16).astype(np.uint16)
     draws = np.stack([lo, hi], axis=2).reshape(-1)  # word 0 low, word 0 high, word 1 low, ...

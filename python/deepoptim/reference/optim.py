@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from deepoptim.reference import _checks
+from deepoptim.reference import _checks, _lowp
 from deepoptim.reference._parallel import blocked_sum
 
 # Overflow to inf and NaN from a NaN gradient are the specified IEEE results (the kernels
@@ -1242,5 +1242,11 @@ KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'ada
 VARIANTS = {'adamw': ('adam', {'decoupled_weight_decay': True})}
 for _name in KERNELS:  # flags are checked first, as the bindings parse them first
     globals()[_name] = _checks.with_flag_checks(globals()[_name])
+# The elementwise steps also run on bfloat16/float16 parameters and bfloat16 state, with
+# master weights or stochastic rounding (deepoptim.reference._lowp).
+LOWP_KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'adadelta', 'rprop', 'nadam',
+                'asgd', 'lion', 'schedule_free_adamw')
+for _name in LOWP_KERNELS:
+    globals()[_name] = _lowp.lowp_step(globals()[_name])
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
     __all__ = list(KERNELS)

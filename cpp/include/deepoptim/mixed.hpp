@@ -1,0 +1,123 @@
+// Optimizer steps on low-precision storage: bfloat16/float16 parameters and gradients,
+// bfloat16 state, float32 master weights, stochastic rounding.
+//
+// The update rules are written once, for float32 math (cpp/src/optim.cpp). A step on
+// mixed storage runs the same float32 block functions on chunks of kChunk elements:
+// each operand stored in 16 bits is widened into a float32 scratch chunk (stack, L1),
+// the block function updates the chunk, and every written operand is rounded back
+// (to nearest even; the parameters optionally stochastically, see below). Float32
+// operands are updated where they lie. Memory is still read and written once per step:
+// the scratch never leaves the cache. Because the float32 body is the one the float32
+// kernel runs, and widening and rounding are exact integer operations (lowp.hpp), a
+// step equals "widen, run the float32 step, round" bit for bit, which is how the twin
+// (python/deepoptim/reference/_lowp.py) computes it.
+//
+// Master weights: where a tensor has a float32 master copy, the block function reads and
+// updates the master (in place), and the 16-bit parameter is then its rounding.
+// Stochastic rounding (bfloat16 parameters without master weights): element j (its
+// index in the concatenation of the call's parameters) rounds up with probability equal
+// to its distance from the bfloat16 below, using the 16-bit draw j of the Philox stream
+// (seed, step) (philox.hpp): bits = (u + r) >> 16, u the float32 bits, r the draw.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "deepoptim/parallel.hpp"
+
+namespace deepoptim::lowp {
+
+// How one operand of one tensor is stored. The math type is float32 throughout.
+enum class Kind : std::uint8_t { F32 = 0, BF16 = 1, F16 = 2 };
+
+// A step on mixed storage. The kernel's tensor structs carry the operands' raw
+// addresses (their first `noperands` members, reinterpreted as float pointers; they are
+// only passed through, never dereferenced as float unless the kind is F32).
+struct Mixed {
+  std::int64_t noperands = 0;
+  const Kind* kinds = nullptr;      // ntensors x noperands
+  std::uint32_t written = 0;        // bit k: operand k is updated (written back)
+  float* const* masters = nullptr;  // ntensors float32 copies of operand 0, or null
+  bool stochastic = false;          // operand 0 (bfloat16) rounded stochastically
+  std::uint64_t seed = 0;
+  std::uint64_t stream = 0;                  // the step: each step draws afresh
+  const std::uint64_t* first = nullptr;      // ntensors: index of each tensor's element 0
+};
+
+// Elements per scratch chunk: 5 operands x 512 x 4 bytes = 10 KiB, within L1.
+inline constexpr std::int64_t kChunk = 512;
+static_assert(parallel::kBlock % kChunk == 0, "chunks tile a block");
+
+// Widen n elements of `kind` at src into float32 dst; round n float32 at src into dst
+// (nearest even); round stochastically into bfloat16 (draws of elements j0 .. j0+n-1).
+void widen(Kind kind, const void* src, float* dst, std::int64_t n);
+void narrow(Kind kind, const float* src, void* dst, std::int64_t n);
+void narrow_stochastic(const float* src, void* dst, std::int64_t n, std::uint64_t seed, std::uint64_t stream,
+                       std::uint64_t j0);
+
+inline std::size_t elem_size(Kind k) { return k == Kind::F32 ? 4 : 2; }
+
+// Operand k of a kernel tensor struct whose first members are pointers.
+template <class Tensor>
+void* operand(const Tensor& t, std::int64_t k) {
+  void* p;
+  std::memcpy(&p, reinterpret_cast<const char*>(&t) + std::size_t(k) * sizeof(void*), sizeof p);
+  return p;
+}
+template <class Tensor>
+void set_operand(Tensor& t, std::int64_t k, void* p) {
+  std::memcpy(reinterpret_cast<char*>(&t) + std::size_t(k) * sizeof(void*), &p, sizeof p);
+}
+
+// Calls body(view, begin, end) over every block of every tensor, as
+// parallel::for_each_block does, with view = tensors[t] when mx is null. With mx, on
+// chunks: view is a copy of tensors[t] whose operands point at float32 chunk data.
+template <class Tensor, class Body>
+void for_each_block(const Tensor* tensors, std::int64_t ntensors, const Mixed* mx, Body body) {
+  static_assert(std::is_standard_layout<Tensor>::value, "operands are the leading pointer members");
+  auto size_of = [&](std::int64_t t) { return tensors[t].size; };
+  if (!mx) {
+    parallel::for_each_block(ntensors, size_of,
+                             [&](std::int64_t t, std::int64_t b, std::int64_t e) { body(tensors[t], b, e); });
+    return;
+  }
+  const std::int64_t nops = mx->noperands;
+  parallel::for_each_block(ntensors, size_of, [&](std::int64_t t, std::int64_t b, std::int64_t e) {
+    alignas(64) float scratch[8][kChunk];
+    const Kind* kinds = mx->kinds + t * nops;
+    float* master = mx->masters ? mx->masters[t] : nullptr;
+    for (std::int64_t cb = b; cb < e; cb += kChunk) {
+      const std::int64_t n = std::min(kChunk, e - cb);
+      Tensor view = tensors[t];
+      for (std::int64_t k = 0; k < nops; ++k) {
+        char* base = static_cast<char*>(operand(tensors[t], k));
+        if (!base) continue;
+        if (k == 0 && master) {
+          set_operand(view, k, master + cb);
+        } else if (kinds[k] == Kind::F32) {
+          set_operand(view, k, base + std::size_t(cb) * 4);
+        } else {
+          widen(kinds[k], base + std::size_t(cb) * 2, scratch[k], n);
+          set_operand(view, k, scratch[k]);
+        }
+      }
+      body(view, 0, n);
+      for (std::int64_t k = 0; k < nops; ++k) {
+        char* base = static_cast<char*>(operand(tensors[t], k));
+        if (!base || !((mx->written >> k) & 1u) || (kinds[k] == Kind::F32 && !(k == 0 && master))) continue;
+        const float* src = k == 0 && master ? master + cb : scratch[k];
+        void* dst = base + std::size_t(cb) * elem_size(kinds[k]);
+        if (k == 0 && mx->stochastic) {
+          narrow_stochastic(src, dst, n, mx->seed, mx->stream, mx->first[t] + std::uint64_t(cb));
+        } else {
+          narrow(kinds[k], src, dst, n);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace deepoptim::lowp
