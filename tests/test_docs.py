@@ -32,8 +32,8 @@ def page(site, name):
 
 
 def test_every_page_is_built(site):
-    for name in ("numpy", "optimizers", "schedules", "layers", "clipping", "checkpoints", "benchmarks",
-                 "build-notes"):
+    for name in ("numpy", "optimizers", "pytorch", "distributed", "schedules", "layers", "clipping",
+                 "low-precision", "checkpoints", "benchmarks", "build-notes"):
         assert (site / name / "index.html").is_file(), name
     assert (site / "index.html").is_file()
 
