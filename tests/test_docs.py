@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    for module in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"):
+    for module in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "latex2mathml"):
         pytest.importorskip(module, reason="the docs extra is not installed (pip install '.[docs]')")
     out = tmp_path_factory.mktemp("site")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1", SKBUILD_EDITABLE_VERBOSE="0")
@@ -32,8 +32,8 @@ def page(site, name):
 
 
 def test_every_page_is_built(site):
-    for name in ("numpy", "optimizers", "schedules", "layers", "clipping", "checkpoints", "benchmarks",
-                 "build-notes"):
+    for name in ("numpy", "optimizers", "pytorch", "distributed", "schedules", "layers", "clipping",
+                 "low-precision", "checkpoints", "benchmarks", "build-notes"):
         assert (site / name / "index.html").is_file(), name
     assert (site / "index.html").is_file()
 
@@ -56,11 +56,33 @@ def test_sphinx_roles_and_doctests_render_cleanly(site):
         assert "<blockquote>" not in html, f"{html_file}: a '> 0' description rendered as a quote"
 
 
+def test_math_is_rendered_as_mathml(site):
+    # The docstrings' :math: roles become MathML at build time (docs/hooks.py): no raw
+    # LaTeX is left for the reader, and no script or CDN is needed to show it.
+    html = page(site, "optimizers")
+    assert html.count("<math") > 20
+    assert "<mo>&#x02190;</mo>" in html  # g <- -g
+    for html_file in site.rglob("*.html"):
+        text = html_file.read_text()
+        for tex in ("\\leftarrow", "\\lambda", "\\sqrt{"):
+            assert tex not in text, f"{html_file}: raw {tex}"
+
+
+def test_wrapped_twins_are_documented_as_functions(site):
+    # reference/norm.py wraps batch_norm by `batch_norm = _checks.with_flag_checks(batch_norm)`:
+    # the page still shows the function's signature and parameters, not an attribute.
+    html = page(site, "numpy")
+    assert "module-attribute" not in html and "with_flag_checks" not in html
+    assert re.search(r'id="deepoptim\.reference\.norm\.batch_norm"[^<]*>.*?running_mean', html, re.S)
+
+
 def test_benchmark_page_shows_the_committed_chart(site):
     html = page(site, "benchmarks")
     assert re.search(r'<img[^>]+src="\.\./bench/results/results\.png"', html)
     assert (site / "bench" / "results" / "results.png").read_bytes() == (ROOT / "bench/results/results.png").read_bytes()
     assert "Reference benchmark run" in html
+    assert html.count("<h1") == 1, "the included run README's title is a second page title"
+    assert re.search(r'<a href="\.\./bench/results/results\.png"><img', html), "the chart links to its full size"
 
 
 def test_schedules_page_documents_warmup_against_torch(site):

@@ -29,23 +29,33 @@ import re
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Type, Union, cast
 
 import ml_dtypes
 import numpy as np
+import numpy.typing as npt
 
 import deepoptim
 from deepoptim import _core
 from deepoptim import functional as F
 from deepoptim import optim
 from deepoptim import reference as R
+from deepoptim.reference import norm as R_norm
 
 try:  # optional: the torch comparisons
-    import torch
+    import torch  # type: ignore[import-not-found, unused-ignore]  # (absent with '.[test]' alone)
 except ImportError:  # pragma: no cover - exercised where torch is absent
-    torch = None
+    torch = None  # type: ignore[assignment, unused-ignore]
 
 _NUMPY_MAX = 10_000_000
+
+# name -> zero-argument callable: the implementations one case times.
+Impls = Dict[str, Callable[[], object]]
+# One result row (JSON-ready): case, kernel, size, impl, times, ratios.
+Row = Dict[str, Any]
+Arrays = List[np.ndarray]
+# What _core.probe takes per operand: an array, or a list of them.
+ProbeArg = Union[npt.NDArray[np.floating[Any]], Sequence[npt.NDArray[np.floating[Any]]]]
 
 
 @dataclasses.dataclass
@@ -57,7 +67,7 @@ class Case:
     kernel: str
     size: int
     bytes_per_elem: float
-    setup: Callable[[], Dict[str, Callable[[], object]]]
+    setup: Callable[[], Impls]
 
 
 def _fmt_size(n: int) -> str:
@@ -67,7 +77,7 @@ def _fmt_size(n: int) -> str:
     return str(n)
 
 
-def _check(a, b, what: str) -> None:
+def _check(a: Any, b: Any, what: str) -> None:
     for x, y in zip(a if isinstance(a, (list, tuple)) else [a], b if isinstance(b, (list, tuple)) else [b]):
         if x is None and y is None:
             continue
@@ -80,7 +90,7 @@ def _check(a, b, what: str) -> None:
 # state its representative configuration (``example``) keeps, and the torch.optim class
 # it equals. Only the kernels that take more than one pass over memory say how, so that
 # the probe moves the same bytes the same way: (bytes per float32 element, probe).
-_MULTIPASS = {
+_MULTIPASS: Dict[str, Tuple[int, Callable[[Arrays, Arrays, List[ProbeArg]], object]]] = {
     # LAMB: update m, v reading p and g (and summing norms); then update p reading m, v.
     "lamb": (40, lambda p, g, st: (_core.probe([g, p], st, []), _core.probe(st, [p], []))),
     # LARS: the norms of p and g; then the momentum update.
@@ -88,19 +98,25 @@ _MULTIPASS = {
 }
 
 
-def _spec(name: str):
+def _optimizers() -> List[Type[optim.Optimizer]]:
+    """The classes of ``optim.REGISTRY`` (typed there as plain ``type``)."""
+    return [cast(Type[optim.Optimizer], c) for c in optim.REGISTRY.values()]
+
+
+def _spec(name: str) -> Tuple[Type[optim.Optimizer], List[bool], bool, List[Optional[float]]]:
     """(class, which state operands of the twin the example uses, has_step, and for each
     used one its starting value if it is a per-tensor scalar state (NAdam's mu_product,
     ASGD's eta and mu: one number per tensor, moving no bytes per element) else None)."""
-    cls = next(c for c in optim.REGISTRY.values() if c.kernel == name)
+    cls = next(c for c in _optimizers() if c.kernel == name)
     sig = inspect.signature(getattr(R, name))
     operands = [k for k, p in sig.parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD][2:]
     probe_opt = cls([np.zeros(1, np.float32)], **cls.example)
-    kept = probe_opt._state_names(probe_opt.param_groups[0])
+    kept = probe_opt._state_names(probe_opt.param_groups[0])  # type: ignore[no-untyped-call, unused-ignore]
     used = [any(op in (s + "s", f"state_{s}s") for s in kept) for op in operands]
     assert sum(used) == len(kept), (name, operands, kept)
     group = probe_opt.param_groups[0]
-    scalars = [float(probe_opt._init_state(group, op[:-1], group["params"][0])) if op[:-1] in cls._scalar_state
+    scalars = [float(probe_opt._init_state(group, op[:-1], group["params"][0]))  # type: ignore[no-untyped-call, unused-ignore]
+               if op[:-1] in cls._scalar_state
                else None for op, u in zip(operands, used) if u]
     return cls, used, "step" in sig.parameters, scalars
 
@@ -111,17 +127,17 @@ def _optim_case(name: str, ntensors: int, each: int, with_numpy: bool) -> Case:
     nstate = sum(1 for x in scalars if x is None)  # the states of the parameter's size
     nbytes, multipass = _MULTIPASS.get(name, (4 * (3 + 2 * nstate), None))
 
-    def setup():
+    def setup() -> Impls:
         rng = np.random.default_rng(0)
-        p = [rng.standard_normal(each).astype(np.float32) for _ in range(ntensors)]
-        g = [rng.standard_normal(each).astype(np.float32) * 0.1 for _ in range(ntensors)]
-        cols = [[np.zeros(each, np.float32) if x is None else np.array(x, np.float32) for _ in range(ntensors)]
+        p: Arrays = [rng.standard_normal(each).astype(np.float32) for _ in range(ntensors)]
+        g: Arrays = [rng.standard_normal(each).astype(np.float32) * 0.1 for _ in range(ntensors)]
+        cols: List[Arrays] = [[np.zeros(each, np.float32) if x is None else np.array(x, np.float32) for _ in range(ntensors)]
                 for x in scalars]
-        st = [c for c, x in zip(cols, scalars) if x is None]  # what the probe moves
+        st: List[ProbeArg] = [c for c, x in zip(cols, scalars) if x is None]  # what the probe moves
         fast, twin = getattr(F, name), getattr(R, name)
-        extra = (lambda s: {"step": s}) if has_step else (lambda s: {})
+        extra: Callable[[int], Dict[str, int]] = (lambda s: {"step": s}) if has_step else (lambda s: {})
 
-        def operands(states):
+        def operands(states: List[Arrays]) -> List[Optional[Arrays]]:
             it = iter(states)
             return [next(it) if u else None for u in used]
 
@@ -133,14 +149,14 @@ def _optim_case(name: str, ntensors: int, each: int, with_numpy: bool) -> Case:
         counter = {"t": 1}
         ops = operands(cols)
 
-        def ours():
+        def ours() -> None:
             counter["t"] += 1
             fast(p, g, *ops, **kw, **extra(counter["t"]))
 
         # The probe moves the kernel's traffic the way the kernel does: one pass reading g
         # and updating p and the states (or the passes _MULTIPASS describes).
         if multipass is None:
-            impls = {"deepoptim": ours, "probe": lambda: _core.probe([g], [p] + st, [])}
+            impls: Impls = {"deepoptim": ours, "probe": lambda: _core.probe([g], [p] + st, [])}
         else:
             impls = {"deepoptim": ours, "probe": lambda: multipass(p, g, st)}
         if with_numpy and ntensors * each <= _NUMPY_MAX:
@@ -148,7 +164,7 @@ def _optim_case(name: str, ntensors: int, each: int, with_numpy: bool) -> Case:
             impls["numpy"] = lambda: twin(p2, g, *ops2, **kw, **extra(2))
         tname = cls.torch_name
         if torch is not None and tname is not None:
-            variants = {"fused": dict(fused=True), "foreach": dict(foreach=True), "loop": dict(foreach=False)}
+            variants: Dict[str, Dict[str, bool]] = {"fused": dict(fused=True), "foreach": dict(foreach=True), "loop": dict(foreach=False)}
             tcls = getattr(torch.optim, tname)
             if "fused" not in inspect.signature(tcls).parameters:
                 del variants["fused"]  # torch 2.13 has a fused CPU path for SGD, Adam(W), Adagrad only
@@ -247,9 +263,9 @@ def _lowp_case(mode: str, n: int) -> Case:
 def _overhead_case() -> Case:
     """A 1K-element Adam step through deepoptim.functional: call overhead plus ~1K elements of work."""
 
-    def setup():
+    def setup() -> Impls:
         p, g, m, v = (np.ones(1000, np.float32) for _ in range(4))
-        impls = {"deepoptim": lambda: F.adam(p, g, m, v, step=1), "probe": lambda: _core.probe([g], [p, m, v], [])}
+        impls: Impls = {"deepoptim": lambda: F.adam(p, g, m, v, step=1), "probe": lambda: _core.probe([g], [p, m, v], [])}
         if torch is not None:
             tp = torch.ones(1000)
             tp.grad = torch.ones(1000)
@@ -262,18 +278,18 @@ def _overhead_case() -> Case:
 
 
 # ---------------------------------------------------------------------------- torch models
-def gpt2_small_shapes() -> List[tuple]:
+def gpt2_small_shapes() -> List[Tuple[int, ...]]:
     """GPT-2 small's parameter shapes (124M parameters in 148 tensors, HF layout)."""
     d, v, ctx, layers = 768, 50257, 1024, 12
-    shapes = [(v, d), (ctx, d)]
+    shapes: List[Tuple[int, ...]] = [(v, d), (ctx, d)]
     for _ in range(layers):
         shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
     return shapes + [(d,), (d,)]
 
 
-def resnet50_shapes() -> List[tuple]:
+def resnet50_shapes() -> List[Tuple[int, ...]]:
     """ResNet-50's parameter shapes (25.6M parameters in 161 tensors, torchvision layout)."""
-    shapes = [(64, 3, 7, 7), (64,), (64,)]
+    shapes: List[Tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
     cin = 64
     for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
         for b in range(blocks):
@@ -285,25 +301,25 @@ def resnet50_shapes() -> List[tuple]:
     return shapes + [(1000, 2048), (1000,)]
 
 
-def _torch_model_case(label: str, shapes: List[tuple]) -> Case:
+def _torch_model_case(label: str, shapes: List[Tuple[int, ...]]) -> Case:
     """AdamW on a real model's parameter list through deepoptim.torch, beside torch's
     fused and foreach AdamW and DeepSpeed's CPU Adam where it is installed."""
     n = int(sum(np.prod(s) for s in shapes))
 
-    def setup():
+    def setup() -> Impls:
         if torch is None:
             raise RuntimeError("torch is not installed")
         import deepoptim.torch as dt
 
         gen = torch.Generator().manual_seed(0)
 
-        def params():
+        def params() -> List[Any]:
             ps = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.02) for s in shapes]
             for p in ps:
                 p.grad = torch.randn(p.shape, generator=gen) * 1e-3
             return ps
 
-        impls = {}
+        impls: Impls = {}
         ours = dt.AdamW(params(), lr=1e-3, weight_decay=1e-2)
         ours.step()  # state outside the timing; the second step is the fast path
         ours.step()
@@ -313,7 +329,8 @@ def _torch_model_case(label: str, shapes: List[tuple]) -> Case:
                  ([p.grad for p in ps], ps, [ours.state[p]["exp_avg"] for p in ps],
                   [ours.state[p]["exp_avg_sq"] for p in ps])]
         impls["probe"] = lambda: _core.probe([views[0]], [views[1], views[2], views[3]], [])
-        for vname, vkw in (("fused", dict(fused=True)), ("foreach", dict(foreach=True))):
+        vkws: Tuple[Tuple[str, Dict[str, Any]], ...] = (("fused", dict(fused=True)), ("foreach", dict(foreach=True)))
+        for vname, vkw in vkws:
             opt = torch.optim.AdamW(params(), lr=1e-3, weight_decay=1e-2, **vkw)
             opt.step()
             impls[f"torch {vname}"] = opt.step
@@ -334,14 +351,16 @@ def _torch_overhead_case() -> Case:
     """deepoptim.torch's own per-step work: AdamW over 161 one-element tensors (ResNet-50's
     tensor count), where the kernels' arithmetic is negligible."""
 
-    def setup():
+    def setup() -> Impls:
         if torch is None:
             raise RuntimeError("torch is not installed")
         import deepoptim.torch as dt
 
-        impls = {}
-        for name, make in (("deepoptim", lambda ps: dt.AdamW(ps, lr=1e-3)),
-                           ("torch fused", lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True))):
+        impls: Impls = {}
+        makers: Tuple[Tuple[str, Callable[[List[Any]], Any]], ...] = (
+            ("deepoptim", lambda ps: dt.AdamW(ps, lr=1e-3)),
+            ("torch fused", lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True)))
+        for name, make in makers:
             ps = [torch.nn.Parameter(torch.zeros(1)) for _ in range(161)]
             for p in ps:
                 p.grad = torch.ones(1)
@@ -355,10 +374,10 @@ def _torch_overhead_case() -> Case:
 
 
 # ---------------------------------------------------------------------------- layers
-def _bn_case(shape, channel_axis: int, label: str) -> Case:
+def _bn_case(shape: Tuple[int, ...], channel_axis: int, label: str) -> Case:
     # Our passes: forward 2 reads of x (mean, variance), 1 read x + write y; backward
     # 1 read dy, x (sums), 1 read dy, x + write dx: 9 array passes of 4 bytes.
-    def setup():
+    def setup() -> Impls:
         rng = np.random.default_rng(0)
         x = rng.standard_normal(shape).astype(np.float32)
         dy = rng.standard_normal(shape).astype(np.float32)
@@ -366,27 +385,27 @@ def _bn_case(shape, channel_axis: int, label: str) -> Case:
         w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
         rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
         y, cache = F.batch_norm(x, rm.copy(), rv.copy(), w, b, channel_axis=channel_axis)
-        y2, cache2 = R.batch_norm(x, rm.copy(), rv.copy(), w, b, channel_axis=channel_axis)
+        y2, cache2 = R_norm.batch_norm(x, rm.copy(), rv.copy(), w, b, channel_axis=channel_axis)
         _check(y, y2, "batch_norm")
-        _check(list(F.batch_norm_backward(dy, cache)), list(R.batch_norm_backward(dy, cache2)), "batch_norm_backward")
+        _check(list(F.batch_norm_backward(dy, cache)), list(R_norm.batch_norm_backward(dy, cache2)), "batch_norm_backward")
         out = np.empty_like(x)
 
-        def ours():
+        def ours() -> None:
             _, c = F.batch_norm(x, rm, rv, w, b, channel_axis=channel_axis)
             F.batch_norm_backward(dy, c)
 
-        def probe():
+        def probe() -> None:
             _core.probe([x], [], [])
             _core.probe([x], [], [])
             _core.probe([x], [], [out])
             _core.probe([dy, x], [], [])
             _core.probe([dy, x], [], [out])
 
-        def twin():
-            _, c = R.batch_norm(x, rm, rv, w, b, channel_axis=channel_axis)
-            R.batch_norm_backward(dy, c)
+        def twin() -> None:
+            _, c = R_norm.batch_norm(x, rm, rv, w, b, channel_axis=channel_axis)
+            R_norm.batch_norm_backward(dy, c)
 
-        impls = {"deepoptim": ours, "probe": probe, "numpy": twin}
+        impls: Impls = {"deepoptim": ours, "probe": probe, "numpy": twin}
         if torch is not None:
             tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
             if channel_axis == -1:  # channels-last memory, logical NCHW, as torch users have it
@@ -394,9 +413,9 @@ def _bn_case(shape, channel_axis: int, label: str) -> Case:
             tw, tb = torch.ones(C, requires_grad=True), torch.zeros(C, requires_grad=True)
             trm, trv = torch.zeros(C), torch.ones(C)
 
-            def tf():
+            def tf() -> None:
                 xx = tx.detach().requires_grad_(True)
-                torch.nn.functional.batch_norm(xx, trm, trv, tw, tb, training=True).backward(tdy)
+                torch.nn.functional.batch_norm(xx, trm, trv, tw, tb, training=True).backward(tdy)  # type: ignore[no-untyped-call, unused-ignore]
 
             impls["torch"] = tf
         return impls
@@ -406,26 +425,27 @@ def _bn_case(shape, channel_axis: int, label: str) -> Case:
 
 def _dropout_case(n: int) -> Case:
     # forward: read x, write y and the mask (1 bit); backward: read dy and the mask, write dx.
-    def setup():
+    def setup() -> Impls:
         x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
         y, dx = np.empty_like(x), np.empty_like(x)
         a, ma = F.dropout(x, 0.5, seed=1)
         b, mb = R.dropout(x, 0.5, seed=1)
+        assert ma is not None and mb is not None  # return_mask=True (the default)
         if a.tobytes() != b.tobytes() or ma.tobytes() != mb.tobytes():
             raise AssertionError("dropout: deepoptim's mask differs from its twin's")
         state = {"offset": 0}
 
-        def ours():
+        def ours() -> None:
             _, mask = F.dropout(x, 0.5, seed=1, offset=state["offset"], out=y)
             F.dropout_backward(y, mask, 0.5, out=dx)
             state["offset"] += n
 
-        def numpy_plain():  # what a NumPy user writes: a float keep-mask from np.random
+        def numpy_plain() -> np.ndarray:  # what a NumPy user writes: a float keep-mask from np.random
             keep = np.random.default_rng(state["offset"]).random(n, dtype=np.float32) >= 0.5
             yy = x * keep * np.float32(2.0)
             return yy * keep * np.float32(2.0)
 
-        impls = {
+        impls: Impls = {
             "deepoptim": ours,
             "probe": lambda: (_core.probe([x], [], [y]), _core.probe([y], [], [dx])),
             "numpy": numpy_plain,
@@ -433,10 +453,10 @@ def _dropout_case(n: int) -> Case:
         if torch is not None:
             tx = torch.from_numpy(x)
 
-            def tf():
+            def tf() -> None:
                 xx = tx.detach().requires_grad_(True)
                 yy = torch.nn.functional.dropout(xx, 0.5, training=True)
-                yy.backward(yy.detach())
+                yy.backward(yy.detach())  # type: ignore[no-untyped-call, unused-ignore]
 
             impls["torch"] = tf
         return impls
@@ -458,7 +478,7 @@ def suite(quick: bool = False) -> List[Case]:
         ]
     cases = [_optim_case("adam", 1, n, True) for n in (1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)]
     cases.append(_optim_case("adam", 1000, 10_000, True))
-    for name in [c.kernel for c in optim.REGISTRY.values() if c.kernel != "adam"]:
+    for name in [c.kernel for c in _optimizers() if c.kernel != "adam"]:
         cases += [_optim_case(name, 1, n, True) for n in (1_000_000, 10_000_000)]
     cases.append(_optim_case("sgd", 1000, 10_000, True))
     cases.append(_overhead_case())
@@ -476,9 +496,9 @@ def suite(quick: bool = False) -> List[Case]:
 
 
 # ---------------------------------------------------------------------------- timing
-def _time_case(impls: Dict[str, Callable[[], object]], repeats: int, min_sample_s: float) -> Dict[str, dict]:
+def _time_case(impls: Impls, repeats: int, min_sample_s: float) -> Dict[str, Dict[str, Any]]:
     # Calibrate: enough calls per sample that a sample lasts min_sample_s (small sizes).
-    numbers = {}
+    numbers: Dict[str, int] = {}
     for k, f in impls.items():
         f()  # warm-up
         t0 = time.perf_counter()
@@ -497,32 +517,39 @@ def _time_case(impls: Dict[str, Callable[[], object]], repeats: int, min_sample_
             for k, v in samples.items()}
 
 
-def _progress(total: int, enabled: bool):
+class _Progress(Protocol):
+    def set_description(self, d: str) -> object: ...
+    def update(self, k: int) -> object: ...
+    def close(self) -> object: ...
+
+
+def _progress(total: int, enabled: bool) -> Optional[_Progress]:
     if not enabled:
         return None
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]  # stubs: types-tqdm, optional
 
-        return tqdm(total=total, unit="case", file=sys.stderr, leave=False)
+        bar: _Progress = tqdm(total=total, unit="case", file=sys.stderr, leave=False)
+        return bar
     except ImportError:
         class _Text:
-            def __init__(self):
+            def __init__(self) -> None:
                 self.n = 0
 
-            def set_description(self, d):
+            def set_description(self, d: str) -> None:
                 self.d = d
 
-            def update(self, k):
+            def update(self, k: int) -> None:
                 self.n += k
                 print(f"\r[{self.n}/{total}] {getattr(self, 'd', '')}", end="", file=sys.stderr, flush=True)
 
-            def close(self):
+            def close(self) -> None:
                 print(file=sys.stderr)
 
         return _Text()
 
 
-def machine() -> dict:
+def machine() -> Dict[str, Any]:
     """What the numbers were measured on."""
     cpu = platform.processor()
     try:
@@ -542,9 +569,9 @@ def machine() -> dict:
     }
 
 
-def run(cases: List[Case], repeats: int = 11, min_sample_s: float = 2e-3, progress: bool = True) -> List[dict]:
+def run(cases: List[Case], repeats: int = 11, min_sample_s: float = 2e-3, progress: bool = True) -> List[Row]:
     """Checks and times every case; one row per (case, implementation)."""
-    rows: List[dict] = []
+    rows: List[Row] = []
     bar = _progress(len(cases), progress)
     for case in cases:
         if bar is not None:
@@ -571,7 +598,7 @@ def run(cases: List[Case], repeats: int = 11, min_sample_s: float = 2e-3, progre
     return rows
 
 
-def table(rows: List[dict]) -> str:
+def table(rows: List[Row]) -> str:
     """A readable table: one block per case."""
     out = []
     for case in dict.fromkeys(r["case"] for r in rows):
@@ -587,7 +614,7 @@ def table(rows: List[dict]) -> str:
     return "\n".join(out)
 
 
-def plot(rows: List[dict], path: str) -> None:
+def plot(rows: List[Row], path: str) -> None:
     """Two panels: GB/s by size for the kernel measured at the most sizes (Adam in the full
     suite), one line per implementation; and GB/s of deepoptim, the probe, the best torch
     and NumPy for every case at its largest size."""
@@ -615,7 +642,7 @@ def plot(rows: List[dict], path: str) -> None:
         ax1.grid(True, alpha=0.3)
         ax1.legend(fontsize=8)
     # Every case at its largest size (and the many-tensor cases), grouped bars.
-    cases = []
+    cases: List[str] = []
     for case in dict.fromkeys(r["case"] for r in rows):
         k = next(r["kernel"] for r in rows if r["case"] == case)
         if k == "overhead":
@@ -628,14 +655,14 @@ def plot(rows: List[dict], path: str) -> None:
     groups = ("deepoptim", "probe", "torch (best)", "numpy")
     width = 0.2
     for gi, grp in enumerate(groups):
-        vals = []
+        vals: List[float] = []
         for case in cases:
-            rs = {r["impl"]: r for r in rows if r["case"] == case}
+            by_impl = {r["impl"]: r for r in rows if r["case"] == case}
             if grp == "torch (best)":
-                ts = [r["gbps"] for i, r in rs.items() if i.startswith("torch")]
+                ts = [r["gbps"] for i, r in by_impl.items() if i.startswith("torch")]
                 vals.append(max(ts) if ts else 0.0)
             else:
-                vals.append(rs[grp]["gbps"] if grp in rs else 0.0)
+                vals.append(by_impl[grp]["gbps"] if grp in by_impl else 0.0)
         ax2.bar(np.arange(len(cases)) + (gi - 1.5) * width, vals, width, label=grp)
     ax2.set_xticks(np.arange(len(cases)))
     ax2.set_xticklabels(cases, rotation=35, ha="right", fontsize=8)
