@@ -196,11 +196,11 @@ _LOWP_MODES = {
 }
 
 
-def _float32_units(arrays: List[np.ndarray], n: int) -> List[np.ndarray]:
+def _float32_units(arrays: Sequence[npt.NDArray[Any]], n: int) -> List[npt.NDArray[np.floating[Any]]]:
     """The bytes of each array as float32 arrays of n/2 elements (a 2-byte array is one, a
     4-byte one two halves), so the probe, which takes one dtype and one size, moves
     exactly the bytes of a call on mixed storage."""
-    out = []
+    out: List[npt.NDArray[np.floating[Any]]] = []
     for a in arrays:
         f = a.reshape(-1).view(np.float32)
         out += [f] if a.itemsize == 2 else [f[: n // 2], f[n // 2:]]
@@ -213,40 +213,40 @@ def _lowp_case(mode: str, n: int) -> Case:
     # p written (and read unless the master is), g read, m and v updated, master updated.
     nbytes = (ps if master else 2 * ps) + ps + 4 * ss + (8 if master else 0)
 
-    def setup():
+    def setup() -> Impls:
         bf16 = np.dtype(ml_dtypes.bfloat16)
         dt = {"float32": np.dtype(np.float32), "bfloat16": bf16}
         rng = np.random.default_rng(0)
         p32 = (rng.standard_normal(n) * 0.02).astype(np.float32)
-        p, g = p32.astype(dt[pdt]), (rng.standard_normal(n) * 1e-3).astype(np.float32).astype(dt[pdt])
+        p = p32.astype(dt[pdt])
+        g = (rng.standard_normal(n) * 1e-3).astype(np.float32).astype(dt[pdt])
         m, v = np.zeros(n, dt[sdt]), np.zeros(n, dt[sdt])
         mp = p32.copy() if master else None
         counter = {"t": 0}
 
-        def ours():
+        def ours() -> None:
             counter["t"] += 1
             F.adamw(p, g, m, v, step=counter["t"], lr=1e-3, master_params=mp,
                     stochastic_rounding=(7, counter["t"]) if stochastic else None)
 
         # Check: a step of the kernel and of its twin from the same start, bit for bit.
-        small = slice(0, min(n, 100_000))
-        copies = [None if a is None else a[small].copy() for a in (p, g, m, v, mp)]
-        twins = [None if a is None else a[small].copy() for a in (p, g, m, v, mp)]
+        k = min(n, 100_000)
         sr = (7, 1) if stochastic else None
-        F.adamw(*copies[:4], step=1, lr=1e-3, master_params=copies[4], stochastic_rounding=sr)
-        R.adamw(*twins[:4], step=1, lr=1e-3, master_params=twins[4], stochastic_rounding=sr)
-        for a, b in zip(copies, twins):
-            if a is not None and not np.array_equal(a.view(np.uint8), b.view(np.uint8)):
+        fast = [a[:k].copy() for a in (p, g, m, v)] + ([mp[:k].copy()] if mp is not None else [])
+        twin = [a.copy() for a in fast]
+        F.adamw(fast[0], fast[1], fast[2], fast[3], step=1, lr=1e-3, master_params=fast[4] if master else None,
+                stochastic_rounding=sr)
+        R.adamw(twin[0], twin[1], twin[2], twin[3], step=1, lr=1e-3, master_params=twin[4] if master else None,
+                stochastic_rounding=sr)
+        for a, b in zip(fast, twin):
+            if not np.array_equal(a.view(np.uint8), b.view(np.uint8)):
                 raise AssertionError(f"lowp-adamw/{mode}: deepoptim disagrees with its twin")
         ours()
-        reads, updates, stores = [g], [m, v], []
-        if master:
-            updates.append(mp)
-            stores.append(p)
-        else:
-            updates.append(p)
-        units = [_float32_units(x, n) for x in (reads, updates, stores)]
-        impls = {"deepoptim": ours, "probe": lambda: _core.probe(*units)}
+        reads: List[npt.NDArray[Any]] = [g]
+        updates: List[npt.NDArray[Any]] = [m, v] + ([mp] if mp is not None else [p])
+        stores: List[npt.NDArray[Any]] = [p] if master else []
+        r, u, st = (_float32_units(x, n) for x in (reads, updates, stores))
+        impls: Impls = {"deepoptim": ours, "probe": lambda: _core.probe(list(r), list(u), list(st))}
         if torch is not None:
             torch_ref = "float32" if pdt == "float32" or master else "bfloat16"
             for tname, tdt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):

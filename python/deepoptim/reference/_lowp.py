@@ -183,16 +183,15 @@ def working_rows(step: _Step, spec: Sequence[Tuple[str, bool, bool, Optional[str
 
 
 def lowp_step(fn: _F) -> _F:
-    """Gives an optimizer twin the keyword arguments ``master_params`` (None, or float32
-    copies of 16-bit params, updated in their place) and ``stochastic_rounding`` (None,
-    or ``(seed, step)``: round bfloat16 params stochastically); see the module docstring."""
-    sig = inspect.signature(fn)
-    extra = [
-        inspect.Parameter("master_params", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation="OptArrayOrList"),
-        inspect.Parameter("stochastic_rounding", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation="Optional[Tuple[int, int]]"),
-    ]
+    """Makes an optimizer twin take low-precision storage: its keyword arguments
+    ``master_params`` (None, or float32 copies of 16-bit params, updated in their place)
+    and ``stochastic_rounding`` (None, or ``(seed, step)``: round bfloat16 params
+    stochastically), which it declares with default None and never reads itself, are
+    handled here; see the module docstring."""
+    params = inspect.signature(fn).parameters
+    if "master_params" not in params or "stochastic_rounding" not in params:
+        raise TypeError(f"{fn.__name__} must declare master_params and stochastic_rounding (keyword-only, "
+                        "default None): the signature type checkers and the documentation read")
 
     @functools.wraps(fn)
     def step(*args: Any, master_params: Any = None, stochastic_rounding: Any = None, **kwargs: Any) -> Any:
@@ -207,7 +206,4 @@ def lowp_step(fn: _F) -> _F:
         call.commit()
         return result
 
-    step.__signature__ = sig.replace(parameters=list(sig.parameters.values()) + extra)  # type: ignore[attr-defined]
-    step.__annotations__ = {**getattr(fn, "__annotations__", {}), "master_params": "OptArrayOrList",
-                            "stochastic_rounding": "Optional[Tuple[int, int]]"}
     return step  # type: ignore[return-value]

@@ -44,6 +44,8 @@ def sgd(
     maximize: bool = False,
     first_step: bool = False,
     momentum_form: str = "torch",
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""Stochastic gradient descent with momentum, in place.
 
@@ -79,6 +81,9 @@ def sgd(
       first_step: torch form only: the buffers hold no history, so :math:`b = g` is written
         (torch's first step). Set it on the first call after creating the buffers.
       momentum_form: ``"torch"``, ``"classical"`` or ``"ema"``.
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
       >>> import numpy as np
@@ -150,6 +155,8 @@ def adagrad(
     initial_accumulator_value: float = 0.0,
     eps: float = 1e-10,
     maximize: bool = False,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""Adagrad (Duchi, Hazan & Singer, 2011), in place, as torch.optim.Adagrad.
 
@@ -167,6 +174,9 @@ def adagrad(
       step: the number of this update, counting from 1. lr: >= 0. lr_decay: >= 0.
       weight_decay: :math:`\lambda` >= 0. initial_accumulator_value: >= 0.
       eps: > 0, added outside the square root. maximize: ascend instead of descend.
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     step = _checks.step(step)
     lr, lr_decay = _checks.real("lr", lr), _checks.real("lr_decay", lr_decay)
@@ -208,6 +218,8 @@ def rmsprop(
     momentum: float = 0.0,
     centered: bool = False,
     maximize: bool = False,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""RMSprop (Hinton, Lecture 6e; centered form: Graves, 2013), in place, as torch.optim.RMSprop.
 
@@ -229,6 +241,9 @@ def rmsprop(
       momentum_buffers: :math:`b`, needed when ``momentum > 0``.
       lr: >= 0. alpha: smoothing constant in [0, 1]. eps: > 0, outside the square root.
       weight_decay: :math:`\lambda` >= 0. momentum: :math:`\mu` >= 0.
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     lr, alpha, eps = _checks.real("lr", lr), _checks.real("alpha", alpha), _checks.real("eps", eps)
     weight_decay = _checks.real("weight_decay", weight_decay)
@@ -288,6 +303,8 @@ def adam(
     decoupled_weight_decay: bool = False,
     bias_correction: bool = True,
     eps_inside_sqrt: bool = False,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""Adam (Kingma & Ba, 2015), AdamW (Loshchilov & Hutter, 2019) and AMSGrad (Reddi et
     al., 2018), in place, as torch.optim.Adam / AdamW.
@@ -315,6 +332,9 @@ def adam(
       step: the number of this update, counting from 1 (the same for every tensor).
       lr: >= 0. betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0.
       weight_decay: :math:`\lambda` >= 0.
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
       >>> import numpy as np
@@ -381,10 +401,18 @@ def adamw(
     maximize: bool = False,
     bias_correction: bool = True,
     eps_inside_sqrt: bool = False,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""AdamW (Loshchilov & Hutter, 2019): :func:`adam` with decoupled weight decay,
     :math:`p \leftarrow p (1 - lr\,\lambda)` before the Adam step, and torch's default
-    ``weight_decay=1e-2``. See :func:`adam` for the update and the arguments."""
+    ``weight_decay=1e-2``. See :func:`adam` for the update and the arguments.
+
+    Args:
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
+    """
     adam(
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
         step=step, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
@@ -405,6 +433,8 @@ def adamax(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""Adamax (Kingma & Ba, 2015, section 7.1: Adam with the infinity norm), in place, as
     torch.optim.Adamax. With :math:`g \leftarrow -g` when ``maximize``::
@@ -419,6 +449,9 @@ def adamax(
       exp_avgs, exp_infs: :math:`m` and :math:`u` (updated; zeros for a fresh start).
       step: the number of this update, counting from 1. lr: >= 0.
       betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
       >>> import numpy as np
@@ -461,6 +494,8 @@ def radam(
     weight_decay: float = 0.0,
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""RAdam (Liu et al., 2020, "On the Variance of the Adaptive Learning Rate and
     Beyond"), in place, as torch.optim.RAdam. With :math:`g \leftarrow -g` when
@@ -482,6 +517,11 @@ def radam(
       >>> radam(p, np.array([1.0, -2.0]), m, v, step=1, lr=0.1)
       >>> p
       array([0.9, 1.2])
+
+    Args:
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
     rows, _ = _checks.operands(
@@ -523,6 +563,8 @@ def lion(
     betas: Tuple[float, float] = (0.9, 0.99),
     weight_decay: float = 0.0,
     maximize: bool = False,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"), in
     place, as the authors' reference code (google/automl) defines it. With
@@ -542,6 +584,11 @@ def lion(
       >>> lion(p, np.array([0.5, -2.0, 0.0]), m, lr=0.1)
       >>> p
       array([0.9, 1.1, 1. ])
+
+    Args:
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     lr = _checks.real("lr", lr)
     b1, b2 = _checks.betas(betas)
@@ -574,6 +621,8 @@ def schedule_free_adamw(
     betas: Tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""Schedule-Free AdamW (Defazio et al., 2024, "The Road Less Scheduled", NeurIPS),
     in place, as the authors' reference implementation (facebookresearch/schedule_free,
@@ -602,6 +651,9 @@ def schedule_free_adamw(
         with :math:`w_t = t^r \, \max_{i \le t}(\gamma_i)^{p}` (``r``, ``weight_lr_power``
         :math:`p`; :class:`deepoptim.optim.ScheduleFreeAdamW` keeps the sums).
       betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
       >>> import numpy as np
@@ -648,6 +700,8 @@ def adadelta(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""Adadelta (Zeiler, 2012, "ADADELTA: An Adaptive Learning Rate Method"), in place,
     as torch.optim.Adadelta. With :math:`g \leftarrow -g` when ``maximize``::
@@ -665,6 +719,11 @@ def adadelta(
       >>> adadelta(p, np.array([1.0]), sq, acc, eps=1e-6)
       >>> p.round(6)
       array([0.996838])
+
+    Args:
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     lr, rho = _checks.real("lr", lr), _checks.real("rho", rho)
     eps, weight_decay = _checks.real("eps", eps), _checks.real("weight_decay", weight_decay)
@@ -699,6 +758,8 @@ def rprop(
     etas: Tuple[float, float] = (0.5, 1.2),
     step_sizes: Tuple[float, float] = (1e-6, 50.0),
     maximize: bool = False,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""Rprop (Riedmiller & Braun, 1993), in place, as torch.optim.Rprop. With
     :math:`g \leftarrow -g` when ``maximize``; ``state_step_sizes`` start at lr::
@@ -712,6 +773,9 @@ def rprop(
     Args:
       etas: (etaminus, etaplus), 0 < etaminus < 1 < etaplus. step_sizes: (min_step,
         max_step), 0 <= min_step <= max_step.
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     etaminus, etaplus = _pair("etas", etas, "etaminus", "etaplus")
     step_min, step_max = _pair("step_sizes", step_sizes, "min_step", "max_step")
@@ -755,6 +819,8 @@ def nadam(
     momentum_decay: float = 4e-3,
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""NAdam (Dozat, 2016, "Incorporating Nesterov Momentum into Adam"), in place, as
     torch.optim.NAdam. With :math:`g \leftarrow -g` when ``maximize``; weight decay
@@ -778,6 +844,9 @@ def nadam(
       step: the number of this update, counting from 1. lr: >= 0.
       betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
       momentum_decay: :math:`\psi`, >= 0.
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
       >>> import numpy as np
@@ -833,6 +902,8 @@ def asgd(
     t0: float = 1e6,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ) -> None:
     r"""ASGD, averaged stochastic gradient descent (Polyak & Juditsky, 1992, "Acceleration
     of Stochastic Approximation by Averaging"), in place, as torch.optim.ASGD. With
@@ -857,6 +928,9 @@ def asgd(
         (lr for a fresh start).
       step: the number of this update, counting from 1. lr, lambd, alpha, t0,
         weight_decay: each a finite number >= 0.
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
+        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+        stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
       >>> import numpy as np
