@@ -72,7 +72,7 @@ def quick_demo(tmp_path_factory):
 
 def test_demo_writes_every_image_and_the_report(quick_demo):
     out, stdout, summary = quick_demo
-    images = ["linear_loss.png", "schedules.png", "gradients.png", "mlp_accuracy.png"]
+    images = ["linear_loss.png", "schedules.png", "gradients.png", "mlp_accuracy.png", "precision.png"]
     for name in images:
         assert (out / name).stat().st_size > 20_000, name
     report = (out / "report.md").read_text()
@@ -97,6 +97,9 @@ def test_demo_numbers_are_sane(quick_demo):
     for name, r in ex["mlp"]["optimizers"].items():
         assert r["val_accuracy"] > 0.85, (name, r)  # chance is 1/3
     assert ex["schedules"]["schedules"]["restart on loss threshold"]["restarts"] >= 1
+    pr = ex["precision"]["modes"]  # bounds: tests/test_precision_demo.py
+    assert pr["bfloat16 params, nearest"]["loss_over_float32"] > pr["bfloat16 params, stochastic rounding"][
+        "loss_over_float32"]
     # Each configuration has its own stream from the seed: the clipped run measures the
     # same initial gradients as the run it clips (same weights, same first batch).
     same, clipped = g["ReLU, 1.5x He init (exploding)"], g["same + clip norm 1"]

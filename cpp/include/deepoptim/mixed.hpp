@@ -47,9 +47,11 @@ struct Mixed {
   const std::uint64_t* first = nullptr;      // ntensors: index of each tensor's element 0
 };
 
-// Elements per scratch chunk: 5 operands x 512 x 4 bytes = 10 KiB, within L1.
-inline constexpr std::int64_t kChunk = 512;
-static_assert(parallel::kBlock % kChunk == 0, "chunks tile a block");
+// Elements per scratch chunk. Small chunks keep every operand's stream in flight at once
+// (the float32 kernels read all their arrays in one loop); measured on 4M-element AdamW,
+// bfloat16 everything, 1 thread: 0.9 ns/element at 128-256, 1.4 at 2048, 1.36 at 8192.
+inline constexpr std::int64_t kChunk = 256;
+static_assert(kChunk % parallel::kBlock == 0 || parallel::kBlock % kChunk == 0, "chunks tile a block");
 
 // Widen n elements of `kind` at src into float32 dst; round n float32 at src into dst
 // (nearest even); round stochastically into bfloat16 (draws of elements j0 .. j0+n-1).
