@@ -62,6 +62,7 @@ from deepoptim import _core
 from deepoptim import reference as R
 from deepoptim.functional._bind import core_parameters
 from deepoptim.reference.norm import BatchNormCache
+from deepoptim.reference.optim import LOWP_KERNELS
 from kernels import KERNELS, assert_close, assert_same_bits
 
 EXAMPLES = int(os.environ.get("DEEPOPTIM_FUZZ_EXAMPLES", "100"))
@@ -175,7 +176,7 @@ class Heap:
             region = heap[a.offset:a.offset + a.nbytes()]
             dt = np.dtype(a.dtype)
             n = a.nbytes() // dt.itemsize
-            if a.fill == "bytes" or dt.kind not in "fc" and a.fill != "count":
+            if a.fill == "bytes" or dt.kind not in "fc" and dt.name != "bfloat16" and a.fill != "count":
                 region[...] = rng.integers(0, 256, region.size, dtype=np.uint8)
                 if dt.kind == "b":
                     region[...] &= 1
@@ -525,7 +526,13 @@ def _fault_array(d, heap: Heap, a: Arr, others: List[Arr], faults: list):
 def rows_case(d, spec: Spec):
     heap = Heap()
     faults: list = []
-    dtype = d(st.sampled_from(["float32", "float64"]), label="dtype")
+    lowp = spec.name in LOWP_KERNELS
+    # Optimizer steps on low-precision storage: 16-bit parameters and gradients, bfloat16
+    # state, float32 master copies, stochastic rounding (reference/_lowp.py: the rules).
+    dtype = d(st.sampled_from(["float32", "float64"] + (["bfloat16", "float16"] if lowp else [])), label="dtype")
+    sdtype = dtype
+    if lowp and dtype != "float64":
+        sdtype = d(st.sampled_from(["float32", "bfloat16"]), label="state_dtype")
     hp = d(spec.hyper(), label="hyper")
     list_form = spec.list_form and d(st.booleans(), label="list_form")
     ntensors = d(st.sampled_from([0, 1, 1, 2, 3]), label="ntensors") if list_form else 1
@@ -545,11 +552,23 @@ def rows_case(d, spec: Spec):
                 all_arrays.append(a)
                 columns[s.name].append(a)
             elif s in used:
-                a = heap.alloc(dtype, shape, gap=gap, fill=s.fill)
+                a = heap.alloc(dtype if s in spec.slots[:2] else sdtype, shape, gap=gap, fill=s.fill)
                 all_arrays.append(a)
                 columns[s.name].append(a)
             else:
                 columns[s.name].append(None)
+    if lowp:
+        # master_params: float32 copies, mostly for 16-bit params (else a refusal); now and
+        # then of another dtype or shape. stochastic_rounding: mostly a valid (seed, step).
+        masters = None
+        if d(st.integers(0, 3), label="master") == 0 and ntensors:
+            mdt = d(st.sampled_from(["float32", "float32", "float32", "bfloat16"]), label="master_dtype")
+            masters = [heap.alloc(mdt, a.shape, fill="moderate") if isinstance(a, Arr) else None
+                       for a in columns[spec.slots[0].name]]
+            all_arrays += [m for m in masters if m is not None]
+        hp["master_params"] = None if masters is None else (Listed(masters, False) if list_form else masters[0])
+        hp["stochastic_rounding"] = d(st.sampled_from([None, None, (7, 3), (2**64 - 1, 2**63), (1,), (-1, 2), "x"]),
+                                      label="stochastic_rounding")
     if "adapt" in hp:
         hp["adapt"] = d(st.sampled_from([None, "flags"]), label="adapt")
         if hp["adapt"] == "flags":
@@ -1002,6 +1021,10 @@ def check(case: Case) -> None:
             covered[leaf.offset:leaf.offset + leaf.nbytes()] = True
             if ka.dtype.kind == "f" and ka.dtype.isnative and ka.dtype.itemsize in (4, 8):
                 (assert_close if close else assert_same_bits)(ka, ta, f"{case.spec} array at {leaf.offset}")
+            elif ka.dtype.name in ("bfloat16", "float16") and ka.dtype.isnative:
+                # Widening is exact: the same bits, except that any NaN equals any NaN (the
+                # sign of a NaN the arithmetic makes is not specified, as for float32).
+                assert_same_bits(ka.astype(np.float32), ta.astype(np.float32), f"{case.spec} array at {leaf.offset}")
             else:
                 assert ka.tobytes() == ta.tobytes(), f"{case.spec} array at {leaf.offset} ({ka.dtype})"
     assert np.array_equal(heap[~covered], before[~covered]), "the kernel wrote outside its arrays"
