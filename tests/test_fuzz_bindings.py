@@ -62,6 +62,7 @@ from deepoptim import _core
 from deepoptim import reference as R
 from deepoptim.functional._bind import core_parameters
 from deepoptim.reference.norm import BatchNormCache
+from deepoptim.reference._lowp import QBLOCK, Blockwise8
 from deepoptim.reference.optim import LOWP_KERNELS
 from kernels import KERNELS, assert_close, assert_same_bits
 
@@ -213,6 +214,8 @@ def materialize(tree, heap, memo):
         return tuple(items) if tree.tuple else items
     if isinstance(tree, Fresh):
         return tree.make()
+    if isinstance(tree, Q8):
+        return Blockwise8(materialize(tree.codes, heap, memo), materialize(tree.absmax, heap, memo), tree.signed)
     return tree
 
 
@@ -220,6 +223,15 @@ def materialize(tree, heap, memo):
 class Listed:
     items: list
     tuple: bool = False
+
+
+@dataclasses.dataclass
+class Q8:
+    """An 8-bit state (deepoptim.reference._lowp.Blockwise8) whose arrays live on the heap."""
+
+    codes: Any
+    absmax: Any
+    signed: Any
 
 
 @dataclasses.dataclass
@@ -238,6 +250,9 @@ def leaves(tree):
     elif isinstance(tree, Listed):
         for t in tree.items:
             yield from leaves(t)
+    elif isinstance(tree, Q8):
+        yield from leaves(tree.codes)
+        yield from leaves(tree.absmax)
 
 
 # ------------------------------------------------------------------- scalar strategies
@@ -481,6 +496,10 @@ def _fault_array(d, heap: Heap, a: Arr, others: List[Arr], faults: list):
     kinds = ["dtype", "shape", "strided", "unaligned", "readonly", "same", "overlap", "masked", "non_array",
              "adjacent"]
     kind = d(st.sampled_from(kinds))
+    if isinstance(a, Q8):  # an 8-bit state: the fault goes into its codes or its absmax
+        if d(st.booleans()):
+            return Q8(_fault_array(d, heap, a.codes, others, faults), a.absmax, a.signed)
+        return Q8(a.codes, _fault_array(d, heap, a.absmax, others, faults), a.signed)
     if not isinstance(a, Arr):  # already replaced by a non-array or an object array
         return a
     faults.append(kind)
@@ -532,7 +551,7 @@ def rows_case(d, spec: Spec):
     dtype = d(st.sampled_from(["float32", "float64"] + (["bfloat16", "float16"] if lowp else [])), label="dtype")
     sdtype = dtype
     if lowp and dtype != "float64":
-        sdtype = d(st.sampled_from(["float32", "bfloat16"]), label="state_dtype")
+        sdtype = d(st.sampled_from(["float32", "bfloat16", "int8", "int8"]), label="state_dtype")
     hp = d(spec.hyper(), label="hyper")
     list_form = spec.list_form and d(st.booleans(), label="list_form")
     ntensors = d(st.sampled_from([0, 1, 1, 2, 3]), label="ntensors") if list_form else 1
@@ -551,6 +570,16 @@ def rows_case(d, spec: Spec):
                                gap=gap, fill=s.fill)
                 all_arrays.append(a)
                 columns[s.name].append(a)
+            elif s in used and sdtype == "int8" and s not in spec.slots[:2]:
+                # 8-bit state: codes of the parameter's shape, one absmax per block of 256;
+                # now and then the wrong code, an absmax of the wrong size, or a flag not a bool.
+                nb = -(-size // QBLOCK)
+                codes = heap.alloc(d(st.sampled_from(["uint8"] * 19 + ["int8"])), shape, gap=gap, fill="bytes")
+                absmax = heap.alloc("float32", (d(st.sampled_from([nb] * 19 + [nb + 1])),), gap=gap, fill="nonneg")
+                signed = d(st.sampled_from([not any(k in s.name for k in _NONNEG_STATES)] * 19 + [1]))
+                all_arrays += [codes, absmax]
+                columns[s.name].append(Q8(codes, absmax, signed))
+                event("8-bit state")
             elif s in used:
                 a = heap.alloc(dtype if s in spec.slots[:2] else sdtype, shape, gap=gap, fill=s.fill)
                 all_arrays.append(a)
@@ -1006,6 +1035,8 @@ def check(case: Case) -> None:
 
     TALLY[case.spec]["ok"] += 1
     event("accepted")
+    if any(isinstance(x, Blockwise8) for v in kargs.values() for x in (v if isinstance(v, (list, tuple)) else [v])):
+        TALLY[case.spec]["ok_8bit"] += 1
     if known:
         event(f"known finding: {known}")
         return
@@ -1067,6 +1098,8 @@ def test_fuzz(name):
     run()
     # Both paths were taken: the run asserted on accepted calls and on refusals.
     assert TALLY[name]["ok"] > 0 and TALLY[name]["refused"] > 0, dict(TALLY[name])
+    if name in LOWP_KERNELS and EXAMPLES >= 500:  # and 8-bit state was accepted and checked (by hand: 500+)
+        assert TALLY[name]["ok_8bit"] > 0, dict(TALLY[name])
 
 
 # ------------------------------------------------- reproductions of the known findings

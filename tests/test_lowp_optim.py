@@ -14,11 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepoptim import functional, reference
+from deepoptim.reference._lowp import Blockwise8
 from deepoptim.reference.optim import LOWP_KERNELS
 from kernels import AWKWARD_SIZES, KERNELS
 from threads import run_json
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
+INT8 = "int8"  # 8-bit blockwise state (Blockwise8)
 F16 = np.dtype(np.float16)
 F32 = np.dtype(np.float32)
 
@@ -33,7 +35,13 @@ MODES = {
     "f16-master-bf16-state": (F16, BF16, True, False),
     "bf16-stochastic": (BF16, F32, False, True),
     "bf16-stochastic-bf16-state": (BF16, BF16, False, True),
+    "f32-params-int8-state": (F32, INT8, False, False),
+    "bf16-params-int8-state": (BF16, INT8, False, False),
+    "f16-master-int8-state": (F16, INT8, True, False),
+    "bf16-stochastic-int8-state": (BF16, INT8, False, True),
 }
+# States that are never negative keep the unsigned code (as deepoptim.optim decides).
+NONNEG = ("sq", "square", "sum", "inf", "step_size", "acc")
 STEPS = 4
 
 
@@ -41,7 +49,12 @@ def bits(a: np.ndarray) -> np.ndarray:
     return a.view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
 
 
-def assert_same(a: np.ndarray, b: np.ndarray, what: str) -> None:
+def assert_same(a, b, what: str) -> None:
+    if isinstance(a, Blockwise8):
+        assert isinstance(b, Blockwise8) and a.signed == b.signed, what
+        np.testing.assert_array_equal(a.codes, b.codes, err_msg=what + " codes")
+        assert_same(a.absmax, b.absmax, what + " absmax")
+        return
     assert a.dtype == b.dtype and a.shape == b.shape, what
     nan = np.isnan(a.astype(np.float32)) & np.isnan(b.astype(np.float32))
     differ = (bits(a) != bits(b)) & ~nan
@@ -50,9 +63,11 @@ def assert_same(a: np.ndarray, b: np.ndarray, what: str) -> None:
 
 def _state(kernel, p32, hp, sdt):
     out = []
-    for s in kernel.make_state(p32, hp):
+    for name, s in zip(kernel.states, kernel.make_state(p32, hp)):
         if s is None or s.ndim == 0 and s.size == 1 and s.shape == ():
             out.append(s)  # unused, or a per-tensor 0-d state (float32 whatever the params)
+        elif sdt == INT8:
+            out.append(Blockwise8.from_float(s.astype(np.float32), signed=not any(k in name for k in NONNEG)))
         else:
             out.append(s.astype(sdt))
     return out
@@ -68,7 +83,11 @@ def _build(kernel, hp, sizes, pdt, sdt, master, rng):
 
 
 def _copy(rows):
-    return [[None if a is None else a.copy() for a in row] for row in rows]
+    def one(a):
+        if isinstance(a, Blockwise8):
+            return Blockwise8(a.codes.copy(), a.absmax.copy(), a.signed)
+        return None if a is None else a.copy()
+    return [[one(a) for a in row] for row in rows]
 
 
 def _step(kernel, fn, rows, grads, hp, step, list_form, stochastic, seed):

@@ -25,6 +25,10 @@ MODES = {
     "f16-master-bf16-state": (F16, {"master_weights": True, "state_dtype": "bfloat16"}),
     "bf16-stochastic": (BF16, {"stochastic_rounding": True, "seed": 11}),
     "f32-bf16-state": (np.dtype(np.float32), {"state_dtype": "bfloat16"}),
+    "f32-int8-state": (np.dtype(np.float32), {"state_dtype": "int8"}),
+    "bf16-int8-state": (BF16, {"state_dtype": "int8"}),
+    "bf16-master-int8-state": (BF16, {"state_dtype": "int8", "master_weights": True}),
+    "bf16-stochastic-int8-state": (BF16, {"state_dtype": "int8", "stochastic_rounding": True, "seed": 3}),
 }
 
 
@@ -72,10 +76,19 @@ def test_state_dict_resumes_bit_for_bit(name, mode):
     for n in st1:
         if n != "step":
             for a, b in zip(st1[n], st2[n]):
-                np.testing.assert_array_equal(bits(np.asarray(a)), bits(np.asarray(b)), err_msg=n)
+                if isinstance(a, dict):  # 8-bit state
+                    np.testing.assert_array_equal(a["codes"], b["codes"], err_msg=n)
+                    np.testing.assert_array_equal(bits(a["absmax"]), bits(b["absmax"]), err_msg=n)
+                else:
+                    np.testing.assert_array_equal(bits(np.asarray(a)), bits(np.asarray(b)), err_msg=n)
     sdt = {"bf16-state": BF16, "f32-bf16-state": BF16, "f16-master-bf16-state": BF16}.get(mode, np.dtype(np.float32))
     for n, arrs in st1.items():
         if n == "step" or n in cls._scalar_state:
+            continue
+        if kw.get("state_dtype") == "int8" and n != "master_param":
+            # 8-bit for the (40, 130) weight, float32 for the 7 biases (below INT8_MIN_SIZE)
+            assert isinstance(arrs[0], dict) and arrs[0]["codes"].dtype == np.uint8, n
+            assert arrs[1].dtype == np.float32, n
             continue
         want = np.dtype(np.float32) if n == "master_param" else sdt
         assert all(a.dtype == want for a in arrs), (n, arrs[0].dtype, want)

@@ -22,6 +22,8 @@ MODES = {
     "bf16-state": {"state_dtype": "bfloat16"},
     "master": {"master_weights": True},
     "stochastic": {"stochastic_rounding": True, "seed": 4},
+    "int8-state": {"state_dtype": "int8"},
+    "master-int8-state": {"master_weights": True, "state_dtype": "int8"},
 }
 EXTRA = {"SGD": {"momentum": 0.9}}
 
@@ -55,10 +57,10 @@ def test_adapter_equals_numpy_and_resumes(name, mode, tdtype):
     for p, q in zip(ps, nps):
         assert p.dtype == tdtype
         np.testing.assert_array_equal(dt._view(p).view(np.uint16), q.view(np.uint16))
-    want = torch.bfloat16 if kw.get("state_dtype") == "bfloat16" else torch.float32
+    want = {"bfloat16": torch.bfloat16, "int8": torch.uint8}.get(kw.get("state_dtype"), torch.float32)
     for n, t in ours.state[ps[0]].items():
         if n not in ("step",) and n not in ours._spec._scalar_state:
-            assert t.dtype == (torch.float32 if n == "master_param" else want), n
+            assert t.dtype == (torch.float32 if n in ("master_param",) or n.endswith("_absmax") else want), n
 
     buf = io.BytesIO()
     torch.save(ours.state_dict(), buf)

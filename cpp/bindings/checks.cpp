@@ -67,13 +67,69 @@ const char* dtype_str(DType dt) {
     case DType::F64: return "float64";
     case DType::BF16: return "bfloat16";
     case DType::F16: return "float16";
+    case DType::Q8S: return "int8 (signed dynamic code)";
+    case DType::Q8U: return "int8 (unsigned dynamic code)";
   }
   return "?";
 }
 
 namespace {
 
-std::size_t item_size(DType dt) { return dt == DType::F64 ? 8 : dt == DType::F32 ? 4 : 2; }
+std::size_t item_size(DType dt) {
+  return dt == DType::F64 ? 8 : dt == DType::F32 ? 4 : (dt == DType::Q8S || dt == DType::Q8U) ? 1 : 2;
+}
+
+// deepoptim.reference._lowp.Blockwise8, looked up once (leaked on purpose: module lifetime).
+PyObject* blockwise8_type() {
+  static PyObject* t = py::object(py::module_::import("deepoptim.reference._lowp").attr("Blockwise8")).release().ptr();
+  return t;
+}
+
+bool is_blockwise8(py::handle h) { return PyObject_IsInstance(h.ptr(), blockwise8_type()) == 1; }
+
+// The checked arrays of a Blockwise8 state of a parameter of `shape`: codes (uint8, the
+// parameter's shape) and absmax (float32, one per block), both contiguous and, where the
+// kernel writes the state, writeable. Spans for the aliasing check are added for both.
+struct Q8Parsed {
+  DType dt;
+  void* codes;
+  float* absmax;
+  py::array codes_arr, absmax_arr;
+};
+
+template <class NameFn>
+Q8Parsed parse_blockwise8(py::handle h, const py::array& param, bool written, NameFn name) {
+  const py::object codes_o = h.attr("codes"), absmax_o = h.attr("absmax"), signed_o = h.attr("signed");
+  if (!py::isinstance<py::array>(codes_o) || !py::isinstance<py::array>(absmax_o)) {
+    throw py::type_error(name() + " (Blockwise8) must hold numpy arrays codes and absmax");
+  }
+  const auto codes = py::reinterpret_borrow<py::array>(codes_o);
+  const auto absmax = py::reinterpret_borrow<py::array>(absmax_o);
+  if (!py::isinstance<py::array_t<std::uint8_t>>(codes) || codes.dtype().num() != py::detail::npy_api::NPY_UBYTE_) {
+    throw py::type_error(name() + ".codes must have dtype uint8, got " + std::string(py::str(codes.dtype())));
+  }
+  if (absmax.dtype().num() != py::detail::npy_api::NPY_FLOAT_ || !absmax.dtype().attr("isnative").cast<bool>()) {
+    throw py::type_error(name() + ".absmax must have dtype float32, got " + std::string(py::str(absmax.dtype())));
+  }
+  if (!PyBool_Check(signed_o.ptr())) throw py::type_error(name() + ".signed must be a bool");
+  if (codes.ndim() != param.ndim() || !std::equal(codes.shape(), codes.shape() + codes.ndim(), param.shape())) {
+    throw py::value_error(name() + ".codes has shape " + shape_str(codes) + " but the parameter has shape " +
+                          shape_str(param));
+  }
+  const py::ssize_t nb = (param.size() + lowp::kQBlock - 1) / lowp::kQBlock;
+  if (absmax.ndim() != 1 || absmax.shape(0) != nb) {
+    throw py::value_error(name() + ".absmax must have shape (" + std::to_string(nb) + ",) (one per block of " +
+                          std::to_string(lowp::kQBlock) + "), got " + shape_str(absmax));
+  }
+  require_contiguous(codes, name() + ".codes");
+  require_contiguous(absmax, name() + ".absmax");
+  if (written) {
+    require_writeable(codes, name() + ".codes");
+    require_writeable(absmax, name() + ".absmax");
+  }
+  return {signed_o.ptr() == Py_True ? DType::Q8S : DType::Q8U, const_cast<void*>(codes.data()),
+          static_cast<float*>(const_cast<void*>(absmax.data())), codes, absmax};
+}
 
 // ml_dtypes.bfloat16's type number, registered with NumPy at run time.
 int bfloat16_num() {
@@ -100,7 +156,13 @@ DType storage_dtype(const py::array& a, NameFn name) {
 }
 
 lowp::Kind kind_of(DType dt) {
-  return dt == DType::BF16 ? lowp::Kind::BF16 : dt == DType::F16 ? lowp::Kind::F16 : lowp::Kind::F32;
+  switch (dt) {
+    case DType::BF16: return lowp::Kind::BF16;
+    case DType::F16: return lowp::Kind::F16;
+    case DType::Q8S: return lowp::Kind::Q8S;
+    case DType::Q8U: return lowp::Kind::Q8U;
+    default: return lowp::Kind::F32;
+  }
 }
 
 bool is_16bit(DType dt) { return dt == DType::BF16 || dt == DType::F16; }
@@ -124,6 +186,9 @@ void finish_lowp(Operands& out, const std::vector<Operand>& ops, const std::vect
         throw py::type_error(name(k, tt) + " has dtype " + dtype_str(dt) + " but " + name(0, 0) + " has dtype " +
                              dtype_str(pd) + "; all arrays of one call must share a dtype");
       }
+      if (k < 2 && (dt == DType::Q8S || dt == DType::Q8U)) {
+        throw py::type_error(name(k, tt) + " is a Blockwise8; only optimizer state may be kept in 8 bits");
+      }
       if (k == 1 && dt != pd) {
         throw py::type_error(name(k, tt) + " has dtype " + dtype_str(dt) + " but " + name(0, tt) + " has dtype " +
                              dtype_str(pd) + "; all arrays of one call must share a dtype (gradients have "
@@ -134,14 +199,17 @@ void finish_lowp(Operands& out, const std::vector<Operand>& ops, const std::vect
           throw py::type_error(name(k, tt) + " has dtype " + dtype_str(dt) + " but " + name(0, 0) +
                                " has dtype float64; all arrays of one call must share a dtype");
         }
-        if (pd != DType::F64 && dt != DType::F32 && dt != DType::BF16) {
+        if (pd != DType::F64 && dt != DType::F32 && dt != DType::BF16 && dt != DType::Q8S && dt != DType::Q8U) {
           throw py::type_error(name(k, tt) + " has dtype " + dtype_str(dt) + " but " + name(0, 0) + " has dtype " +
                                dtype_str(pd) + "; optimizer state of " + dtype_str(pd) +
-                               " parameters must be float32 or bfloat16");
+                               " parameters must be float32, bfloat16 or Blockwise8");
         }
       }
     }
     if (has_master && dts[t * nops + n] != DType::F32) {
+      if (dts[t * nops + n] == DType::Q8S || dts[t * nops + n] == DType::Q8U) {
+        throw py::type_error(name(n, static_cast<std::int64_t>(t)) + " must be a float32 array, got a Blockwise8");
+      }
       throw py::type_error(name(n, static_cast<std::int64_t>(t)) + " must have dtype float32, got " +
                            dtype_str(dts[t * nops + n]));
     }
@@ -185,6 +253,16 @@ void finish_lowp(Operands& out, const std::vector<Operand>& ops, const std::vect
   out.is_mixed = true;
   out.mx.noperands = static_cast<std::int64_t>(n);
   out.mx.kinds = out.kinds.data();
+  if (!out.absmax.empty()) {
+    if (n != nops) {  // collected with master_params as one more operand: drop its column
+      std::vector<float*> compact(nt * n);
+      for (std::size_t t = 0; t < nt; ++t) {
+        for (std::size_t k = 0; k < n; ++k) compact[t * n + k] = out.absmax[t * nops + k];
+      }
+      out.absmax = std::move(compact);
+    }
+    out.mx.absmax = out.absmax.data();
+  }
   for (std::size_t k = 0; k < n; ++k) {
     if (ops[k].written) out.mx.written |= 1u << k;
   }
@@ -446,7 +524,8 @@ Operands parse_arrays(const std::vector<Operand>& ops, const std::vector<py::han
         throw py::value_error(std::string(ops[k].name) + " has " + std::to_string(n) +
                               " arrays but " + lead.name + " has " + std::to_string(ntensors));
       }
-    } else if (!py::isinstance<py::array>(args[k])) {
+    } else if (!py::isinstance<py::array>(args[k]) &&
+               !(lp && k >= 2 && k < ops.size() - (has_master ? 1 : 0) && is_blockwise8(args[k]))) {
       throw py::type_error(std::string(ops[k].name) + " must be a numpy.ndarray (" + lead.name +
                            " is one), got " + type_name(args[k]));
     }
@@ -485,6 +564,26 @@ Operands parse_arrays(const std::vector<Operand>& ops, const std::vector<py::han
     for (std::size_t k = 0; k < ops.size(); ++k) {
       if (!ops[k].used) continue;
       const py::handle h = item(k, t);
+      if (lp && k >= 2 && k < ops.size() - (has_master ? 1 : 0) && !py::isinstance<py::array>(h) &&
+          is_blockwise8(h)) {
+        // 8-bit blockwise state: its codes and absmax, checked against the parameter.
+        const Q8Parsed q = parse_blockwise8(h, p_arr, ops[k].written, [&] { return arg_name(k, t); });
+        const std::size_t i = static_cast<std::size_t>(t) * ops.size() + k;
+        dts[i] = q.dt;
+        out.ptrs[i] = q.codes;
+        out.itemsizes[i] = 1;
+        if (out.absmax.empty()) out.absmax.assign(static_cast<std::size_t>(ntensors) * ops.size(), nullptr);
+        out.absmax[i] = q.absmax;
+        if (q.codes_arr.nbytes() > 0) {
+          const auto b = reinterpret_cast<std::uintptr_t>(q.codes_arr.data());
+          spans.push_back({b, b + static_cast<std::uintptr_t>(q.codes_arr.nbytes()), ops[k].written, {}, k, t});
+          const auto a = reinterpret_cast<std::uintptr_t>(q.absmax_arr.data());
+          spans.push_back({a, a + static_cast<std::uintptr_t>(q.absmax_arr.nbytes()), ops[k].written, {}, k, t});
+        }
+        out.keep_alive.push_back(q.codes_arr);
+        out.keep_alive.push_back(q.absmax_arr);
+        continue;
+      }
       if (!py::isinstance<py::array>(h)) {
         throw py::type_error(arg_name(k, t) + " must be a numpy.ndarray, got " + type_name(h));
       }

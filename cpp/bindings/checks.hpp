@@ -27,7 +27,9 @@ namespace py = pybind11;
 
 // F32 and F64 are the math dtypes; BF16 (ml_dtypes.bfloat16) and F16 (numpy.float16) are
 // storage only, accepted by the optimizer kernels that take low-precision arguments.
-enum class DType { F32, F64, BF16, F16 };
+// Q8S/Q8U: 8-bit blockwise state (a deepoptim.reference._lowp.Blockwise8: uint8 codes
+// into the signed/unsigned dynamic code, float32 absmax per block), state only.
+enum class DType { F32, F64, BF16, F16, Q8S, Q8U };
 
 // One array argument of a kernel: params, grads or a state.
 struct Operand {
@@ -55,6 +57,7 @@ struct Operands {
   std::vector<lowp::Kind> kinds;
   std::vector<float*> masters;
   std::vector<std::uint64_t> first;
+  std::vector<float*> absmax;  // ntensors x (kernel operands): a Blockwise8 state's absmax
   lowp::Mixed mx;
   bool is_mixed = false;
 

@@ -388,6 +388,17 @@ ScalarStates scalar_states(const std::vector<Operand>& spec, const std::vector<p
       if (begin && bytes) spans.push_back({begin, begin + bytes, written, {}, k, t});
     }
   }
+  if (!ops.absmax.empty() && n > 0) {  // 8-bit states: their absmax arrays too
+    const std::size_t stride = ops.absmax.size() / static_cast<std::size_t>(n);
+    for (std::int64_t t = 0; t < n; ++t) {
+      const auto nb = static_cast<std::uintptr_t>((ops.sizes[static_cast<std::size_t>(t)] + lowp::kQBlock - 1) /
+                                                  lowp::kQBlock);
+      for (std::size_t k = 0; k < stride; ++k) {
+        const auto begin = reinterpret_cast<std::uintptr_t>(ops.absmax[static_cast<std::size_t>(t) * stride + k]);
+        if (begin && nb) spans.push_back({begin, begin + nb * 4, true, {}, k, t});
+      }
+    }
+  }
   for (const ScalarArg& a : args) {
     if (a.arg.is_none()) throw py::value_error(std::string(a.name) + " is required, got None");
     py::list items;

@@ -500,13 +500,14 @@ def exp_mlp(out: str, quick: bool, seed: int, quiet: bool, dataset: str = "synth
 PRECISION_MODES: Dict[str, Tuple[bool, Dict[str, Any]]] = {
     "float32": (False, {}),
     "bfloat16 state": (False, {"state_dtype": "bfloat16"}),
+    "8-bit state": (False, {"state_dtype": "int8", "int8_min_size": 0}),
     "bfloat16 params, nearest": (True, {}),
     "bfloat16 params, stochastic rounding": (True, {"stochastic_rounding": True}),
     "bfloat16 params, float32 master weights": (True, {"master_weights": True}),
 }
 #: Optimizer bytes per parameter of each mode (parameter, gradient, AdamW's two moments,
 #: master copy), as stored.
-PRECISION_BYTES = {"float32": 16, "bfloat16 state": 12, "bfloat16 params, nearest": 12,
+PRECISION_BYTES = {"float32": 16, "bfloat16 state": 12, "8-bit state": 10, "bfloat16 params, nearest": 12,
                    "bfloat16 params, stochastic rounding": 12, "bfloat16 params, float32 master weights": 16}
 
 
@@ -671,14 +672,15 @@ def _report(out: str, summary: Summary) -> None:
         lines.append(
             f"\n## Low precision: bfloat16 parameters and state ({pr['steps']} AdamW steps)\n\n"
             "The same MLP (10-64-64-3) trained on the synthetic rings with AdamW, its learning rate decaying "
-            "from 3e-3 to 3e-5 (cosine), in five storage modes: everything float32; float32 parameters with "
-            "bfloat16 moments; and bfloat16 parameters and gradients (forward and backward in float32 on the "
+            "from 3e-3 to 3e-5 (cosine), in six storage modes: everything float32; float32 parameters with "
+            "bfloat16 moments, or with 8-bit blockwise moments (Dettmers et al., 2022: blocks of 256, a dynamic "
+            "code, every tensor here); and bfloat16 parameters and gradients (forward and backward in float32 on the "
             "widened weights, as mixed-precision training runs) updated with rounding to nearest, with stochastic "
             "rounding (Gupta et al., 2015), or from float32 master weights (the ZeRO-Offload pattern). A bfloat16 "
             "weight near 0.5 moves in steps of 2**-9 = 0.002; once AdamW's update (about the learning rate per "
             "step) is below half of that, rounding to nearest returns the old weight and training stalls, while "
-            "stochastic rounding keeps the update in expectation and master weights keep it exactly. "
-            "(8-bit state is not in this comparison yet.)\n\n![precision](precision.png)\n\n"
+            "stochastic rounding keeps the update in expectation and master weights keep it exactly."
+            "\n\n![precision](precision.png)\n\n"
             "| mode | optimizer bytes per parameter | final loss (training set) | / float32 | distance from float32 "
             "| parameters changed per step, last 10% |\n|---|---|---|---|---|---|")
         for n, r in pr["modes"].items():

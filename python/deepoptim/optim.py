@@ -34,6 +34,7 @@ import numpy as np
 
 from deepoptim import clip
 from deepoptim import functional as F
+from deepoptim.reference._lowp import Blockwise8
 
 Array = np.ndarray
 Params = Union[Sequence[Array], Mapping[str, Array], Sequence[Mapping[str, Any]]]
@@ -42,7 +43,10 @@ Schedule = Callable[[int], float]
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 _PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), BFLOAT16, np.dtype(np.float16))
 _16BIT = (BFLOAT16, np.dtype(np.float16))
-_STATE_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": BFLOAT16}
+_STATE_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": BFLOAT16, "int8": np.dtype(np.uint8)}
+#: With state_dtype="int8", tensors smaller than this keep float32 state (as bitsandbytes:
+#: their state is small, and their blocks would be mostly padding).
+INT8_MIN_SIZE = 4096
 
 # Keys of a group that are not hyperparameters: the parameters, their names, and the
 # base class's bookkeeping (leading underscore: internal, never in a state_dict).
@@ -76,6 +80,18 @@ def _is_group_list(params) -> bool:
 def _span(a: Array) -> Tuple[int, int]:
     start = a.__array_interface__["data"][0]
     return start, start + a.nbytes
+
+
+def _state_arrays(a: Any) -> List[Array]:
+    """The arrays holding one state value: itself, or an 8-bit state's codes and absmax."""
+    return [a.codes, a.absmax] if isinstance(a, Blockwise8) else [a]
+
+
+def _state_copy(a: Any) -> Any:
+    """A state value for a state_dict: an array copy, or an 8-bit state as a plain dict."""
+    if isinstance(a, Blockwise8):
+        return {"codes": a.codes.copy(), "absmax": a.absmax.copy(), "signed": a.signed}
+    return a.copy()
 
 
 def _check_param(a, name: str) -> Array:
@@ -153,6 +169,8 @@ class Optimizer:
         bits are keyed by (``seed``, group, step, element): reproducible from a checkpoint
         and the same for any thread count.
       seed: the stochastic-rounding seed, an int in [0, 2**64).
+      int8_min_size: with ``state_dtype="int8"``, parameters with fewer elements keep
+        float32 state (default 4096, as bitsandbytes' ``min_8bit_size``).
 
     Every step is all or nothing: gradients, hyperparameters and learning rates of every
     group are checked before any array is written, so a step that raises has changed
@@ -192,10 +210,11 @@ class Optimizer:
         master_weights: bool = False,
         stochastic_rounding: bool = False,
         seed: int = 0,
+        int8_min_size: int = INT8_MIN_SIZE,
     ) -> None:
         self.defaults = dict(defaults, decoupled_weight_decay=decoupled_weight_decay, l1=l1, l1_mode=l1_mode,
                              state_dtype=state_dtype, master_weights=master_weights,
-                             stochastic_rounding=stochastic_rounding, seed=seed)
+                             stochastic_rounding=stochastic_rounding, seed=seed, int8_min_size=int8_min_size)
         self.skip_nonfinite = bool(skip_nonfinite)
         self.grad_norm_ratio = bool(grad_norm_ratio)
         if not (_is_real(grad_norm_ratio_eps) and grad_norm_ratio_eps > 0 and math.isfinite(grad_norm_ratio_eps)):
@@ -278,7 +297,7 @@ class Optimizer:
             for i, (n, p) in enumerate(zip(g["names"], g["params"])):
                 spans.append((_span(p), f"parameter {n}"))
                 for name, arrs in g["_state"].items():
-                    spans.append((_span(arrs[i]), f"state {name} of parameter {n}"))
+                    spans += [(_span(a), f"state {name} of parameter {n}") for a in _state_arrays(arrs[i])]
         spans = sorted((s for s in spans if s[0][1] > s[0][0]), key=lambda s: s[0][0])
         self._written = ([s[0][0] for s in spans], [s[0][1] for s in spans], [s[1] for s in spans])
 
@@ -302,6 +321,11 @@ class Optimizer:
         return _STATE_DTYPES[group["state_dtype"] or "float32"]
 
     @staticmethod
+    def _is_int8(group: Mapping[str, Any], param: Array) -> bool:
+        """Whether a parameter's state is kept in 8 bits (state_dtype="int8", large enough)."""
+        return group["state_dtype"] == "int8" and param.size >= group["int8_min_size"]
+
+    @staticmethod
     def _uses_master(group: Mapping[str, Any]) -> bool:
         return bool(group["master_weights"]) and group["params"][0].dtype in _16BIT
 
@@ -317,6 +341,10 @@ class Optimizer:
         a = self._init_state(group, name, param)
         if name in self._scalar_state:
             return a
+        if group["state_dtype"] == "int8":
+            if self._is_int8(group, param):
+                return Blockwise8.from_float(a.astype(np.float32), signed=name not in self._nonnegative_state)
+            return a.astype(np.float32)
         # Widened from a 16-bit parameter exactly, or rounded to nearest even to bfloat16.
         return a.astype(self._state_dtype(group, param.dtype), copy=False)
 
@@ -400,15 +428,19 @@ class Optimizer:
                              "master_weights) cannot change after construction")
         sdt = self._state_dtype(g, pdt)
         if "_state" in g:
-            kept = {a.dtype for n, arrs in g["_state"].items() if n not in self._scalar_state and n != "master_param"
+            kept = {np.dtype(np.uint8) if isinstance(a, Blockwise8) else a.dtype
+                    for n, arrs in g["_state"].items() if n not in self._scalar_state and n != "master_param"
                     for a in (arrs or []) if a is not None}
+            if g["state_dtype"] == "int8":  # 8-bit, and float32 for the small tensors
+                kept -= {np.dtype(np.float32)}
             if kept and kept != {sdt}:
                 raise ValueError(f"{where}: state_dtype asks for {sdt} state but the group keeps {sorted(map(str, kept))}; "
                                  "state_dtype cannot change after construction")
         try:
             # A zero-size stand-in for parameter 0, so the dtype-dependent checks run too.
+            dry_dt = np.float32 if g["state_dtype"] == "int8" else sdt  # an empty tensor keeps float32
             dry = {n: [self._init_state(g, n, empty) if n in self._scalar_state
-                       else np.empty(0, np.float32 if n == "master_param" else sdt)] for n in names}
+                       else np.empty(0, np.float32 if n == "master_param" else dry_dt)] for n in names}
             hp = self._kernel_hyper(g)
             hp["_lowp"] = self._lowp_args(g, 0, [0], dry)
             self._kernel(hp, [0], [empty], [empty], dry, lr, 1)
@@ -418,9 +450,9 @@ class Optimizer:
     def _check_lowp(self, g: Mapping[str, Any], where: str) -> None:
         sd, pdt = g["state_dtype"], g["params"][0].dtype
         if sd is not None and sd not in _STATE_DTYPES:
-            raise ValueError(f"{where}: state_dtype must be None, 'float32' or 'bfloat16', got {sd!r}")
-        if sd == "bfloat16" and pdt == np.float64:
-            raise ValueError(f"{where}: state_dtype='bfloat16' does not fit float64 parameters (their state is float64)")
+            raise ValueError(f"{where}: state_dtype must be None, 'float32', 'bfloat16' or 'int8', got {sd!r}")
+        if sd in ("bfloat16", "int8") and pdt == np.float64:
+            raise ValueError(f"{where}: state_dtype={sd!r} does not fit float64 parameters (their state is float64)")
         for k in ("master_weights", "stochastic_rounding"):
             if not isinstance(g[k], (bool, np.bool_)):
                 raise TypeError(f"{where}: {k} must be a bool, got {g[k]!r}")
@@ -432,6 +464,8 @@ class Optimizer:
                              f"these are {pdt}" + (" with master_weights=True" if g["master_weights"] else ""))
         if not (_is_int(g["seed"]) and 0 <= g["seed"] < 2**64):
             raise ValueError(f"{where}: seed must be an int in [0, 2**64), got {g['seed']!r}")
+        if not (_is_int(g["int8_min_size"]) and g["int8_min_size"] >= 0):
+            raise ValueError(f"{where}: int8_min_size must be an int >= 0, got {g['int8_min_size']!r}")
         if pdt in _16BIT:
             wd = g.get("weight_decay", 0.0)
             if g["decoupled_weight_decay"] and wd and not self._kernel_decouples:
@@ -611,7 +645,11 @@ class Optimizer:
             g["_steps"] = [0] * len(g["params"])
             for name, arrs in g["_state"].items():
                 for p, a in zip(g["params"], arrs):
-                    a[...] = self._new_state(g, name, p)
+                    new = self._new_state(g, name, p)
+                    if isinstance(a, Blockwise8):
+                        a.codes[...], a.absmax[...] = new.codes, new.absmax
+                    else:
+                        a[...] = new
         self.state = {"skipped_steps": 0, "prev_grad_sq_norm": None}
 
     zero_state = reset_state
@@ -634,7 +672,7 @@ class Optimizer:
             h["shapes"] = [tuple(p.shape) for p in g["params"]]
             h["dtype"] = str(g["params"][0].dtype)
             groups.append(h)
-            st: Dict[str, Any] = {name: [a.copy() for a in arrs] for name, arrs in g["_state"].items()}
+            st: Dict[str, Any] = {name: [_state_copy(a) for a in arrs] for name, arrs in g["_state"].items()}
             st["step"] = list(g["_steps"])
             states.append(st)
         return {
@@ -720,15 +758,20 @@ class Optimizer:
                     raise ValueError(f"{where}: state {name} must hold one array per parameter "
                                      f"({len(g['params'])}), got {len(lst) if isinstance(lst, (list, tuple)) else type(lst).__name__}")
                 for n, p, a in zip(g["names"], g["params"], lst):
+                    if name not in self._scalar_state and name != "master_param" and self._is_int8(trial, p):
+                        self._check_int8_state(a, p, name, n, where)
+                        continue
                     if not isinstance(a, np.ndarray) or isinstance(a, np.ma.MaskedArray):
                         raise TypeError(f"{where}: state {name} of {n} must be a numpy.ndarray, got {type(a).__name__}")
                     if name in self._scalar_state:
                         if a.shape != () or a.dtype != np.float32:
                             raise ValueError(f"{where}: state {name} of {n} must be a 0-d float32 array, got "
                                              f"shape/dtype {a.shape}/{a.dtype}")
-                    elif a.shape != p.shape or a.dtype != (np.float32 if name == "master_param"
+                    elif a.shape != p.shape or a.dtype != (np.float32 if name == "master_param" or
+                                                           trial["state_dtype"] == "int8"
                                                            else self._state_dtype(trial, p.dtype)):
-                        want = np.float32 if name == "master_param" else self._state_dtype(trial, p.dtype)
+                        want = (np.float32 if name == "master_param" or trial["state_dtype"] == "int8"
+                                else self._state_dtype(trial, p.dtype))
                         raise ValueError(f"{where}: state {name} of {n} has shape/dtype {a.shape}/{a.dtype}, "
                                          f"expected {p.shape}/{np.dtype(want)}")
                     if name in self._nonnegative_state and a.size and np.min(a) < 0:
@@ -745,8 +788,32 @@ class Optimizer:
             g["_steps"] = steps
             for name, lst in arrays.items():
                 for dst, src in zip(g["_state"][name], lst):
-                    np.copyto(dst, src)
+                    if isinstance(dst, Blockwise8):
+                        np.copyto(dst.codes, src["codes"])
+                        np.copyto(dst.absmax, src["absmax"])
+                    else:
+                        np.copyto(dst, src)
         self.state = {"skipped_steps": int(skipped), "prev_grad_sq_norm": None if prev is None else float(prev)}
+
+    def _check_int8_state(self, a: Any, p: Array, name: str, n: str, where: str) -> None:
+        """An 8-bit state in a state_dict: {"codes": uint8 of the parameter's shape, "absmax":
+        float32, one per block, never negative, "signed": the code this state uses}."""
+        from deepoptim.reference._lowp import QBLOCK
+
+        signed = name not in self._nonnegative_state
+        if not (isinstance(a, Mapping) and set(a) == {"codes", "absmax", "signed"}):
+            raise ValueError(f"{where}: state {name} of {n} is kept in 8 bits: it must be a dict with keys "
+                             f"codes, absmax, signed, got {type(a).__name__}")
+        codes, absmax = a["codes"], a["absmax"]
+        nb = -(-p.size // QBLOCK)
+        if not (isinstance(codes, np.ndarray) and codes.dtype == np.uint8 and codes.shape == p.shape):
+            raise ValueError(f"{where}: state {name} of {n}: codes must be a uint8 array of shape {p.shape}")
+        if not (isinstance(absmax, np.ndarray) and absmax.dtype == np.float32 and absmax.shape == (nb,)):
+            raise ValueError(f"{where}: state {name} of {n}: absmax must be a float32 array of shape ({nb},)")
+        if a["signed"] is not signed:
+            raise ValueError(f"{where}: state {name} of {n}: signed must be {signed} (the code this state uses)")
+        if absmax.size and np.nanmin(absmax, initial=0.0) < 0:
+            raise ValueError(f"{where}: state {name} of {n} has a negative absmax, which no quantization produces")
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
@@ -1145,7 +1212,7 @@ class ScheduleFreeAdamW(Optimizer):
         super()._check_lowp(g, where)
         # train()/eval() move the parameters between y and x with NumPy arithmetic, which
         # on 16-bit arrays would round differently from the kernel's float32 math.
-        if g["params"][0].dtype in _16BIT or g["state_dtype"] == "bfloat16":
+        if g["params"][0].dtype in _16BIT or g["state_dtype"] in ("bfloat16", "int8"):
             raise ValueError(f"{where}: ScheduleFreeAdamW takes float32/float64 parameters and state for now "
                              "(its train()/eval() switch is not low-precision aware); "
                              "deepoptim.functional.schedule_free_adamw itself takes bfloat16")

@@ -51,6 +51,7 @@ import numpy as np
 from deepoptim import _core, clip
 from deepoptim import functional as F
 from deepoptim import optim as _np
+from deepoptim.reference._lowp import QBLOCK, Blockwise8
 
 _TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 _FLOATS = (torch.float32, torch.float64)
@@ -182,14 +183,32 @@ class _Adapter(torch.optim.Optimizer):
         if t.is_sparse or not t.is_contiguous():
             raise ValueError(f"parameter {name} must be a dense contiguous tensor (it is updated in place)")
 
-    def _state_dtype(self, hyper: Dict[str, Any], param_dtype: torch.dtype, name: str) -> torch.dtype:
-        """The dtype of state ``name`` of a parameter: float32 for a master copy, else the
-        group's state dtype (deepoptim.optim's ``state_dtype``: float32 by default for
-        float32/bfloat16/float16 parameters, where torch.optim would keep the parameter's
-        dtype; float64 for float64 parameters)."""
+    def _state_dtype(self, hyper: Dict[str, Any], p: torch.Tensor, name: str) -> torch.dtype:
+        """The dtype of state tensor ``name`` of parameter ``p``: float32 for a master copy;
+        with ``state_dtype="int8"``, uint8 codes and their float32 ``<name>_absmax`` for a
+        parameter of at least deepoptim.optim.INT8_MIN_SIZE elements (float32 state for a
+        smaller one); else the group's state dtype (deepoptim.optim's ``state_dtype``:
+        float32 by default for float32/bfloat16/float16 parameters, where torch.optim
+        would keep the parameter's dtype; float64 for float64 parameters)."""
+        t = _local(p)
         if name == "master_param":
             return torch.float32
-        return _TORCH_DTYPE[self._spec._state_dtype(hyper, _NP_DTYPE[param_dtype])]
+        if hyper.get("state_dtype") == "int8":
+            if self._int8(hyper, p):
+                return torch.float32 if name.endswith("_absmax") else torch.uint8
+            return torch.float32
+        return _TORCH_DTYPE[self._spec._state_dtype(hyper, _NP_DTYPE[t.dtype])]
+
+    @staticmethod
+    def _int8(hyper: Dict[str, Any], p: torch.Tensor) -> bool:
+        return hyper.get("state_dtype") == "int8" and _local(p).numel() >= hyper.get("int8_min_size", _np.INT8_MIN_SIZE)
+
+    def _state_value(self, hyper: Dict[str, Any], p: torch.Tensor, st: Dict[str, Any], n: str) -> Any:
+        """What the kernel takes for state ``n``: a NumPy view, or for 8-bit state a
+        Blockwise8 of views of the codes and ``<n>_absmax`` tensors."""
+        if n not in self._spec._scalar_state and n != "master_param" and self._int8(hyper, p):
+            return Blockwise8(_view(st[n]), _view(st[n + "_absmax"]), n not in self._spec._nonnegative_state)
+        return _view(st[n])
 
     def _np_group_stub(self, hyper: Dict[str, Any], dtype) -> Dict[str, Any]:
         g = dict(hyper, params=[np.zeros(1, dtype)], names=["0"], keyed=False, step=0)
@@ -215,9 +234,9 @@ class _Adapter(torch.optim.Optimizer):
             if st:
                 hyper = self._hyper(group)
                 for k, t in st.items():
-                    if k == "step" or k in self._spec._scalar_state:  # 0-d state keeps its own dtype
-                        continue
-                    want = self._state_dtype(hyper, _local(p).dtype, k)
+                    if k == "step" or k in self._spec._scalar_state or k.endswith("_absmax"):
+                        continue  # 0-d state keeps its own dtype; an 8-bit state's absmax is per block
+                    want = self._state_dtype(hyper, p, k)
                     if isinstance(t, torch.Tensor) and (t.dtype != want or t.shape != p.shape):
                         if t.shape != p.shape:
                             raise ValueError(f"parameter {n} changed shape from {tuple(t.shape)} to "
@@ -229,11 +248,12 @@ class _Adapter(torch.optim.Optimizer):
         return v
 
     def _state_views(self, group_np: Dict[str, Any], tensors: List[torch.Tensor], state_names: List[str],
-                     pending: Dict[int, Dict[str, Any]]) -> Tuple[Dict[str, List[Optional[np.ndarray]]], List[int]]:
+                     pending: Dict[int, Dict[str, Any]]) -> Tuple[Dict[str, List[Any]], List[int]]:
         """Per-state-name lists of NumPy views (None where a parameter has no state yet and
         no gradient), and the per-parameter step counts. New state goes to ``pending``
         and enters ``self.state`` only once the whole step is known to succeed."""
-        views: Dict[str, List[Optional[np.ndarray]]] = {n: [] for n in state_names}
+        views: Dict[str, List[Any]] = {n: [] for n in state_names}
+        hyper = {k: group_np[k] for k in self._hyper_keys}
         steps: List[int] = []
         for i, p in enumerate(tensors):
             st = self.state.get(p)
@@ -246,7 +266,7 @@ class _Adapter(torch.optim.Optimizer):
                 steps.append(0)
                 continue
             for n in state_names:
-                views[n].append(_view(st[n]))
+                views[n].append(self._state_value(hyper, p, st, n))
             # Without a step entry (SGD), state that exists has seen a step; new state has not.
             steps.append(int(st["step"]) if "step" in st else (0 if fresh else 1))
         return views, steps
@@ -262,7 +282,12 @@ class _Adapter(torch.optim.Optimizer):
             if n in self._spec._scalar_state:  # a 0-d tensor of torch's scalar dtype, as torch keeps it
                 st[n] = torch.tensor(float(init), dtype=_scalar_dtype())
                 continue
-            t = torch.zeros(_local(p).shape, dtype=self._state_dtype(hyper, _local(p).dtype, n))
+            if self._int8(hyper, p):
+                q = Blockwise8.from_float(np.asarray(init, np.float32), n not in self._spec._nonnegative_state)
+                st[n] = torch.from_numpy(q.codes)
+                st[n + "_absmax"] = torch.from_numpy(q.absmax)
+                continue
+            t = torch.zeros(_local(p).shape, dtype=self._state_dtype(hyper, p, n))
             if np.any(init):
                 _view(t)[...] = init
             st[n] = t
@@ -376,7 +401,7 @@ class _Adapter(torch.optim.Optimizer):
         if len(dtypes) != 1:
             return
         hyper = self._hyper(group)
-        if hyper["l1"]:
+        if hyper["l1"] or hyper["state_dtype"] == "int8":  # 8-bit state: the general path
             return
         dtype = _NP_DTYPE[params[0].dtype]
         stub = self._np_group_stub(hyper, dtype)
@@ -389,7 +414,7 @@ class _Adapter(torch.optim.Optimizer):
             return
         steps = {int(st["step"]) for st in states if st and "step" in st} if self._has_step else {1}
         arrays = [n for n in names if n not in self._spec._scalar_state]
-        want = {n: self._state_dtype(hyper, params[0].dtype, n) for n in arrays}
+        want = {n: self._state_dtype(hyper, params[0], n) for n in arrays}
         if len(steps) != 1 or any(st and any(st[n].dtype != want[n] for n in arrays) for st in states):
             return
         (step,) = steps
@@ -507,6 +532,16 @@ class _Adapter(torch.optim.Optimizer):
                     elif not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(p.shape):
                         raise ValueError(f"{where}: state {n} of parameter {pid} must be a tensor of the "
                                          f"parameter's shape {tuple(p.shape)}")
+                    elif n != "master_param" and self._int8(trial, p):
+                        a = st.get(n + "_absmax")
+                        nb = -(-_local(p).numel() // QBLOCK)
+                        if t.dtype != torch.uint8 or not (isinstance(a, torch.Tensor) and a.is_floating_point()
+                                                          and tuple(a.shape) == (nb,)):
+                            raise ValueError(f"{where}: state {n} of parameter {pid} is kept in 8 bits: uint8 codes "
+                                             f"and a float tensor {n}_absmax of shape ({nb},)")
+                        if bool((_local(a) < 0).any()):
+                            raise ValueError(f"{where}: state {n}_absmax of parameter {pid} has negative values")
+                        continue
                     if n in self._spec._nonnegative_state and t.numel() and bool((_local(t) < 0).any()):
                         raise ValueError(f"{where}: state {n} of parameter {pid} has negative values, "
                                          "which no training produces")
@@ -528,7 +563,7 @@ class _Adapter(torch.optim.Optimizer):
                     if n in self._spec._scalar_state:
                         want = t.dtype if t.dtype in _FLOATS else _scalar_dtype()
                     else:
-                        want = self._state_dtype(hyper, _local(p).dtype, n)
+                        want = self._state_dtype(hyper, p, n)
                     mine[n] = t.detach().to(dtype=want, memory_format=torch.contiguous_format, copy=True)
         for group in self.param_groups:
             for k in self._hyper_keys:
@@ -578,7 +613,7 @@ def _make(np_cls: type) -> type:
     common = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in (
         ("decoupled_weight_decay", False), ("l1", 0.0), ("l1_mode", "subgradient"), ("skip_nonfinite", False),
         ("grad_norm_ratio", False), ("grad_norm_ratio_eps", 1e-12), ("state_dtype", None),
-        ("master_weights", False), ("stochastic_rounding", False), ("seed", 0))]
+        ("master_weights", False), ("stochastic_rounding", False), ("seed", 0), ("int8_min_size", 4096))]
     if np_cls.torch_name:
         theirs = inspect.signature(getattr(torch.optim, np_cls.torch_name).__init__)
         base = list(theirs.parameters.values())

@@ -31,7 +31,12 @@
 namespace deepoptim::lowp {
 
 // How one operand of one tensor is stored. The math type is float32 throughout.
-enum class Kind : std::uint8_t { F32 = 0, BF16 = 1, F16 = 2 };
+// Q8S / Q8U: 8-bit blockwise state (codes into the signed / unsigned dynamic code, one
+// float32 absmax per block of kQBlock elements; see q8code.hpp and the twin's _lowp.py).
+enum class Kind : std::uint8_t { F32 = 0, BF16 = 1, F16 = 2, Q8S = 3, Q8U = 4 };
+
+// Elements per block of 8-bit state (one absmax each), as bitsandbytes.
+inline constexpr std::int64_t kQBlock = 256;
 
 // A step on mixed storage. The kernel's tensor structs carry the operands' raw
 // addresses (their first `noperands` members, reinterpreted as float pointers; they are
@@ -45,13 +50,15 @@ struct Mixed {
   std::uint64_t seed = 0;
   std::uint64_t stream = 0;                  // the step: each step draws afresh
   const std::uint64_t* first = nullptr;      // ntensors: index of each tensor's element 0
+  float* const* absmax = nullptr;            // ntensors x noperands: a Q8 operand's absmax
 };
 
 // Elements per scratch chunk. Small chunks keep every operand's stream in flight at once
 // (the float32 kernels read all their arrays in one loop); measured on 4M-element AdamW,
 // bfloat16 everything, 1 thread: 0.9 ns/element at 128-256, 1.4 at 2048, 1.36 at 8192.
 inline constexpr std::int64_t kChunk = 256;
-static_assert(kChunk % parallel::kBlock == 0 || parallel::kBlock % kChunk == 0, "chunks tile a block");
+static_assert(parallel::kBlock % kChunk == 0, "chunks tile a block");
+static_assert(kChunk == kQBlock, "a chunk is one block of 8-bit state");
 
 // Widen n elements of `kind` at src into float32 dst; round n float32 at src into dst
 // (nearest even); round stochastically into bfloat16 (draws of elements j0 .. j0+n-1).
@@ -59,8 +66,12 @@ void widen(Kind kind, const void* src, float* dst, std::int64_t n);
 void narrow(Kind kind, const float* src, void* dst, std::int64_t n);
 void narrow_stochastic(const float* src, void* dst, std::int64_t n, std::uint64_t seed, std::uint64_t stream,
                        std::uint64_t j0);
+// One block of 8-bit state: dst = code[q] * absmax; and q, *absmax from float32 src.
+void dequantize8(bool is_signed, const std::uint8_t* q, float absmax, float* dst, std::int64_t n);
+void quantize8(bool is_signed, const float* src, std::uint8_t* q, float* absmax, std::int64_t n);
 
-inline std::size_t elem_size(Kind k) { return k == Kind::F32 ? 4 : 2; }
+inline std::size_t elem_size(Kind k) { return k == Kind::F32 ? 4 : (k == Kind::Q8S || k == Kind::Q8U) ? 1 : 2; }
+inline bool is_q8(Kind k) { return k == Kind::Q8S || k == Kind::Q8U; }
 
 // Operand k of a kernel tensor struct whose first members are pointers.
 template <class Tensor>
@@ -101,6 +112,10 @@ void for_each_block(const Tensor* tensors, std::int64_t ntensors, const Mixed* m
           set_operand(view, k, master + cb);
         } else if (kinds[k] == Kind::F32) {
           set_operand(view, k, base + std::size_t(cb) * 4);
+        } else if (is_q8(kinds[k])) {
+          dequantize8(kinds[k] == Kind::Q8S, reinterpret_cast<const std::uint8_t*>(base) + cb,
+                      mx->absmax[t * nops + k][cb / kQBlock], scratch[k], n);
+          set_operand(view, k, scratch[k]);
         } else {
           widen(kinds[k], base + std::size_t(cb) * 2, scratch[k], n);
           set_operand(view, k, scratch[k]);
@@ -114,6 +129,9 @@ void for_each_block(const Tensor* tensors, std::int64_t ntensors, const Mixed* m
         void* dst = base + std::size_t(cb) * elem_size(kinds[k]);
         if (k == 0 && mx->stochastic) {
           narrow_stochastic(src, dst, n, mx->seed, mx->stream, mx->first[t] + std::uint64_t(cb));
+        } else if (is_q8(kinds[k])) {
+          quantize8(kinds[k] == Kind::Q8S, src, static_cast<std::uint8_t*>(dst), &mx->absmax[t * nops + k][cb / kQBlock],
+                    n);
         } else {
           narrow(kinds[k], src, dst, n);
         }

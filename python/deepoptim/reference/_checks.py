@@ -50,7 +50,7 @@ def operands(
         )
     n = len(args[0]) if list_form else 1
 
-    for (name, _written, used, why), arg in zip(spec, args):
+    for k, ((name, _written, used, why), arg) in enumerate(zip(spec, args)):
         if not used:
             continue
         if arg is None:
@@ -62,7 +62,9 @@ def operands(
                 )
             if len(arg) != n:
                 raise ValueError(f"{name} has {len(arg)} arrays but {lead} has {n}")
-        elif not isinstance(arg, np.ndarray):
+        elif not isinstance(arg, np.ndarray) and not (
+                step is not None and 2 <= k < len(spec) - (1 if has_master else 0)
+                and isinstance(arg, _lowp.Blockwise8)):
             raise TypeError(f"{name} must be a numpy.ndarray ({lead} is one), got {type(arg).__name__}")
 
     rows: List[List[Optional[np.ndarray]]] = []
@@ -80,6 +82,14 @@ def operands(
                 row.append(None)
                 continue
             a = arg[t] if list_form else arg
+            if (step is not None and 2 <= k < len(spec) - (1 if has_master else 0)
+                    and not isinstance(a, np.ndarray) and isinstance(a, _lowp.Blockwise8)):
+                # 8-bit blockwise state: its codes and absmax, checked against the parameter.
+                _lowp.check_blockwise8(a, row[0], written, label)  # type: ignore[arg-type]
+                add_span(spans, a.codes, written, label)
+                add_span(spans, a.absmax, written, label)
+                row.append(a)  # type: ignore[arg-type]
+                continue
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"{label} must be a numpy.ndarray, got {type(a).__name__}")
             not_masked(a, label)
@@ -304,7 +314,10 @@ def scalar_states(spec: Sequence[Tuple[str, bool, bool, Optional[str]]], rows: l
     spans: list = []
     for t, row in enumerate(rows):
         for (name, written, _used, _why), a in zip(spec, row):
-            if a is not None:
+            if isinstance(a, _lowp.Blockwise8):  # an 8-bit state: its codes and absmax
+                add_span(spans, a.codes, written, f"{name}[{t}]" if list_form else name)
+                add_span(spans, a.absmax, written, f"{name}[{t}]" if list_form else name)
+            elif a is not None:
                 add_span(spans, a, written, f"{name}[{t}]" if list_form else name)
     out = []
     for name, arg in scalars:

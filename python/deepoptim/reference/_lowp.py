@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -72,6 +72,8 @@ class _Step:
                 nan = (u & 0x7FFFFFFF) > 0x7F800000
                 bits = np.where(nan, ((u >> 16) & 0x8000) | 0x7FC0, (u + r) >> 16).astype(np.uint16)
                 orig.reshape(-1).view(np.uint16)[...] = bits
+            elif isinstance(orig, Blockwise8):
+                orig.codes[...], orig.absmax[...] = quantize(work, orig.signed)
             elif orig.dtype in _16BIT:
                 orig.reshape(-1)[...] = _narrow(work.reshape(-1), orig.dtype)
             else:
@@ -110,6 +112,11 @@ def check_dtypes(step: _Step, spec: Sequence[Tuple[str, bool, bool, Optional[str
             a = row[k]
             if a is None:
                 continue
+            if isinstance(a, Blockwise8):  # only a state slot takes one (operands() checked)
+                if pd == np.float64:
+                    raise TypeError(f"{labels[t][k]} is a Blockwise8 but {labels[0][0]} has dtype float64; all "
+                                    "arrays of one call must share a dtype")
+                continue
             dt = a.dtype
             if k == 0 and dt != pd:
                 raise TypeError(f"{labels[t][k]} has dtype {_name(dt)} but {labels[0][0]} has dtype {_name(pd)}; "
@@ -123,8 +130,8 @@ def check_dtypes(step: _Step, spec: Sequence[Tuple[str, bool, bool, Optional[str
                                     "all arrays of one call must share a dtype")
                 if pd != np.float64 and dt not in (np.dtype(np.float32), BFLOAT16):
                     raise TypeError(f"{labels[t][k]} has dtype {_name(dt)} but {labels[0][0]} has dtype "
-                                    f"{_name(pd)}; optimizer state of {_name(pd)} parameters must be float32 "
-                                    "or bfloat16")
+                                    f"{_name(pd)}; optimizer state of {_name(pd)} parameters must be float32, "
+                                    "bfloat16 or Blockwise8")
         if has_master and row[n].dtype != np.float32:  # type: ignore[union-attr]
             raise TypeError(f"{labels[t][n]} must have dtype float32, got {_name(row[n].dtype)}")  # type: ignore[union-attr]
     if has_master and rows and pd not in _16BIT:
@@ -154,7 +161,7 @@ def working_rows(step: _Step, spec: Sequence[Tuple[str, bool, bool, Optional[str
     n = len(spec) - (1 if has_master else 0)
     pd = rows[0][0].dtype if rows else np.dtype(np.float32)  # type: ignore[union-attr]
     mixed = pd in _16BIT or step.stochastic_rounding is not None or has_master or any(
-        a is not None and a.dtype == BFLOAT16 for row in rows for a in row[2:n])
+        a is not None and (isinstance(a, Blockwise8) or a.dtype == BFLOAT16) for row in rows for a in row[2:n])
     if not mixed:
         return [row[:n] for row in rows]
     out: List[List[Optional[np.ndarray]]] = []
@@ -167,7 +174,10 @@ def working_rows(step: _Step, spec: Sequence[Tuple[str, bool, bool, Optional[str
                 continue
             src = row[n] if k == 0 and has_master else a
             assert src is not None  # the master of a parameter that has one (checked)
-            w = _widen(src).astype(np.float32, copy=True).reshape(a.shape)
+            if isinstance(src, Blockwise8):
+                w = src.dequantize()
+            else:
+                w = _widen(src).astype(np.float32, copy=True).reshape(a.shape)
             work.append(w)
             if k == 0:
                 if has_master:
@@ -207,3 +217,171 @@ def lowp_step(fn: _F) -> _F:
         return result
 
     return step  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- 8-bit blockwise state
+# Dettmers, Lewis, Shleifer & Zettlemoyer, "8-bit Optimizers via Block-wise Quantization"
+# (ICLR 2022), as bitsandbytes stores optimizer state: blocks of QBLOCK elements, a
+# float32 absmax per block, each element an 8-bit index into a 256-entry "dynamic" code
+# (create_dynamic_map(signed, max_exponent_bits=7, total_bits=8)): for the decades
+# d = 0..6 (scale s_d = 10**(d-6)), the means of linspace(0.1, 1, N_d + 1) times s_d, with
+# N_d = 2**d values per sign (signed code) or 2**(d+1) (unsigned code), plus 0 and 1.
+# Here each value is computed in float64 and rounded to float32 once.
+#
+# Quantizing a block x: a = max |x| (NaN if any element is NaN). Where a is positive and
+# finite, each element y = x * (1/a) (float32, the reciprocal rounded once) goes to the
+# code of the map's own bucket it falls in: its decade d (0.1 s_d <= |y| < s_d), then
+# bucket j = floor((|y| - 0.1 s_d) * N_d / (0.9 s_d)) clamped to [0, N_d - 1], all in
+# float32 with the constants below; within a decade that is the nearest code. The
+# elements with |x| = a go to 1 (the signed code's most negative value where x = -a),
+# so the block's largest magnitude is kept exactly; with the signed code |y| < 1e-7 (or
+# NaN) goes to 0; the unsigned code sends y <= 0 (or NaN) to 0 and a positive y below
+# its smallest code to that code, never to 0 (a second moment rounded to 0 would turn
+# Adam's m / (sqrt(v) + eps) into m / eps for an element whose gradient is 1e-4 of its
+# block's largest: the failure bitsandbytes' rule has). A block with
+# a == 0, NaN or inf stores every element as 0 and a as it is, so that dequantizing
+# (code[q] * a, float32) gives 0 for a zero block and NaN for a non-finite one.
+QBLOCK = 256
+_SCALES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def _decade_sizes(signed: bool) -> List[int]:
+    return [2**d if signed else 2 ** (d + 1) for d in range(7)]
+
+
+def dynamic_code(signed: bool) -> np.ndarray:
+    """The 256 code values (float32, ascending) of the signed or unsigned dynamic map."""
+    vals = [0.0, 1.0]
+    for s, n in zip(_SCALES, _decade_sizes(signed)):
+        for j in range(n):
+            v = s * (0.1 + 0.9 * (2 * j + 1) / (2 * n))
+            vals += [v, -v] if signed else [v]
+    return np.array(sorted(vals), np.float64).astype(np.float32)
+
+
+def quant_constants(signed: bool) -> Dict[str, Any]:
+    """The float32 constants of the bucket computation, per decade: thresholds T = 0.1 s_d
+    (|y| >= T[d] is decade d or above; below T[0] = 1e-7 is 0), offsets L = 0.1 s_d,
+    factors K = N_d / (0.9 s_d), the largest bucket NMAX = N_d - 1 (as a float), and the
+    first position P of the decade among the positive codes."""
+    sizes = _decade_sizes(signed)
+    f32 = np.float32
+    return {
+        "T": [f32(0.1 * s) for s in _SCALES],
+        "L": [f32(0.1 * s) for s in _SCALES],
+        "K": [f32(n / (0.9 * s)) for s, n in zip(_SCALES, sizes)],
+        "NMAX": [f32(n - 1) for n in sizes],
+        "P": [sum(sizes[:d]) for d in range(7)],
+    }
+
+
+def _code_index(y: np.ndarray, top: np.ndarray, signed: bool) -> np.ndarray:
+    """Code indices (int64) of normalized values y (float32), ``top`` where |x| = absmax,
+    as the comment above says."""
+    c = quant_constants(signed)
+    u = np.abs(y)
+    L = np.full(y.shape, c["L"][0], np.float32)
+    K = np.full(y.shape, c["K"][0], np.float32)
+    nmax = np.full(y.shape, c["NMAX"][0], np.float32)
+    P = np.zeros(y.shape, np.int64)
+    for d in range(1, 7):
+        ge = u >= c["T"][d]
+        L = np.where(ge, c["L"][d], L)
+        K = np.where(ge, c["K"][d], K)
+        nmax = np.where(ge, c["NMAX"][d], nmax)
+        P = np.where(ge, c["P"][d], P)
+    with np.errstate(invalid="ignore"):
+        f = ((u - L) * K).astype(np.float32)
+        f = np.where(f > np.float32(0), f, np.float32(0))
+        f = np.where(f < nmax, f, nmax)
+    pos = P + f.astype(np.int64)
+    small = ~(u >= c["T"][0])
+    one = top
+    neg = y < 0
+    if signed:
+        idx = np.where(neg, 126 - pos, 128 + pos)
+        idx = np.where(one, np.where(neg, 0, 255), idx)
+        return np.where(small, 127, idx)
+    # A positive value below the smallest code keeps that code: a second moment that
+    # rounded to 0 would turn Adam's m / (sqrt(v) + eps) into m / eps.
+    idx = np.where(one, 255, np.where(small, 1, 1 + pos))
+    return np.where(neg | ~(y > 0), 0, idx)
+
+
+def quantize(x: np.ndarray, signed: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """(codes uint8 of x's shape, absmax float32 per block of QBLOCK) for float32 x."""
+    flat = np.ascontiguousarray(x, np.float32).reshape(-1)
+    n = flat.size
+    nb = -(-n // QBLOCK)
+    padded = np.zeros(nb * QBLOCK, np.float32)
+    padded[:n] = flat
+    blocks = padded.reshape(nb, QBLOCK)
+    absmax = np.max(np.abs(blocks), axis=1) if nb else np.zeros(0, np.float32)  # NaN propagates
+    ok = (absmax > 0) & np.isfinite(absmax)
+    with np.errstate(all="ignore"):
+        inv = (np.float32(1) / np.where(ok, absmax, np.float32(1))).astype(np.float32)
+        y = (blocks * inv[:, None]).astype(np.float32)
+    top = np.abs(blocks) >= absmax[:, None]
+    idx = _code_index(y, top, signed)
+    idx = np.where(ok[:, None], idx, 127 if signed else 0)
+    return idx.reshape(-1)[:n].astype(np.uint8).reshape(x.shape), absmax.astype(np.float32)
+
+
+def dequantize(codes: np.ndarray, absmax: np.ndarray, signed: bool) -> np.ndarray:
+    """float32 values code[q] * absmax of their block."""
+    code = dynamic_code(signed)
+    q = codes.reshape(-1)
+    a = np.repeat(absmax, QBLOCK)[: q.size] if q.size else np.zeros(0, np.float32)
+    with np.errstate(invalid="ignore"):
+        out: np.ndarray = (code[q] * a).astype(np.float32).reshape(codes.shape)
+    return out
+
+
+class Blockwise8:
+    """An optimizer state kept in 8 bits: ``codes`` (uint8, the parameter's shape), one
+    float32 ``absmax`` per block of :data:`QBLOCK` elements, and which code (``signed``
+    for a first moment or momentum, unsigned for a quantity that is never negative).
+    Passed where an optimizer kernel takes a state array; the kernel dequantizes,
+    updates and requantizes it in its one pass over memory."""
+
+    __slots__ = ("codes", "absmax", "signed")
+
+    def __init__(self, codes: np.ndarray, absmax: np.ndarray, signed: bool) -> None:
+        self.codes = codes
+        self.absmax = absmax
+        self.signed = signed
+
+    @classmethod
+    def from_float(cls, x: np.ndarray, signed: bool) -> "Blockwise8":
+        codes, absmax = quantize(x, signed)
+        return cls(codes, absmax, signed)
+
+    def dequantize(self) -> np.ndarray:
+        return dequantize(self.codes, self.absmax, self.signed)
+
+    def __repr__(self) -> str:
+        return f"Blockwise8(shape={self.codes.shape}, blocks={self.absmax.size}, signed={self.signed})"
+
+
+def check_blockwise8(q: Blockwise8, param: np.ndarray, written: bool, label: str) -> None:
+    """The checks the bindings make on a Blockwise8 state of ``param`` (parse_blockwise8)."""
+    from deepoptim.reference import _checks
+
+    if not isinstance(q.codes, np.ndarray) or not isinstance(q.absmax, np.ndarray):
+        raise TypeError(f"{label} (Blockwise8) must hold numpy arrays codes and absmax")
+    if q.codes.dtype != np.uint8:
+        raise TypeError(f"{label}.codes must have dtype uint8, got {q.codes.dtype}")
+    if q.absmax.dtype != np.float32 or not q.absmax.dtype.isnative:
+        raise TypeError(f"{label}.absmax must have dtype float32, got {q.absmax.dtype}")
+    if not isinstance(q.signed, bool):
+        raise TypeError(f"{label}.signed must be a bool")
+    if q.codes.shape != param.shape:
+        raise ValueError(f"{label}.codes has shape {q.codes.shape} but the parameter has shape {param.shape}")
+    nb = -(-param.size // QBLOCK)
+    if q.absmax.shape != (nb,):
+        raise ValueError(f"{label}.absmax must have shape ({nb},) (one per block of {QBLOCK}), got {q.absmax.shape}")
+    _checks.contiguous(q.codes, f"{label}.codes")
+    _checks.contiguous(q.absmax, f"{label}.absmax")
+    if written:
+        _checks.writeable(q.codes, f"{label}.codes")
+        _checks.writeable(q.absmax, f"{label}.absmax")
