@@ -10,6 +10,17 @@
 
 #include <limits>
 
+// The hand-vectorized 8-bit quantizer runs where the build may use AVX-512: always in the
+// run-time-dispatched build (checked on the CPU), in a pinned or native build only when
+// that build's ISA has it.
+#if defined(__GNUC__) && defined(__x86_64__) && \
+    (DEEPOPTIM_HAS_CLONES || defined(__AVX512BW__))
+#define DEEPOPTIM_Q8_AVX512 1
+#include <immintrin.h>
+#else
+#define DEEPOPTIM_Q8_AVX512 0
+#endif
+
 namespace deepoptim::lowp {
 namespace {
 
@@ -91,9 +102,8 @@ DEEPOPTIM_INLINE std::int32_t code_index(float y, bool top) {
   }
 }
 
-template <bool SIGNED>
-DEEPOPTIM_INLINE void quantize8_impl(const float* __restrict x, std::uint8_t* __restrict q, float* absmax_out,
-                                     std::int64_t n) {
+// max |x| of a block (NaN if any element is NaN).
+DEEPOPTIM_INLINE float block_absmax(const float* __restrict x, std::int64_t n) {
   // max |x| is exact in any order; a NaN anywhere makes it NaN. Sixteen lanes, so that
   // the loop vectorizes on every ISA (a bool reduction keeps GCC's scalar).
   constexpr int kL = 16;
@@ -121,11 +131,12 @@ DEEPOPTIM_INLINE void quantize8_impl(const float* __restrict x, std::uint8_t* __
     nan |= lane_nan[j];
   }
   if (nan) a = std::numeric_limits<float>::quiet_NaN();
-  *absmax_out = a;
-  if (!(a > 0.0f) || a == std::numeric_limits<float>::infinity()) {
-    for (std::int64_t i = 0; i < n; ++i) q[i] = SIGNED ? 127 : 0;
-    return;
-  }
+  return a;
+}
+
+// The codes of a block whose absmax a is positive and finite.
+template <bool SIGNED>
+DEEPOPTIM_INLINE void quantize8_body(const float* __restrict x, std::uint8_t* __restrict q, float a, std::int64_t n) {
   const float inv = 1.0f / a;
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
@@ -141,12 +152,87 @@ DEEPOPTIM_CLONES void dequantize8_signed(const std::uint8_t* q, float a, float* 
 DEEPOPTIM_CLONES void dequantize8_unsigned(const std::uint8_t* q, float a, float* d, std::int64_t n) {
   dequantize8_impl<false>(q, a, d, n);
 }
-DEEPOPTIM_CLONES void quantize8_signed(const float* x, std::uint8_t* q, float* a, std::int64_t n) {
-  quantize8_impl<true>(x, q, a, n);
+DEEPOPTIM_CLONES float absmax_cloned(const float* x, std::int64_t n) { return block_absmax(x, n); }
+DEEPOPTIM_CLONES void quantize8_signed(const float* x, std::uint8_t* q, float a, std::int64_t n) {
+  quantize8_body<true>(x, q, a, n);
 }
-DEEPOPTIM_CLONES void quantize8_unsigned(const float* x, std::uint8_t* q, float* a, std::int64_t n) {
-  quantize8_impl<false>(x, q, a, n);
+DEEPOPTIM_CLONES void quantize8_unsigned(const float* x, std::uint8_t* q, float a, std::int64_t n) {
+  quantize8_body<false>(x, q, a, n);
 }
+
+#if DEEPOPTIM_Q8_AVX512
+// The same computation as quantize8_body (code_index), written with AVX-512 permutes for
+// the per-decade constants where the compiler blends seven-way selects and spills: 0.64
+// vs 0.79 ns/element on Zen 4 (cached data, 1 thread). Same float32 operations on every
+// element, so the same codes bit for bit (tests: kernel = twin, and the ISA variants'
+// digest, whose x86-64 and v3 builds take the portable loop).
+// GCC 12's _mm512_permutexvar_ps reads an "undefined" register it then masks off.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+template <bool SIGNED>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) void quantize8_avx512(
+    const float* __restrict x, std::uint8_t* __restrict q, float a, std::int64_t n) {
+  const float* T = SIGNED ? q8::kSignedT : q8::kUnsignedT;
+  const float* K = SIGNED ? q8::kSignedK : q8::kUnsignedK;
+  const float* NMAX = SIGNED ? q8::kSignedNMAX : q8::kUnsignedNMAX;
+  const std::int32_t* P = SIGNED ? q8::kSignedP : q8::kUnsignedP;
+  alignas(64) float t16[16] = {}, k16[16] = {}, n16[16] = {};
+  alignas(64) std::int32_t p16[16] = {};
+  for (int d = 0; d < 7; ++d) {
+    t16[d] = T[d];
+    k16[d] = K[d];
+    n16[d] = NMAX[d];
+    p16[d] = P[d];
+  }
+  const __m512 tt = _mm512_load_ps(t16), kt = _mm512_load_ps(k16), nt = _mm512_load_ps(n16);
+  const __m512i pt = _mm512_load_si512(p16);
+  const __m512 inv = _mm512_set1_ps(1.0f / a), av = _mm512_set1_ps(a), zero = _mm512_setzero_ps();
+  const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  const __m512i one_i = _mm512_set1_epi32(1);
+  for (std::int64_t i = 0; i < n; i += 16) {
+    const __mmask16 live = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1u);
+    const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
+    const __m512 u = _mm512_and_ps(v, absmask);
+    const __m512 y = _mm512_mul_ps(v, inv);
+    const __m512 uy = _mm512_and_ps(y, absmask);
+    __m512i d = _mm512_setzero_si512();
+    for (int k = 1; k < 7; ++k) {
+      d = _mm512_mask_add_epi32(d, _mm512_cmp_ps_mask(uy, _mm512_set1_ps(T[k]), _CMP_GE_OQ), d, one_i);
+    }
+    const __m512 lo = _mm512_permutexvar_ps(d, tt), kk = _mm512_permutexvar_ps(d, kt);
+    const __m512 nmax = _mm512_permutexvar_ps(d, nt);
+    __m512 f = _mm512_mul_ps(_mm512_sub_ps(uy, lo), kk);
+    f = _mm512_max_ps(f, zero);  // f > 0 ? f : 0 (a NaN gives the second operand, 0)
+    f = _mm512_min_ps(f, nmax);  // f < nmax ? f : nmax
+    const __m512i pos = _mm512_add_epi32(_mm512_cvttps_epi32(f), _mm512_permutexvar_epi32(d, pt));
+    const __mmask16 small = _knot_mask16(_mm512_cmp_ps_mask(uy, _mm512_set1_ps(T[0]), _CMP_GE_OQ));
+    const __mmask16 top = _mm512_cmp_ps_mask(u, av, _CMP_GE_OQ);
+    const __mmask16 neg = _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ);
+    __m512i idx;
+    if constexpr (SIGNED) {
+      idx = _mm512_add_epi32(pos, _mm512_set1_epi32(128));
+      idx = _mm512_mask_sub_epi32(idx, neg, _mm512_set1_epi32(126), pos);
+      idx = _mm512_mask_mov_epi32(idx, top, _mm512_mask_mov_epi32(_mm512_set1_epi32(255), neg, _mm512_setzero_si512()));
+      idx = _mm512_mask_mov_epi32(idx, small, _mm512_set1_epi32(127));
+    } else {
+      idx = _mm512_add_epi32(pos, one_i);
+      idx = _mm512_mask_mov_epi32(idx, small, one_i);
+      idx = _mm512_mask_mov_epi32(idx, top, _mm512_set1_epi32(255));
+      const __mmask16 pos_y = _mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ);
+      idx = _mm512_mask_mov_epi32(idx, _knot_mask16(pos_y) | neg, _mm512_setzero_si512());
+    }
+    _mm512_mask_cvtepi32_storeu_epi8(q + i, live, idx);
+  }
+}
+
+#pragma GCC diagnostic pop
+
+bool use_avx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  return ok;
+}
+#endif
 
 }  // namespace
 
@@ -156,8 +242,20 @@ void dequantize8(bool is_signed, const std::uint8_t* q, float absmax, float* dst
 }
 
 void quantize8(bool is_signed, const float* src, std::uint8_t* q, float* absmax, std::int64_t n) {
-  if (is_signed) return quantize8_signed(src, q, absmax, n);
-  return quantize8_unsigned(src, q, absmax, n);
+  const float a = absmax_cloned(src, n);
+  *absmax = a;
+  if (!(a > 0.0f) || a == std::numeric_limits<float>::infinity()) {  // zero, NaN or inf: every code 0
+    for (std::int64_t i = 0; i < n; ++i) q[i] = is_signed ? 127 : 0;
+    return;
+  }
+#if DEEPOPTIM_Q8_AVX512
+  if (use_avx512()) {
+    if (is_signed) return quantize8_avx512<true>(src, q, a, n);
+    return quantize8_avx512<false>(src, q, a, n);
+  }
+#endif
+  if (is_signed) return quantize8_signed(src, q, a, n);
+  return quantize8_unsigned(src, q, a, n);
 }
 
 void widen(Kind kind, const void* src, float* dst, std::int64_t n) {

@@ -40,6 +40,7 @@ from deepoptim import _core
 from deepoptim import functional as F
 from deepoptim import optim
 from deepoptim import reference as R
+from deepoptim.reference._lowp import QBLOCK, Blockwise8
 from deepoptim.reference import norm as R_norm
 
 try:  # optional: the torch comparisons
@@ -193,25 +194,30 @@ _LOWP_MODES = {
     "bf16-params-f32-state": ("bfloat16", "float32", False, False),
     "bf16-params-master": ("bfloat16", "float32", True, False),
     "bf16-params-stochastic-bf16-state": ("bfloat16", "bfloat16", False, True),
+    "f32-params-int8-state": ("float32", "int8", False, False),
+    "bf16-params-int8-state": ("bfloat16", "int8", False, False),
 }
 
 
 def _float32_units(arrays: Sequence[npt.NDArray[Any]], n: int) -> List[npt.NDArray[np.floating[Any]]]:
-    """The bytes of each array as float32 arrays of n/2 elements (a 2-byte array is one, a
-    4-byte one two halves), so the probe, which takes one dtype and one size, moves
-    exactly the bytes of a call on mixed storage."""
+    """The bytes of each array as float32 arrays of n/4 elements (a 1-byte array is one, a
+    2-byte one two halves, a 4-byte one four quarters), so the probe, which takes one
+    dtype and one size, moves exactly the bytes of a call on mixed storage (8-bit
+    state's absmax, 1/64 of its codes, is left out)."""
     out: List[npt.NDArray[np.floating[Any]]] = []
+    q = n // 4
     for a in arrays:
         f = a.reshape(-1).view(np.float32)
-        out += [f] if a.itemsize == 2 else [f[: n // 2], f[n // 2:]]
+        out += [f[i * q:(i + 1) * q] for i in range(a.itemsize)]
     return out
 
 
 def _lowp_case(mode: str, n: int) -> Case:
     pdt, sdt, master, stochastic = _LOWP_MODES[mode]
-    ps, ss = (2 if pdt == "bfloat16" else 4), (2 if sdt == "bfloat16" else 4)
-    # p written (and read unless the master is), g read, m and v updated, master updated.
-    nbytes = (ps if master else 2 * ps) + ps + 4 * ss + (8 if master else 0)
+    ps, ss = (2 if pdt == "bfloat16" else 4), {"bfloat16": 2, "int8": 1, "float32": 4}[sdt]
+    # p written (and read unless the master is), g read, m and v updated, master updated;
+    # 8-bit state adds a float32 absmax per 256 elements (read and written) per state.
+    nbytes = (ps if master else 2 * ps) + ps + 4 * ss + (8 if master else 0) + (2 * 2 * 4 / 256 if sdt == "int8" else 0)
 
     def setup() -> Impls:
         bf16 = np.dtype(ml_dtypes.bfloat16)
@@ -220,7 +226,14 @@ def _lowp_case(mode: str, n: int) -> Case:
         p32 = (rng.standard_normal(n) * 0.02).astype(np.float32)
         p = p32.astype(dt[pdt])
         g = (rng.standard_normal(n) * 1e-3).astype(np.float32).astype(dt[pdt])
-        m, v = np.zeros(n, dt[sdt]), np.zeros(n, dt[sdt])
+        m: Any
+        v: Any
+        if sdt == "int8":
+            nb = -(-n // QBLOCK)
+            m = Blockwise8(np.full(n, 127, np.uint8), np.zeros(nb, np.float32), True)
+            v = Blockwise8(np.zeros(n, np.uint8), np.zeros(nb, np.float32), False)
+        else:
+            m, v = np.zeros(n, dt[sdt]), np.zeros(n, dt[sdt])
         mp = p32.copy() if master else None
         counter = {"t": 0}
 
@@ -232,18 +245,28 @@ def _lowp_case(mode: str, n: int) -> Case:
         # Check: a step of the kernel and of its twin from the same start, bit for bit.
         k = min(n, 100_000)
         sr = (7, 1) if stochastic else None
-        fast = [a[:k].copy() for a in (p, g, m, v)] + ([mp[:k].copy()] if mp is not None else [])
-        twin = [a.copy() for a in fast]
+        def head(a: Any) -> Any:  # the first k elements, copied (an 8-bit state: its first blocks)
+            if isinstance(a, Blockwise8):
+                return Blockwise8(a.codes[:k].copy(), a.absmax[: -(-k // QBLOCK)].copy(), a.signed)
+            return a[:k].copy()
+
+        def raw(a: Any) -> List[npt.NDArray[Any]]:
+            return [a.codes, a.absmax] if isinstance(a, Blockwise8) else [a]
+
+        fast = [head(a) for a in (p, g, m, v)] + ([mp[:k].copy()] if mp is not None else [])
+        twin = [head(a) for a in fast]
         F.adamw(fast[0], fast[1], fast[2], fast[3], step=1, lr=1e-3, master_params=fast[4] if master else None,
                 stochastic_rounding=sr)
         R.adamw(twin[0], twin[1], twin[2], twin[3], step=1, lr=1e-3, master_params=twin[4] if master else None,
                 stochastic_rounding=sr)
         for a, b in zip(fast, twin):
-            if not np.array_equal(a.view(np.uint8), b.view(np.uint8)):
-                raise AssertionError(f"lowp-adamw/{mode}: deepoptim disagrees with its twin")
+            for x, y in zip(raw(a), raw(b)):
+                if not np.array_equal(x.view(np.uint8), y.view(np.uint8)):
+                    raise AssertionError(f"lowp-adamw/{mode}: deepoptim disagrees with its twin")
         ours()
         reads: List[npt.NDArray[Any]] = [g]
-        updates: List[npt.NDArray[Any]] = [m, v] + ([mp] if mp is not None else [p])
+        updates: List[npt.NDArray[Any]] = ([m.codes, v.codes] if sdt == "int8" else [m, v]) + (
+            [mp] if mp is not None else [p])
         stores: List[npt.NDArray[Any]] = [p] if master else []
         r, u, st = (_float32_units(x, n) for x in (reads, updates, stores))
         impls: Impls = {"deepoptim": ours, "probe": lambda: _core.probe(list(r), list(u), list(st))}
