@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import inspect
 import json
 import os
@@ -370,6 +371,88 @@ def _torch_model_case(label: str, shapes: List[Tuple[int, ...]]) -> Case:
     return Case(label, "torch-adamw", n, 28, setup)
 
 
+def _torch_lowp_model_case(label: str, shapes: List[Tuple[int, ...]], mode: str) -> Case:
+    """AdamW on a real model's parameter list through deepoptim.torch on low-precision
+    storage (_LOWP_MODES), beside torch's fused AdamW on float32 and on bfloat16 tensors
+    (bfloat16 state); "x torch" against the one _lowp_case names."""
+    pdt, sdt, master, stochastic = _LOWP_MODES[mode]
+    n = int(sum(np.prod(s) for s in shapes))
+    ps, ss = (2 if pdt == "bfloat16" else 4), {"bfloat16": 2, "int8": 1, "float32": 4}[sdt]
+    nbytes = (ps if master else 2 * ps) + ps + 4 * ss + (8 if master else 0)
+
+    def setup() -> Impls:
+        if torch is None:
+            raise RuntimeError("torch is not installed")
+        import deepoptim.torch as dt
+
+        gen = torch.Generator().manual_seed(0)
+
+        def params(dtype: Any) -> List[Any]:
+            out = [torch.nn.Parameter((torch.randn(s, generator=gen) * 0.02).to(dtype)) for s in shapes]
+            for p in out:
+                p.grad = (torch.randn(p.shape, generator=gen) * 1e-3).to(dtype)
+            return out
+
+        ours_dtype = torch.bfloat16 if pdt == "bfloat16" else torch.float32
+        ours = dt.AdamW(params(ours_dtype), lr=1e-3, weight_decay=1e-2, state_dtype=sdt, master_weights=master,
+                        stochastic_rounding=stochastic)
+        ours.step()
+        ours.step()
+        impls: Impls = {"deepoptim": ours.step}
+        torch_ref = "float32" if pdt == "float32" or master else "bfloat16"
+        for tname, tdt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+            opt = torch.optim.AdamW(params(tdt), lr=1e-3, weight_decay=1e-2, fused=True)
+            opt.step()
+            impls["torch fused" if tname == torch_ref else f"torch fused {tname}"] = opt.step
+        return impls
+
+    return Case(f"{label}/{mode}", "torch-lowp-adamw", n, nbytes, setup)
+
+
+def _int8_peer_case(n: int) -> Case:
+    """AdamW with 8-bit state on one float32 tensor: deepoptim.torch against the 8-bit
+    optimizers that run on a CPU (torchao's and bitsandbytes' AdamW8bit, where they are
+    installed; never requirements) and torch's fused float32 AdamW."""
+
+    def setup() -> Impls:
+        if torch is None:
+            raise RuntimeError("torch is not installed")
+        import deepoptim.torch as dt
+
+        gen = torch.Generator().manual_seed(0)
+
+        def param() -> Any:
+            p = torch.nn.Parameter(torch.randn(n, generator=gen) * 0.02)
+            p.grad = torch.randn(n, generator=gen) * 1e-3
+            return p
+
+        impls: Impls = {}
+        ours = dt.AdamW([param()], lr=1e-3, weight_decay=1e-2, state_dtype="int8")
+        ours.step()
+        impls["deepoptim"] = ours.step
+        st = ours.state[ours.param_groups[0]["params"][0]]
+        views = [dt._view(t) for t in (ours.param_groups[0]["params"][0].grad, ours.param_groups[0]["params"][0],
+                                       st["exp_avg"], st["exp_avg_sq"])]
+        r, u = _float32_units([views[0]], n), _float32_units(views[1:], n)
+        impls["probe"] = lambda: _core.probe(list(r), list(u), [])
+        opt = torch.optim.AdamW([param()], lr=1e-3, weight_decay=1e-2, fused=True)
+        opt.step()
+        impls["torch fused"] = opt.step
+        # Peers, never requirements: looked up by name, so that neither the run nor the type
+        # check needs them.
+        for impl, module in (("torchao AdamW8bit", "torchao.optim"), ("bitsandbytes AdamW8bit", "bitsandbytes.optim")):
+            try:
+                peer: Any = getattr(importlib.import_module(module), "AdamW8bit")
+            except Exception:  # noqa: BLE001 - not installed, or installed without its CPU library
+                continue
+            popt = peer([param()], lr=1e-3, weight_decay=1e-2)
+            popt.step()
+            impls[impl] = popt.step
+        return impls
+
+    return Case(f"int8-peers/adamw/{_fmt_size(n)}", "int8-peers", n, 16, setup)
+
+
 def _torch_overhead_case() -> Case:
     """deepoptim.torch's own per-step work: AdamW over 161 one-element tensors (ResNet-50's
     tensor count), where the kernels' arithmetic is negligible."""
@@ -509,6 +592,10 @@ def suite(quick: bool = False) -> List[Case]:
     if torch is not None:
         cases += [_torch_overhead_case(), _torch_model_case("torch-adamw/resnet50", resnet50_shapes()),
                   _torch_model_case("torch-adamw/gpt2-small", gpt2_small_shapes())]
+        cases += [_torch_lowp_model_case("torch-lowp-adamw/gpt2-small", gpt2_small_shapes(), mode)
+                  for mode in ("bf16-params-bf16-state", "bf16-params-master", "f32-params-int8-state",
+                               "f32-params-bf16-state")]
+        cases.append(_int8_peer_case(10_000_000))
     cases += [
         _bn_case((32, 64, 56, 56), 1, "NCHW(32,64,56,56)"),
         _bn_case((32, 56, 56, 64), -1, "NHWC(32,56,56,64)"),
