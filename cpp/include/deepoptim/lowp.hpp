@@ -65,10 +65,12 @@ DEEPOPTIM_INLINE float to_float(float16 h) {
 // ---------------------------------------------------------------- narrowing (RNE)
 DEEPOPTIM_INLINE bfloat16 to_bfloat16(float f) {
   const std::uint32_t u = bits_of(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return {std::uint16_t(((u >> 16) & 0x8000u) | 0x7fc0u)};
+  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
   // Round to nearest even at bit 16; a carry into the exponent is the right answer
-  // (up to the next binade, or to inf from the largest finite values).
-  return {std::uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+  // (up to the next binade, or to inf from the largest finite values). Both results
+  // are computed and one selected: no branch, so the conversion loops vectorize.
+  const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return {std::uint16_t(nan ? (((u >> 16) & 0x8000u) | 0x7fc0u) : rounded)};
 }
 
 DEEPOPTIM_INLINE float16 to_float16(float f) {
