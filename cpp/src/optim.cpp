@@ -284,9 +284,11 @@ DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_ADAM_BLOCK_CLONES)
 DEEPOPTIM_INLINE float bf16_load(std::uint16_t x) { return lowp::float_of(std::uint32_t(x) << 16); }
 DEEPOPTIM_INLINE std::uint16_t bf16_store(float f) { return lowp::to_bfloat16(f).bits; }
 
-template <bool P16, bool S16, int WD, bool MAXIMIZE>  // WD: 0 none, 1 coupled, 2 decoupled
-DEEPOPTIM_INLINE void adam_bf16_body(void* pv, const void* gv, void* mv, void* vv, std::int64_t n,
-                                     const AdamCoef<float> c) {
+// MASTER: the parameter is read from the float32 master copy, which is updated, and the
+// bfloat16 parameter written as its rounding (master_weights=True).
+template <bool P16, bool S16, bool MASTER, int WD, bool MAXIMIZE>  // WD: 0 none, 1 coupled, 2 decoupled
+DEEPOPTIM_INLINE void adam_bf16_body(void* pv, const void* gv, void* mv, void* vv, float* __restrict master,
+                                     std::int64_t n, const AdamCoef<float> c) {
   using PE = std::conditional_t<P16, std::uint16_t, float>;
   using SE = std::conditional_t<S16, std::uint16_t, float>;
   PE* __restrict p = static_cast<PE*>(pv);
@@ -299,7 +301,7 @@ DEEPOPTIM_INLINE void adam_bf16_body(void* pv, const void* gv, void* mv, void* v
   for (std::int64_t i = 0; i < n; ++i) {
     const float gi = P16 ? bf16_load(std::uint16_t(g[i])) : float(g[i]);
     float d = MAXIMIZE ? -gi : gi;
-    float pi = P16 ? bf16_load(std::uint16_t(p[i])) : float(p[i]);
+    float pi = MASTER ? master[i] : P16 ? bf16_load(std::uint16_t(p[i])) : float(p[i]);
     if constexpr (WD == 2) pi = pi * decay;
     if constexpr (WD == 1) d = d + wd * pi;
     const float mi = b1 * (S16 ? bf16_load(std::uint16_t(m[i])) : float(m[i])) + omb1 * d;
@@ -313,6 +315,7 @@ DEEPOPTIM_INLINE void adam_bf16_body(void* pv, const void* gv, void* mv, void* v
     }
     const float denom = std::sqrt(vi) * ib + eps;
     const float pn = pi - ss * (mi / denom);
+    if constexpr (MASTER) master[i] = pn;
     if constexpr (P16) {
       p[i] = bf16_store(pn);
     } else {
@@ -321,44 +324,52 @@ DEEPOPTIM_INLINE void adam_bf16_body(void* pv, const void* gv, void* mv, void* v
   }
 }
 
-template <bool P16, bool S16>
-DEEPOPTIM_INLINE void adam_bf16_block_impl(const AdamTensor<float>& t, std::int64_t b, std::int64_t e,
+template <bool P16, bool S16, bool MASTER>
+DEEPOPTIM_INLINE void adam_bf16_block_impl(const AdamTensor<float>& t, float* master, std::int64_t b, std::int64_t e,
                                            const AdamCoef<float>& c) {
   const std::size_t pe = P16 ? 2 : 4, se = S16 ? 2 : 4;
   void* p = reinterpret_cast<char*>(t.param) + std::size_t(b) * pe;
   const void* g = reinterpret_cast<const char*>(t.grad) + std::size_t(b) * pe;
   void* m = reinterpret_cast<char*>(t.exp_avg) + std::size_t(b) * se;
   void* v = reinterpret_cast<char*>(t.exp_avg_sq) + std::size_t(b) * se;
+  float* mp = MASTER ? master + b : nullptr;
   const std::int64_t n = e - b;
   const int wd = c.coupled ? 1 : c.decoupled ? 2 : 0;
   if (c.maximize) {
-    if (wd == 1) return adam_bf16_body<P16, S16, 1, true>(p, g, m, v, n, c);
-    if (wd == 2) return adam_bf16_body<P16, S16, 2, true>(p, g, m, v, n, c);
-    return adam_bf16_body<P16, S16, 0, true>(p, g, m, v, n, c);
+    if (wd == 1) return adam_bf16_body<P16, S16, MASTER, 1, true>(p, g, m, v, mp, n, c);
+    if (wd == 2) return adam_bf16_body<P16, S16, MASTER, 2, true>(p, g, m, v, mp, n, c);
+    return adam_bf16_body<P16, S16, MASTER, 0, true>(p, g, m, v, mp, n, c);
   }
-  if (wd == 1) return adam_bf16_body<P16, S16, 1, false>(p, g, m, v, n, c);
-  if (wd == 2) return adam_bf16_body<P16, S16, 2, false>(p, g, m, v, n, c);
-  return adam_bf16_body<P16, S16, 0, false>(p, g, m, v, n, c);
+  if (wd == 1) return adam_bf16_body<P16, S16, MASTER, 1, false>(p, g, m, v, mp, n, c);
+  if (wd == 2) return adam_bf16_body<P16, S16, MASTER, 2, false>(p, g, m, v, mp, n, c);
+  return adam_bf16_body<P16, S16, MASTER, 0, false>(p, g, m, v, mp, n, c);
 }
 
-#define DEEPOPTIM_ADAM_BF16_CLONES(NAME, P16, S16) \
-  DEEPOPTIM_CLONES void NAME(const AdamTensor<float>& t, std::int64_t b, std::int64_t e, const AdamCoef<float>& c) { adam_bf16_block_impl<P16, S16>(t, b, e, c); }
-DEEPOPTIM_ADAM_BF16_CLONES(adam_block_bf16_bf16, true, true)
-DEEPOPTIM_ADAM_BF16_CLONES(adam_block_bf16_f32, true, false)
-DEEPOPTIM_ADAM_BF16_CLONES(adam_block_f32_bf16, false, true)
+#define DEEPOPTIM_ADAM_BF16_CLONES(NAME, P16, S16, MASTER) \
+  DEEPOPTIM_CLONES void NAME(const AdamTensor<float>& t, float* mp, std::int64_t b, std::int64_t e, const AdamCoef<float>& c) { adam_bf16_block_impl<P16, S16, MASTER>(t, mp, b, e, c); }
+DEEPOPTIM_ADAM_BF16_CLONES(adam_block_bf16_bf16, true, true, false)
+DEEPOPTIM_ADAM_BF16_CLONES(adam_block_bf16_f32, true, false, false)
+DEEPOPTIM_ADAM_BF16_CLONES(adam_block_f32_bf16, false, true, false)
+DEEPOPTIM_ADAM_BF16_CLONES(adam_block_bf16_master_f32, true, false, true)
+DEEPOPTIM_ADAM_BF16_CLONES(adam_block_bf16_master_bf16, true, true, true)
 #undef DEEPOPTIM_ADAM_BF16_CLONES
 
-using AdamBf16Block = void (*)(const AdamTensor<float>&, std::int64_t, std::int64_t, const AdamCoef<float>&);
+using AdamBf16Block = void (*)(const AdamTensor<float>&, float*, std::int64_t, std::int64_t, const AdamCoef<float>&);
 
 // The one-loop block function for this call, or null where the chunked path must run.
 AdamBf16Block adam_bf16_block(const AdamTensor<float>* ts, std::int64_t nt, const lowp::Mixed& mx, bool eps_inside) {
-  if (mx.masters || mx.stochastic || eps_inside || nt == 0) return nullptr;
+  if (mx.stochastic || eps_inside || nt == 0) return nullptr;
   const lowp::Kind pk = mx.kinds[0], sk = mx.kinds[2];
   for (std::int64_t t = 0; t < nt; ++t) {
     const lowp::Kind* k = mx.kinds + t * mx.noperands;
     if (ts[t].max_exp_avg_sq || k[0] != pk || k[1] != pk || k[2] != sk || k[3] != sk) return nullptr;
   }
   using K = lowp::Kind;
+  if (mx.masters) {
+    if (pk == K::BF16 && sk == K::F32) return adam_block_bf16_master_f32;
+    if (pk == K::BF16 && sk == K::BF16) return adam_block_bf16_master_bf16;
+    return nullptr;
+  }
   if (pk == K::BF16 && sk == K::BF16) return adam_block_bf16_bf16;
   if (pk == K::BF16 && sk == K::F32) return adam_block_bf16_f32;
   if (pk == K::F32 && sk == K::BF16) return adam_block_f32_bf16;
@@ -911,7 +922,9 @@ void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& 
       if (const AdamBf16Block block = adam_bf16_block(tensors, ntensors, *mixed, eps_inside)) {
         parallel::for_each_block(
             ntensors, [&](std::int64_t t) { return tensors[t].size; },
-            [&](std::int64_t t, std::int64_t b, std::int64_t e) { block(tensors[t], b, e, c); });
+            [&](std::int64_t t, std::int64_t b, std::int64_t e) {
+              block(tensors[t], mixed->masters ? mixed->masters[t] : nullptr, b, e, c);
+            });
         return;
       }
     }
