@@ -43,6 +43,7 @@ OUT = ROOT / "build" / "variants"
 PARITY_TESTS = [
     "tests/test_optim_equivalence.py", "tests/test_reduce.py", "tests/test_norm.py",
     "tests/test_dropout.py", "tests/test_layers.py", "tests/test_optim_list_and_threads.py",
+    "tests/test_lowp_optim.py", "tests/test_lowp_int8.py",
 ]
 SANITIZE_TESTS = PARITY_TESTS + [
     "tests/test_optim_errors.py", "tests/test_optim_atomic.py", "tests/test_optim_api.py",
@@ -205,6 +206,28 @@ for dtype in (np.float32, np.float64):
     eat(f"batch_norm/{d}", y, rm, rv, *[a for a in F.batch_norm_backward(np.ones_like(y), cache) if a is not None])
     y, mask = F.dropout(rng.standard_normal(100003).astype(dtype), 0.3, seed=5, offset=2**33)
     eat(f"dropout/{d}", y, mask)
+# Low-precision storage: bfloat16/float16 parameters, bfloat16 and 8-bit state, master
+# weights, stochastic rounding (the one-loop bfloat16 Adam, the chunked path, and the
+# 8-bit quantizer's AVX-512 and portable loops all land here).
+import ml_dtypes
+from deepoptim.reference.optim import LOWP_KERNELS
+modes = {"bf16": (ml_dtypes.bfloat16, {}), "bf16-state": (ml_dtypes.bfloat16, {"state_dtype": "bfloat16"}),
+         "f16": (np.float16, {}), "f32-int8": (np.float32, {"state_dtype": "int8", "int8_min_size": 0}),
+         "bf16-master": (ml_dtypes.bfloat16, {"master_weights": True}),
+         "bf16-sr": (ml_dtypes.bfloat16, {"stochastic_rounding": True, "seed": 3})}
+for name, cls in sorted(optim.REGISTRY.items()):
+    if cls.kernel not in LOWP_KERNELS or name == "ScheduleFreeAdamW":
+        continue
+    for mode, (dtype, kw) in modes.items():
+        rng = np.random.default_rng(13)
+        params = [rng.standard_normal(n).astype(np.float32).astype(dtype) for n in (1, 33, 4097, 10007)]
+        opt = cls(params, **cls.example, **kw)
+        for _ in range(5):
+            opt.step([rng.standard_normal(p.shape).astype(np.float32).astype(dtype) for p in params])
+        eat(f"{name}/{mode}", *[p.view(np.uint16) for p in params])
+        walk(f"{name}/{mode}", {k: [a.view(np.uint16) if a.dtype.itemsize == 2 else a for a in v]
+                                if isinstance(v, list) and v and isinstance(v[0], np.ndarray) else v
+                                for k, v in opt.state_dict()["state"][0].items()})
 print(json.dumps(parts))
 """
 
