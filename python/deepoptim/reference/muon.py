@@ -136,7 +136,9 @@ def muon(
         if not math.isfinite(v):
             raise ValueError(f"ns_coefficients[{i}] must be finite, got {v!r}")
     _checks.finite_gt("eps", eps, 0.0)
-    if float(_bf16(np.float32(eps))) == 0.0:
+    with np.errstate(over="ignore"):  # a huge eps becomes inf in float32, as in C++
+        eps_bf16 = float(_bf16(np.float32(eps)))
+    if eps_bf16 == 0.0:
         raise ValueError(f"eps rounds to 0 in bfloat16 (the precision of the Newton-Schulz iteration), got {eps!r}")
     if not 0 <= steps < 100:
         raise ValueError(f"ns_steps must be in [0, 100), got {steps}")
@@ -159,7 +161,7 @@ def muon(
             m[...] = _lerp(m, g, 1.0 - momentum)
             u = _bf16(_lerp(g, m, momentum) if nesterov else m)
             norm = np.float32(_bf16(np.float32(math.sqrt(blocked_sum(u.astype(np.float64) ** 2)))))
-            floor = np.float32(_bf16(np.float32(eps)))
+            floor = np.float32(eps_bf16)
             d = floor if norm < floor else norm  # a NaN norm stays NaN
             x = _bf16(u / d)
             transposed = R > C
