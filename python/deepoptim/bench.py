@@ -304,8 +304,8 @@ def _overhead_case() -> Case:
 # ---------------------------------------------------------------------------- Muon
 def _muon_case(label: str, shapes: List[tuple]) -> Case:
     """Muon on float32 matrices against torch.optim.Muon. Compute-bound (five
-    Newton-Schulz iterations of three matrix products each), so no probe: the 20 B/elem
-    are only the elementwise passes. Checked against the twin first as the tests check it
+    Newton-Schulz iterations of three matrix products each): the probe and the 20 B/elem
+    cover only the elementwise passes, so "of probe" is small by nature. Checked against the twin first as the tests check it
     (tests/test_optim_muon.py): momentum buffers to the bit, parameters to 2**-3 of the
     step (the products sum in another order)."""
 
@@ -323,7 +323,12 @@ def _muon_case(label: str, shapes: List[tuple]) -> Case:
             np.testing.assert_array_equal(b, c, err_msg=f"{label}: momentum buffer {k} disagrees with the twin")
             if float(np.abs(p - q).max()) > 2.0**-3 * float(np.abs(q - p0 * decay).max()):
                 raise AssertionError(f"{label}: parameter {k} disagrees with the twin beyond 2**-3 of the step")
-        impls: Dict[str, Callable[[], object]] = {"deepoptim": lambda: F.muon(ps, gs, bs, lr=0.02)}
+        impls: Dict[str, Callable[[], object]] = {
+            "deepoptim": lambda: F.muon(ps, gs, bs, lr=0.02),
+            # the elementwise traffic alone (read g, update p and the buffer): the memory
+            # floor, which the products' arithmetic leaves far behind
+            "probe": lambda: _core.probe([gs], [ps, bs], []),
+        }
         if sum(int(np.prod(s)) for s in shapes) <= _NUMPY_MAX:
             impls["numpy"] = lambda: R.muon(ref_p, gs, ref_b, lr=0.02)
         if torch is not None:
