@@ -19,7 +19,7 @@ vectorized loop (one float32 ulp of ``p``).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple, Union
 
 import ml_dtypes
 import numpy as np
@@ -32,7 +32,7 @@ ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]
 _ADJUST = (None, "original", "match_rms_adamw")
 
 
-def _bf16(x: np.ndarray) -> np.ndarray:
+def _bf16(x: Any) -> np.ndarray:
     """float32 -> bfloat16 -> float32, nearest even (float64 goes through float32 first, as
     torch's conversion does)."""
     return np.asarray(x, np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
@@ -43,7 +43,8 @@ def _lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     ``a + w*(b - a)`` for ``|w| < 0.5``, else ``b - (b - a)*(1 - w)``."""
     T = a.dtype.type
     wt = T(w)
-    return a + wt * (b - a) if abs(wt) < 0.5 else b - (b - a) * (T(1) - wt)
+    out: np.ndarray = a + wt * (b - a) if abs(wt) < 0.5 else b - (b - a) * (T(1) - wt)
+    return out
 
 
 def adjusted_lr(lr: float, adjust_lr_fn: Optional[str], rows: int, cols: int) -> float:
@@ -192,7 +193,7 @@ def _int(name: str, x: Any) -> int:
 # The kernels of this family (deepoptim.functional binds each to the compiled function of
 # the same name).
 KERNELS = ("muon",)
-VARIANTS: dict = {}
+VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {}
 for _name in KERNELS:  # flags are checked first, as the bindings parse them first
     globals()[_name] = _checks.with_flag_checks(globals()[_name])
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
