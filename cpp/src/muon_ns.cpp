@@ -62,34 +62,70 @@ void for_blocks(std::int64_t nblocks, double macs, Body body) {
   for (std::int64_t i = 0; i < nblocks; ++i) body(i);
 }
 
+// The same for blocks whose cost grows with i (a triangle's rows): largest first, handed
+// out one at a time. Which thread runs a block never changes the block's bits.
+template <class Body>
+void for_blocks_largest_first(std::int64_t nblocks, double macs, Body body) {
+  if (nblocks < 2 || macs < kMinParallelMacs || parallel::in_forked_child()) {
+    for (std::int64_t i = nblocks - 1; i >= 0; --i) body(i);
+    return;
+  }
+  parallel::note_threads_started();
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::int64_t j = 0; j < nblocks; ++j) body(nblocks - 1 - j);
+}
+
+// M (m x m, row-major) = its lower triangle mirrored: M[i][j] = M[j][i] for j > i.
+void mirror_lower(float* M, std::int64_t m) {
+  const std::int64_t B = kNsBlock;
+  for_blocks((m + B - 1) / B, double(m) * double(m) * 64.0, [&](std::int64_t b) {
+    const std::int64_t r1 = (b + 1) * B < m ? (b + 1) * B : m;
+    for (std::int64_t i = b * B; i < r1; ++i) {
+      for (std::int64_t j = i + 1; j < m; ++j) M[i * m + j] = M[j * m + i];
+    }
+  });
+}
+
 // One iteration's three products on X (rows x cols, row-major), into Y. When rows > cols
 // the logical matrix is X^T (torch transposes it): A = X^T X and Y = a*X + X S^T are the
 // transposes of the products on X^T, element for element, with no copy.
+//
+// A = X X^T and S = c*A A + b*A are symmetric: only their lower triangles are computed
+// (row block I against rows 0 .. end of I), then mirrored, which halves those products'
+// work. The lower triangle is the definition; a full product would give the upper one
+// the same value up to the summation order of a dot product.
 template <bool Transposed>
 void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std::int64_t cols, NsCoefficients k) {
   const std::int64_t B = kNsBlock;
   const std::int64_t m = Transposed ? cols : rows, n = Transposed ? rows : cols;
+  const std::int64_t mb = (m + B - 1) / B;
   const double mmn = double(m) * double(m) * double(n), mmm = double(m) * double(m) * double(m);
   MatMap X(Xp, rows, cols), Y(Yp, rows, cols), A(Ap, m, m), S(Sp, m, m);
-  // A = bf16(X X^T) (logical X), by blocks of rows
-  for_blocks((m + B - 1) / B, mmn, [&](std::int64_t i) {
-    const std::int64_t r0 = i * B, h = m - r0 < B ? m - r0 : B;
+  // A = bf16(X X^T) (logical X): the lower triangle, by blocks of rows
+  for_blocks_largest_first(mb, mmn / 2, [&](std::int64_t i) {
+    const std::int64_t r0 = i * B, h = m - r0 < B ? m - r0 : B, e = r0 + h;
     if (Transposed) {
-      A.middleRows(r0, h).noalias() = X.middleCols(r0, h).transpose() * X;
+      A.block(r0, 0, h, e).noalias() = X.middleCols(r0, h).transpose() * X.leftCols(e);
     } else {
-      A.middleRows(r0, h).noalias() = X.middleRows(r0, h) * X.transpose();
+      A.block(r0, 0, h, e).noalias() = X.middleRows(r0, h) * X.topRows(e).transpose();
     }
-    float* a = Ap + r0 * m;
-    for (std::int64_t j = 0; j < h * m; ++j) a[j] = round_bf16(a[j]);
+    for (std::int64_t r = r0; r < e; ++r) {
+      float* a = Ap + r * m;
+      for (std::int64_t j = 0; j < e; ++j) a[j] = round_bf16(a[j]);
+    }
   });
-  // S = bf16(c*(A A) + b*A), by blocks of rows
-  for_blocks((m + B - 1) / B, mmm, [&](std::int64_t i) {
-    const std::int64_t r0 = i * B, h = m - r0 < B ? m - r0 : B;
-    S.middleRows(r0, h).noalias() = A.middleRows(r0, h) * A;
-    float* sr = Sp + r0 * m;
-    const float* a = Ap + r0 * m;
-    for (std::int64_t j = 0; j < h * m; ++j) sr[j] = round_bf16(k.c * sr[j] + k.b * a[j]);
+  mirror_lower(Ap, m);
+  // S = bf16(c*(A A) + b*A): the lower triangle, by blocks of rows
+  for_blocks_largest_first(mb, mmm / 2, [&](std::int64_t i) {
+    const std::int64_t r0 = i * B, h = m - r0 < B ? m - r0 : B, e = r0 + h;
+    S.block(r0, 0, h, e).noalias() = A.middleRows(r0, h) * A.leftCols(e);
+    for (std::int64_t r = r0; r < e; ++r) {
+      float* sr = Sp + r * m;
+      const float* a = Ap + r * m;
+      for (std::int64_t j = 0; j < e; ++j) sr[j] = round_bf16(k.c * sr[j] + k.b * a[j]);
+    }
   });
+  mirror_lower(Sp, m);
   // Y = bf16(a*X + S X) (logical X), by blocks of X's long side: S, the smaller operand,
   // is what each block repacks
   for_blocks((n + B - 1) / B, mmn, [&](std::int64_t i) {

@@ -22,11 +22,16 @@
 // is. adjusted_lr = lr*sqrt(max(1, R/C)) ("original", the default) or lr*0.2*sqrt(max(R, C))
 // ("match_rms_adamw").
 //
+// Work: A and S are symmetric, so only their lower triangles are multiplied out (then
+// mirrored): per iteration m*m*n/2 + m*m*m/2 + m*m*n multiply-adds instead of torch's
+// 2*m*m*n + m*m*m.
+//
 // Determinism: the products are split into fixed blocks of rows or columns (kNsBlock),
-// each computed by one thread with Eigen's single-threaded GEMM; the Frobenius norm sums
-// per-block partials in double in block order (parallel.hpp). So the bits do not depend
-// on the thread count. They may depend on the instruction set: Eigen's depth blocking
-// depends on its register block, and so on the SIMD width.
+// each computed by one thread with Eigen's single-threaded GEMM (which thread takes a
+// block never changes its bits); the Frobenius norm sums per-block partials in double in
+// block order (parallel.hpp). So the bits do not depend on the thread count. They may
+// depend on the instruction set: Eigen's depth blocking depends on its register block,
+// and so on the SIMD width.
 //
 // Why the products are compiled separately (muon_ns.cpp): Eigen picks its GEMM kernel
 // at compile time, and target_clones cannot clone templates, so that file is compiled
