@@ -302,14 +302,14 @@ def _overhead_case() -> Case:
 
 
 # ---------------------------------------------------------------------------- Muon
-def _muon_case(label: str, shapes: List[tuple]) -> Case:
+def _muon_case(label: str, shapes: List[Tuple[int, int]]) -> Case:
     """Muon on float32 matrices against torch.optim.Muon. Compute-bound (five
     Newton-Schulz iterations of three matrix products each): the probe and the 20 B/elem
-    cover only the elementwise passes, so "of probe" is small by nature. Checked against the twin first as the tests check it
-    (tests/test_optim_muon.py): momentum buffers to the bit, parameters to 2**-3 of the
-    step (the products sum in another order)."""
+    cover only the elementwise passes, so "of probe" is small by nature. Checked against
+    the twin first as the tests check it (tests/test_optim_muon.py): momentum buffers to
+    the bit, parameters to 2**-3 of the step (the products sum in another order)."""
 
-    def setup():
+    def setup() -> Dict[str, Callable[[], object]]:
         rng = np.random.default_rng(0)
         ps = [(rng.standard_normal(s) * 0.02).astype(np.float32) for s in shapes]
         gs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
@@ -342,7 +342,7 @@ def _muon_case(label: str, shapes: List[tuple]) -> Case:
     return Case(label, "muon", sum(int(np.prod(s)) for s in shapes), 20, setup)
 
 
-def gpt2_small_block_matrices() -> List[tuple]:
+def gpt2_small_block_matrices() -> List[Tuple[int, int]]:
     """The 2-D matrices of one GPT-2 small block (what Muon optimizes; the model has 12 such
     blocks, 85M of its 124M parameters; its embeddings go to AdamW)."""
     d = 768
