@@ -101,7 +101,9 @@ NsFn newton_schulz() {
 #if DEEPOPTIM_HAS_CLONES
   static const NsFn fn = [] {
     const char* isa = active_isa();
-    if (std::strcmp(isa, "x86-64-v4") == 0) return &detail::newton_schulz_v4;
+    if (std::strcmp(isa, "x86-64-v4") == 0) {
+      return __builtin_cpu_supports("avx512bf16") ? &detail::newton_schulz_v4bf16 : &detail::newton_schulz_v4;
+    }
     if (std::strcmp(isa, "x86-64-v3") == 0) return &detail::newton_schulz_v3;
     return &detail::newton_schulz_base;
   }();

@@ -1,7 +1,8 @@
 // Muon's Newton-Schulz iteration: the matrix products, with Eigen's GEMM.
 //
-// Compiled once per instruction set (CMakeLists.txt: -march=x86-64-v4 / x86-64-v3 /
-// x86-64, DEEPOPTIM_MUON_VARIANT=v4 / v3 / base, or one "pinned" build), because Eigen
+// Compiled once per instruction set (CMakeLists.txt: -march=x86-64-v4 (+avx512bf16) /
+// x86-64-v4 / x86-64-v3 / x86-64, DEEPOPTIM_MUON_VARIANT=v4bf16 / v4 / v3 / base, or one
+// "pinned" build), because Eigen
 // chooses its GEMM kernel at compile time and GCC's target_clones does not clone
 // templates. Each compilation renames Eigen's namespace (-DEigen=deepoptim_eigen_<variant>)
 // so that the three instantiations of Eigen's templates never merge at link time, and
@@ -13,6 +14,11 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 #define EIGEN_DONT_PARALLELIZE  // the blocks below are the only parallelism: fixed, so deterministic
 #include <Eigen/Core>
@@ -49,6 +55,107 @@ inline float round_bf16(float f) {
   std::memcpy(&f, &u, 4);
   return f;
 }
+
+#if defined(__AVX512BF16__)
+// The products on AVX512-BF16 (the "v4bf16" variant, or a native build on such a CPU):
+// vdpbf16ps multiplies pairs of bfloat16 values and adds them to float32 lanes at twice
+// the rate of float32 FMAs, which is what torch's oneDNN bfloat16 GEMM uses. Eigen has
+// no such kernel, so this is a small one: C (M x N, row stride ldc) = L * R over K, with
+// L(i, k) = l[i*li + k*lk] and R(k, j) = r[k*rk + j*rj] holding bfloat16 values in float32.
+// Each output sums its products in an order that depends only on K: pairs (k, k+1) in
+// order (the instruction adds k+1's product, then k's, each rounded; subnormal inputs
+// count as 0), in slices of kKcPairs pairs added to C in order.
+constexpr std::int64_t kMr = 8, kNr = 32, kKcPairs = 192;
+
+inline std::uint32_t bf16_bits(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u >> 16;  // exact: f holds a bfloat16 value
+}
+
+// One kMr x kNr tile over kp pairs (ap: kp x kMr pairs, bp: kp x kNr pairs); writes (first
+// slice) or adds to the mr x nr corner of c.
+inline void bf16_tile(const std::uint32_t* ap, const std::uint32_t* bp, std::int64_t kp, float* c, std::int64_t ldc,
+                      std::int64_t mr, std::int64_t nr, bool first) {
+  __m512 acc[kMr][2];
+  for (int i = 0; i < kMr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (std::int64_t p = 0; p < kp; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + p * kNr);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + p * kNr + 16);
+#pragma GCC unroll 8
+    for (int i = 0; i < kMr; ++i) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(int(ap[p * kMr + i]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
+    }
+  }
+  alignas(64) float row[kNr];
+  for (std::int64_t i = 0; i < mr; ++i) {
+    _mm512_store_ps(row, acc[i][0]);
+    _mm512_store_ps(row + 16, acc[i][1]);
+    float* ci = c + i * ldc;
+    if (first) {
+      for (std::int64_t j = 0; j < nr; ++j) ci[j] = row[j];
+    } else {
+      for (std::int64_t j = 0; j < nr; ++j) ci[j] = ci[j] + row[j];
+    }
+  }
+}
+
+void bf16_gemm(float* c, std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K, const float* l,
+               std::int64_t li, std::int64_t lk, const float* r, std::int64_t rk, std::int64_t rj) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (std::int64_t i = 0; i < M; ++i) {
+      for (std::int64_t j = 0; j < N; ++j) c[i * ldc + j] = 0.0f;
+    }
+    return;
+  }
+  const std::int64_t KP = (K + 1) / 2, mpanels = (M + kMr - 1) / kMr, npanels = (N + kNr - 1) / kNr;
+  thread_local std::vector<std::uint32_t> pa, pb;  // packing buffers, grown once per thread
+  for (std::int64_t p0 = 0; p0 < KP; p0 += kKcPairs) {
+    const std::int64_t kp = KP - p0 < kKcPairs ? KP - p0 : kKcPairs;
+    if (pa.size() < std::size_t(mpanels * kMr * kp)) pa.resize(std::size_t(mpanels * kMr * kp));
+    if (pb.size() < std::size_t(npanels * kNr * kp)) pb.resize(std::size_t(npanels * kNr * kp));
+    for (std::int64_t q = 0; q < npanels; ++q) {  // R: panel q, pair p, column j
+      std::uint32_t* dst = pb.data() + q * kNr * kp;
+      for (std::int64_t p = 0; p < kp; ++p) {
+        const std::int64_t k0 = 2 * (p0 + p), k1 = k0 + 1;
+        for (std::int64_t jj = 0; jj < kNr; ++jj) {
+          const std::int64_t j = q * kNr + jj;
+          std::uint32_t v = 0;
+          if (j < N) v = bf16_bits(r[k0 * rk + j * rj]) | (k1 < K ? bf16_bits(r[k1 * rk + j * rj]) << 16 : 0u);
+          dst[p * kNr + jj] = v;
+        }
+      }
+    }
+    for (std::int64_t q = 0; q < mpanels; ++q) {  // L: panel q, pair p, row i
+      std::uint32_t* dst = pa.data() + q * kMr * kp;
+      for (std::int64_t p = 0; p < kp; ++p) {
+        const std::int64_t k0 = 2 * (p0 + p), k1 = k0 + 1;
+        for (std::int64_t ii = 0; ii < kMr; ++ii) {
+          const std::int64_t i = q * kMr + ii;
+          std::uint32_t v = 0;
+          if (i < M) v = bf16_bits(l[i * li + k0 * lk]) | (k1 < K ? bf16_bits(l[i * li + k1 * lk]) << 16 : 0u);
+          dst[p * kMr + ii] = v;
+        }
+      }
+    }
+    for (std::int64_t qn = 0; qn < npanels; ++qn) {
+      const std::int64_t j0 = qn * kNr, nr = N - j0 < kNr ? N - j0 : kNr;
+      for (std::int64_t qm = 0; qm < mpanels; ++qm) {
+        const std::int64_t i0 = qm * kMr, mr = M - i0 < kMr ? M - i0 : kMr;
+        bf16_tile(pa.data() + qm * kMr * kp, pb.data() + qn * kNr * kp, kp, c + i0 * ldc + j0, ldc, mr, nr, p0 == 0);
+      }
+    }
+  }
+}
+constexpr bool kBf16Gemm = true;
+#else
+constexpr bool kBf16Gemm = false;
+void bf16_gemm(float*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, const float*, std::int64_t, std::int64_t,
+               const float*, std::int64_t, std::int64_t) {}
+#endif
 
 // body(i) for the fixed blocks i in [0, nblocks), statically over the OpenMP threads.
 template <class Body>
@@ -104,7 +211,13 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
   // A = bf16(X X^T) (logical X): the lower triangle, by blocks of rows
   for_blocks_largest_first(mb, mmn / 2, [&](std::int64_t i) {
     const std::int64_t r0 = i * B, h = m - r0 < B ? m - r0 : B, e = r0 + h;
-    if (Transposed) {
+    if (kBf16Gemm) {  // L = logical X's rows r0.., R = its rows 0..e transposed
+      if (Transposed) {
+        bf16_gemm(Ap + r0 * m, m, h, e, n, Xp + r0, 1, cols, Xp, cols, 1);
+      } else {
+        bf16_gemm(Ap + r0 * m, m, h, e, n, Xp + r0 * cols, cols, 1, Xp, 1, cols);
+      }
+    } else if (Transposed) {
       A.block(r0, 0, h, e).noalias() = X.middleCols(r0, h).transpose() * X.leftCols(e);
     } else {
       A.block(r0, 0, h, e).noalias() = X.middleRows(r0, h) * X.topRows(e).transpose();
@@ -118,7 +231,11 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
   // S = bf16(c*(A A) + b*A): the lower triangle, by blocks of rows
   for_blocks_largest_first(mb, mmm / 2, [&](std::int64_t i) {
     const std::int64_t r0 = i * B, h = m - r0 < B ? m - r0 : B, e = r0 + h;
-    S.block(r0, 0, h, e).noalias() = A.middleRows(r0, h) * A.leftCols(e);
+    if (kBf16Gemm) {
+      bf16_gemm(Sp + r0 * m, m, h, e, m, Ap + r0 * m, m, 1, Ap, m, 1);
+    } else {
+      S.block(r0, 0, h, e).noalias() = A.middleRows(r0, h) * A.leftCols(e);
+    }
     for (std::int64_t r = r0; r < e; ++r) {
       float* sr = Sp + r * m;
       const float* a = Ap + r * m;
@@ -131,12 +248,20 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
   for_blocks((n + B - 1) / B, mmn, [&](std::int64_t i) {
     const std::int64_t c0 = i * B, w = n - c0 < B ? n - c0 : B;
     if (Transposed) {
-      Y.middleRows(c0, w).noalias() = X.middleRows(c0, w) * S.transpose();
+      if (kBf16Gemm) {
+        bf16_gemm(Yp + c0 * cols, cols, w, m, m, Xp + c0 * cols, cols, 1, Sp, 1, m);
+      } else {
+        Y.middleRows(c0, w).noalias() = X.middleRows(c0, w) * S.transpose();
+      }
       float* y = Yp + c0 * cols;
       const float* x = Xp + c0 * cols;
       for (std::int64_t j = 0; j < w * cols; ++j) y[j] = round_bf16(k.a * x[j] + y[j]);
     } else {
-      Y.middleCols(c0, w).noalias() = S * X.middleCols(c0, w);
+      if (kBf16Gemm) {
+        bf16_gemm(Yp + c0, cols, m, w, m, Sp, m, 1, Xp + c0, cols, 1);
+      } else {
+        Y.middleCols(c0, w).noalias() = S * X.middleCols(c0, w);
+      }
       for (std::int64_t r = 0; r < rows; ++r) {
         float* y = Yp + r * cols + c0;
         const float* x = Xp + r * cols + c0;

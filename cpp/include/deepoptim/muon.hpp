@@ -86,6 +86,7 @@ struct NsCoefficients {
 #define DEEPOPTIM_MUON_NS_DECL(variant)                                                                  \
   float* newton_schulz_##variant(float* X, float* Y, float* A, float* S, std::int64_t rows, std::int64_t cols, \
                                  NsCoefficients k, std::int64_t steps);
+DEEPOPTIM_MUON_NS_DECL(v4bf16)
 DEEPOPTIM_MUON_NS_DECL(v4)
 DEEPOPTIM_MUON_NS_DECL(v3)
 DEEPOPTIM_MUON_NS_DECL(base)
