@@ -102,50 +102,53 @@ inline void bf16_tile(const std::uint32_t* ap, const std::uint32_t* bp, std::int
   }
 }
 
-void bf16_gemm(float* c, std::int64_t ldc, std::int64_t M, std::int64_t N, std::int64_t K, const float* l,
-               std::int64_t li, std::int64_t lk, const float* r, std::int64_t rk, std::int64_t rj) {
-  if (M == 0 || N == 0) return;
-  if (K == 0) {
+// An operand packed once per product and shared by every block: panel q holds W
+// consecutive rows (of L) or columns (of R), i = q*W + w, as pairs (k, k+1) for every pair
+// p, at (q*KP + p)*W + w; element (i, k) of the operand is base[i*si + k*sk].
+struct Packed {
+  std::vector<std::uint32_t> v;
+  std::int64_t KP = 0;
+};
+
+template <class Blocks>
+void pack(Packed& out, std::int64_t W, std::int64_t count, std::int64_t K, const float* base, std::int64_t si,
+          std::int64_t sk, Blocks&& blocks) {
+  const std::int64_t KP = (K + 1) / 2, panels = (count + W - 1) / W;
+  out.KP = KP;
+  if (out.v.size() < std::size_t(panels * KP * W)) out.v.resize(std::size_t(panels * KP * W));
+  std::uint32_t* d = out.v.data();
+  blocks(panels, double(count) * double(K) * 64.0, [&](std::int64_t q) {
+    for (std::int64_t p = 0; p < KP; ++p) {
+      const std::int64_t k0 = 2 * p, k1 = k0 + 1;
+      std::uint32_t* dst = d + (q * KP + p) * W;
+      for (std::int64_t w = 0; w < W; ++w) {
+        const std::int64_t i = q * W + w;
+        std::uint32_t v = 0;
+        if (i < count) v = bf16_bits(base[i * si + k0 * sk]) | (k1 < K ? bf16_bits(base[i * si + k1 * sk]) << 16 : 0u);
+        dst[w] = v;
+      }
+    }
+  });
+}
+
+// C (M x N, row stride ldc) = rows qm0*kMr.. of L times columns qn0*kNr.. of R.
+void bf16_block(float* c, std::int64_t ldc, const Packed& L, std::int64_t qm0, std::int64_t M, const Packed& R,
+                std::int64_t qn0, std::int64_t N) {
+  const std::int64_t KP = L.KP, mp = (M + kMr - 1) / kMr, np = (N + kNr - 1) / kNr;
+  if (KP == 0) {
     for (std::int64_t i = 0; i < M; ++i) {
       for (std::int64_t j = 0; j < N; ++j) c[i * ldc + j] = 0.0f;
     }
     return;
   }
-  const std::int64_t KP = (K + 1) / 2, mpanels = (M + kMr - 1) / kMr, npanels = (N + kNr - 1) / kNr;
-  thread_local std::vector<std::uint32_t> pa, pb;  // packing buffers, grown once per thread
   for (std::int64_t p0 = 0; p0 < KP; p0 += kKcPairs) {
     const std::int64_t kp = KP - p0 < kKcPairs ? KP - p0 : kKcPairs;
-    if (pa.size() < std::size_t(mpanels * kMr * kp)) pa.resize(std::size_t(mpanels * kMr * kp));
-    if (pb.size() < std::size_t(npanels * kNr * kp)) pb.resize(std::size_t(npanels * kNr * kp));
-    for (std::int64_t q = 0; q < npanels; ++q) {  // R: panel q, pair p, column j
-      std::uint32_t* dst = pb.data() + q * kNr * kp;
-      for (std::int64_t p = 0; p < kp; ++p) {
-        const std::int64_t k0 = 2 * (p0 + p), k1 = k0 + 1;
-        for (std::int64_t jj = 0; jj < kNr; ++jj) {
-          const std::int64_t j = q * kNr + jj;
-          std::uint32_t v = 0;
-          if (j < N) v = bf16_bits(r[k0 * rk + j * rj]) | (k1 < K ? bf16_bits(r[k1 * rk + j * rj]) << 16 : 0u);
-          dst[p * kNr + jj] = v;
-        }
-      }
-    }
-    for (std::int64_t q = 0; q < mpanels; ++q) {  // L: panel q, pair p, row i
-      std::uint32_t* dst = pa.data() + q * kMr * kp;
-      for (std::int64_t p = 0; p < kp; ++p) {
-        const std::int64_t k0 = 2 * (p0 + p), k1 = k0 + 1;
-        for (std::int64_t ii = 0; ii < kMr; ++ii) {
-          const std::int64_t i = q * kMr + ii;
-          std::uint32_t v = 0;
-          if (i < M) v = bf16_bits(l[i * li + k0 * lk]) | (k1 < K ? bf16_bits(l[i * li + k1 * lk]) << 16 : 0u);
-          dst[p * kMr + ii] = v;
-        }
-      }
-    }
-    for (std::int64_t qn = 0; qn < npanels; ++qn) {
+    for (std::int64_t qn = 0; qn < np; ++qn) {
       const std::int64_t j0 = qn * kNr, nr = N - j0 < kNr ? N - j0 : kNr;
-      for (std::int64_t qm = 0; qm < mpanels; ++qm) {
+      const std::uint32_t* rp = R.v.data() + ((qn0 + qn) * KP + p0) * kNr;
+      for (std::int64_t qm = 0; qm < mp; ++qm) {
         const std::int64_t i0 = qm * kMr, mr = M - i0 < kMr ? M - i0 : kMr;
-        bf16_tile(pa.data() + qm * kMr * kp, pb.data() + qn * kNr * kp, kp, c + i0 * ldc + j0, ldc, mr, nr, p0 == 0);
+        bf16_tile(L.v.data() + ((qm0 + qm) * KP + p0) * kMr, rp, kp, c + i0 * ldc + j0, ldc, mr, nr, p0 == 0);
       }
     }
   }
@@ -153,8 +156,14 @@ void bf16_gemm(float* c, std::int64_t ldc, std::int64_t M, std::int64_t N, std::
 constexpr bool kBf16Gemm = true;
 #else
 constexpr bool kBf16Gemm = false;
-void bf16_gemm(float*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, const float*, std::int64_t, std::int64_t,
-               const float*, std::int64_t, std::int64_t) {}
+struct Packed {
+  std::int64_t KP = 0;
+};
+constexpr std::int64_t kMr = 8, kNr = 32;
+template <class Blocks>
+void pack(Packed&, std::int64_t, std::int64_t, std::int64_t, const float*, std::int64_t, std::int64_t, Blocks&&) {}
+void bf16_block(float*, std::int64_t, const Packed&, std::int64_t, std::int64_t, const Packed&, std::int64_t,
+                std::int64_t) {}
 #endif
 
 // body(i) for the fixed blocks i in [0, nblocks), statically over the OpenMP threads.
@@ -208,15 +217,21 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
   const std::int64_t mb = (m + B - 1) / B;
   const double mmn = double(m) * double(m) * double(n), mmm = double(m) * double(m) * double(m);
   MatMap X(Xp, rows, cols), Y(Yp, rows, cols), A(Ap, m, m), S(Sp, m, m);
+  // The bf16 path's operands, packed once per product; the blocks below run on other
+  // threads, so they must reach this thread's buffers through these references.
+  thread_local Packed packed_l, packed_r;
+  Packed& PL = packed_l;
+  Packed& PR = packed_r;
+  const auto static_blocks = [](std::int64_t nb, double macs, auto&& body) { for_blocks(nb, macs, body); };
+  if (kBf16Gemm) {  // A: L = logical X's rows, R = the same rows as columns
+    pack(PL, kMr, m, n, Xp, Transposed ? 1 : cols, Transposed ? cols : 1, static_blocks);
+    pack(PR, kNr, m, n, Xp, Transposed ? 1 : cols, Transposed ? cols : 1, static_blocks);
+  }
   // A = bf16(X X^T) (logical X): the lower triangle, by blocks of rows
   for_blocks_largest_first(mb, mmn / 2, [&](std::int64_t i) {
     const std::int64_t r0 = i * B, h = m - r0 < B ? m - r0 : B, e = r0 + h;
-    if (kBf16Gemm) {  // L = logical X's rows r0.., R = its rows 0..e transposed
-      if (Transposed) {
-        bf16_gemm(Ap + r0 * m, m, h, e, n, Xp + r0, 1, cols, Xp, cols, 1);
-      } else {
-        bf16_gemm(Ap + r0 * m, m, h, e, n, Xp + r0 * cols, cols, 1, Xp, 1, cols);
-      }
+    if (kBf16Gemm) {
+      bf16_block(Ap + r0 * m, m, PL, r0 / kMr, h, PR, 0, e);
     } else if (Transposed) {
       A.block(r0, 0, h, e).noalias() = X.middleCols(r0, h).transpose() * X.leftCols(e);
     } else {
@@ -228,11 +243,15 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
     }
   });
   mirror_lower(Ap, m);
+  if (kBf16Gemm) {  // S: L = A's rows, R = A's columns
+    pack(PL, kMr, m, m, Ap, m, 1, static_blocks);
+    pack(PR, kNr, m, m, Ap, 1, m, static_blocks);
+  }
   // S = bf16(c*(A A) + b*A): the lower triangle, by blocks of rows
   for_blocks_largest_first(mb, mmm / 2, [&](std::int64_t i) {
     const std::int64_t r0 = i * B, h = m - r0 < B ? m - r0 : B, e = r0 + h;
     if (kBf16Gemm) {
-      bf16_gemm(Sp + r0 * m, m, h, e, m, Ap + r0 * m, m, 1, Ap, m, 1);
+      bf16_block(Sp + r0 * m, m, PL, r0 / kMr, h, PR, 0, e);
     } else {
       S.block(r0, 0, h, e).noalias() = A.middleRows(r0, h) * A.leftCols(e);
     }
@@ -243,13 +262,22 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
     }
   });
   mirror_lower(Sp, m);
+  if (kBf16Gemm) {  // Y: S times X's columns, or X's rows times S^T
+    if (Transposed) {
+      pack(PL, kMr, n, m, Xp, cols, 1, static_blocks);
+      pack(PR, kNr, m, m, Sp, m, 1, static_blocks);
+    } else {
+      pack(PL, kMr, m, m, Sp, m, 1, static_blocks);
+      pack(PR, kNr, n, m, Xp, 1, cols, static_blocks);
+    }
+  }
   // Y = bf16(a*X + S X) (logical X), by blocks of X's long side: S, the smaller operand,
   // is what each block repacks
   for_blocks((n + B - 1) / B, mmn, [&](std::int64_t i) {
     const std::int64_t c0 = i * B, w = n - c0 < B ? n - c0 : B;
     if (Transposed) {
       if (kBf16Gemm) {
-        bf16_gemm(Yp + c0 * cols, cols, w, m, m, Xp + c0 * cols, cols, 1, Sp, 1, m);
+        bf16_block(Yp + c0 * cols, cols, PL, c0 / kMr, w, PR, 0, m);
       } else {
         Y.middleRows(c0, w).noalias() = X.middleRows(c0, w) * S.transpose();
       }
@@ -258,7 +286,7 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
       for (std::int64_t j = 0; j < w * cols; ++j) y[j] = round_bf16(k.a * x[j] + y[j]);
     } else {
       if (kBf16Gemm) {
-        bf16_gemm(Yp + c0, cols, m, w, m, Sp, m, 1, Xp + c0, cols, 1);
+        bf16_block(Yp + c0, cols, PL, 0, m, PR, c0 / kNr, w);
       } else {
         Y.middleCols(c0, w).noalias() = S * X.middleCols(c0, w);
       }

@@ -36,7 +36,11 @@
 // Why the products are compiled separately (muon_ns.cpp): Eigen picks its GEMM kernel
 // at compile time, and target_clones cannot clone templates, so that file is compiled
 // once per instruction set (x86-64-v4, v3, baseline) with Eigen's namespace renamed in
-// each, and the elementwise kernel here picks one at run time, as the clones do.
+// each, and the elementwise kernel here picks one at run time, as the clones do. A fourth
+// variant, for CPUs with AVX512-BF16, multiplies with vdpbf16ps instead of Eigen (a small
+// packed GEMM in muon_ns.cpp): bfloat16 pairs into float32 lanes at twice the float32 FMA
+// rate, the instruction torch's oneDNN bfloat16 GEMM uses; its sums run in another (still
+// fixed) order, so its bits differ from the Eigen variants' by the same bfloat16 flips.
 #pragma once
 
 #include <cstdint>
