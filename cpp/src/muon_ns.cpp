@@ -89,6 +89,19 @@ inline void bf16_tile(const std::uint32_t* ap, const std::uint32_t* bp, std::int
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
     }
   }
+  if (nr == kNr) {  // a full-width tile: the same adds, sixteen lanes at a time
+    for (std::int64_t i = 0; i < mr; ++i) {
+      float* ci = c + i * ldc;
+      if (first) {
+        _mm512_storeu_ps(ci, acc[i][0]);
+        _mm512_storeu_ps(ci + 16, acc[i][1]);
+      } else {
+        _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
+        _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
+      }
+    }
+    return;
+  }
   alignas(64) float row[kNr];
   for (std::int64_t i = 0; i < mr; ++i) {
     _mm512_store_ps(row, acc[i][0]);
