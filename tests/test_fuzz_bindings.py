@@ -303,6 +303,11 @@ class Spec:
     twin: Callable
     list_form: bool = True
     kind: str = "rows"
+    # Muon: parameters are matrices (mostly 2-D shapes are drawn), and the twin's matrix
+    # products sum in another order than the kernel's: tolerance(hp, shapes) gives the
+    # absolute tolerance of the comparison (see tests/test_optim_muon.py).
+    matrices: bool = False
+    tolerance: Optional[Callable[[dict, list], float]] = None
 
 
 # Per-tensor scalar states (torch's 0-d state tensors): one element of float32 or float64
@@ -431,6 +436,33 @@ SPECS["clip_grad_norm"] = _simple_spec(
     dict(max_norm=REAL_BAD, norm_type=NORM_BAD, error_if_nonfinite=FLAG_BAD))
 
 
+def _muon_tolerance(hp, shapes):
+    """2**-3 of the largest possible step (tests/test_optim_muon.py: TWIN_TOL): an entry of
+    the orthogonalized update is at most about 1.5 in magnitude (the iteration keeps
+    singular values below it), times the adjusted learning rate."""
+    try:
+        lr = float(hp["lr"])
+        adj = max((R.muon.__globals__["adjusted_lr"](lr, hp["adjust_lr_fn"], *s) for s in shapes if len(s) == 2
+                   and s[0] and s[1]), default=0.0)
+    except (TypeError, ValueError, KeyError, OverflowError):  # a bad scalar: the call is refused
+        return 0.0
+    return 2.0**-3 * 1.5 * adj if math.isfinite(adj) else 0.0
+
+
+SPECS["muon"] = Spec(
+    "muon", [Slot("params", True), Slot("grads", False), Slot("momentum_buffers", True)], lambda hp: {},
+    lambda: st.fixed_dictionaries(dict(
+        lr=st.sampled_from([0.0, 1e-3, 0.02, 0.5]), weight_decay=st.sampled_from([0.0, 0.1, 1.0]),
+        momentum=st.sampled_from([0.0, 0.5, 0.95, 1.0, 1.5]), nesterov=flag(),
+        ns_coefficients=st.sampled_from([(3.4445, -4.775, 2.0315), (2.0, -1.5, 0.5), [1.0, 0.0, 0.0]]),
+        eps=st.sampled_from([1e-7, 1e-3, 1.0]), ns_steps=st.sampled_from([0, 1, 5, np.int64(3)]),
+        adjust_lr_fn=st.sampled_from([None, "original", "match_rms_adamw"]))),
+    dict(lr=REAL_BAD, weight_decay=REAL_BAD, momentum=REAL_BAD, nesterov=FLAG_BAD, eps=REAL_BAD + [1e-45],
+         ns_steps=STEP_BAD + [100, -1], ns_coefficients=PAIR_BAD + [(1.0, 2.0, NAN), (1.0, 2.0, "c"), "abc"],
+         adjust_lr_fn=FORM_BAD + ["original ", "match_rms_adamw"[::-1]]),
+    R.muon, matrices=True, tolerance=_muon_tolerance)
+
+
 def _probe_model(read, update, store):
     """What probe does per element (cpp/src/probe.cpp): x = 1 + sum(read) in the array
     dtype; update += x; store = x. Its return value is a benchmark checksum (a SIMD
@@ -467,13 +499,14 @@ class Case:
     call_twin: Callable  # (materialized args dict) -> result
     compare: str = "bits"  # or "close" (batch norm)
     twin_checks: bool = True  # the twin validates its arguments like the binding
+    atol: float = 0.0  # compare == "atol": |kernel - twin| <= atol (Muon's products)
 
     def __repr__(self):
         return f"Case({self.spec}, faults={self.faults}, args={self.args!r})"
 
 
-def _shape(d, size, allow_0d=True):
-    nd = d(st.sampled_from([1, 1, 1, 2] + ([0] if allow_0d and size == 1 else [])))
+def _shape(d, size, allow_0d=True, matrix=False):
+    nd = d(st.sampled_from([2, 2, 2, 1] if matrix else [1, 1, 1, 2] + ([0] if allow_0d and size == 1 else [])))
     if nd == 0:
         return ()
     if nd == 1 or size < 2:
@@ -562,7 +595,7 @@ def rows_case(d, spec: Spec):
     all_arrays: List[Arr] = []
     for t in range(ntensors):
         size = d(st.sampled_from(BIG_SIZES), label="size") if big and t == 0 else d(st.sampled_from(SIZES), label="size")
-        shape = _shape(d, size)
+        shape = _shape(d, size, matrix=spec.matrices)
         gap = d(st.sampled_from([0, 0, 8, 64]), label="gap")
         for s in spec.slots:
             if s in used and s.scalar:
@@ -663,8 +696,12 @@ def rows_case(d, spec: Spec):
                 col = col[0] if col else None
         args[s.name] = col
     args.update(hp)
-    return Case(spec.name, heap, d(st.integers(0, 2**32 - 1), label="seed"), args, faults,
+    case = Case(spec.name, heap, d(st.integers(0, 2**32 - 1), label="seed"), args, faults,
                 call_twin=lambda kw, twin=spec.twin: twin(**kw))
+    if spec.tolerance is not None:
+        case.compare = "atol"
+        case.atol = spec.tolerance(hp, [a.shape for a in leaves(args[spec.slots[0].name]) if isinstance(a, Arr)])
+    return case
 
 
 # -- dropout
@@ -1043,6 +1080,13 @@ def check(case: Case) -> None:
     assert texc is None, f"kernel accepted what the twin refuses ({_msg(texc)})"
     close = case.compare == "close"
     _same_value(kres, tres, f"{case.spec} result", close, kin, tin)
+
+    def same(ka, ta, what):
+        if case.compare == "atol":
+            np.testing.assert_allclose(ka, ta, rtol=0, atol=case.atol, equal_nan=True, err_msg=what)
+        else:
+            (assert_close if close else assert_same_bits)(ka, ta, what)
+
     # Every array, written or not, equals the twin's; bytes outside every array unchanged.
     covered = np.zeros(heap.size, bool)
     for leaf in case.args_leaves():
@@ -1051,7 +1095,7 @@ def check(case: Case) -> None:
             ka, ta = np.ma.getdata(ka), np.ma.getdata(ta)
             covered[leaf.offset:leaf.offset + leaf.nbytes()] = True
             if ka.dtype.kind == "f" and ka.dtype.isnative and ka.dtype.itemsize in (4, 8):
-                (assert_close if close else assert_same_bits)(ka, ta, f"{case.spec} array at {leaf.offset}")
+                same(ka, ta, f"{case.spec} array at {leaf.offset}")
             elif ka.dtype.name in ("bfloat16", "float16") and ka.dtype.isnative:
                 # Widening is exact: the same bits, except that any NaN equals any NaN (the
                 # sign of a NaN the arithmetic makes is not specified, as for float32).

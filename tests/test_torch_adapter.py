@@ -91,7 +91,8 @@ def test_signature_is_torchs_plus_keyword_only_extras(name):
 
 
 def test_all_registered_optimizers_are_adapted():
-    assert set(dt.__all__) == set(npoptim.REGISTRY) | {"LBFGS"}  # LBFGS: a closure-driven class of its own
+    # LBFGS: a closure-driven class of its own; Muon: 2-D matrices only, its own class too
+    assert set(dt.__all__) == set(npoptim.REGISTRY) | {"LBFGS", "Muon"}
 
 
 def test_foreach_fused_ignored_capturable_differentiable_refused():

@@ -19,6 +19,7 @@ void bind_norm(py::module_& m);
 void bind_dropout(py::module_& m);
 void bind_reduce(py::module_& m);
 void bind_cast(py::module_& m);
+void bind_muon(py::module_& m);
 }
 
 namespace deepoptim::bind {
@@ -119,6 +120,7 @@ PYBIND11_MODULE(_core, m) {
   deepoptim::bind::bind_dropout(m);
   deepoptim::bind::bind_reduce(m);
   deepoptim::bind::bind_cast(m);
+  deepoptim::bind::bind_muon(m);
   deepoptim::bind::bind_raw(m);
   m.def("probe", &deepoptim::bind::probe,
         "Bandwidth probe for benchmarks: per element r = sum(read); update += r; store = r. "

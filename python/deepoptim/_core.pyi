@@ -260,6 +260,19 @@ def lars(
     eps: float,
     adapt: Union[None, bool, Sequence[bool]],
 ) -> Union[float, npt.NDArray[np.float64]]: ...
+def muon(
+    params: _Arrays,
+    grads: _Arrays,
+    momentum_buffers: _Arrays,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    nesterov: bool,
+    ns_coefficients: tuple[float, float, float],
+    eps: float,
+    ns_steps: int,
+    adjust_lr_fn: Optional[str],
+) -> None: ...
 def add_penalty(grads: _Arrays, params: _Arrays, l1: float, l2: float) -> None: ...
 def soft_threshold(params: _Arrays, threshold: float) -> None: ...
 def decay(params: _Arrays, lr: float, weight_decay: float) -> None: ...

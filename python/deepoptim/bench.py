@@ -293,6 +293,54 @@ def _overhead_case() -> Case:
     return Case("overhead/adam-1K-call", "overhead", 1000, 28, setup)
 
 
+# ---------------------------------------------------------------------------- Muon
+def _muon_case(label: str, shapes: List[Tuple[int, int]]) -> Case:
+    """Muon on float32 matrices against torch.optim.Muon. Compute-bound (five
+    Newton-Schulz iterations of three matrix products each): the probe and the 20 B/elem
+    cover only the elementwise passes, so "of probe" is small by nature. Checked against
+    the twin first as the tests check it (tests/test_optim_muon.py): momentum buffers to
+    the bit, parameters to 2**-3 of the step (the products sum in another order)."""
+
+    def setup() -> Dict[str, Callable[[], object]]:
+        rng = np.random.default_rng(0)
+        ps = [(rng.standard_normal(s) * 0.02).astype(np.float32) for s in shapes]
+        gs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        bs = [np.zeros_like(p) for p in ps]
+        starts = [p.copy() for p in ps]
+        ref_p, ref_b = [p.copy() for p in ps], [b.copy() for b in bs]
+        F.muon(ps, gs, bs, lr=0.02)
+        R.muon(ref_p, gs, ref_b, lr=0.02)
+        decay = np.float32(1 - 0.02 * 0.1)  # the default weight_decay, 0.1
+        for k, (p, q, b, c, p0) in enumerate(zip(ps, ref_p, bs, ref_b, starts)):
+            np.testing.assert_array_equal(b, c, err_msg=f"{label}: momentum buffer {k} disagrees with the twin")
+            if float(np.abs(p - q).max()) > 2.0**-3 * float(np.abs(q - p0 * decay).max()):
+                raise AssertionError(f"{label}: parameter {k} disagrees with the twin beyond 2**-3 of the step")
+        impls: Dict[str, Callable[[], object]] = {
+            "deepoptim": lambda: F.muon(ps, gs, bs, lr=0.02),
+            # the elementwise traffic alone (read g, update p and the buffer): the memory
+            # floor, which the products' arithmetic leaves far behind
+            "probe": lambda: _core.probe([gs], [ps, bs], []),
+        }
+        if sum(int(np.prod(s)) for s in shapes) <= _NUMPY_MAX:
+            impls["numpy"] = lambda: R.muon(ref_p, gs, ref_b, lr=0.02)
+        if torch is not None:
+            tps = [torch.from_numpy(p.copy()) for p in ps]
+            for t, g in zip(tps, gs):
+                t.grad = torch.from_numpy(g)
+            opt = torch.optim.Muon(tps, lr=0.02)
+            impls["torch"] = opt.step
+        return impls
+
+    return Case(label, "muon", sum(int(np.prod(s)) for s in shapes), 20, setup)
+
+
+def gpt2_small_block_matrices() -> List[Tuple[int, int]]:
+    """The 2-D matrices of one GPT-2 small block (what Muon optimizes; the model has 12 such
+    blocks, 85M of its 124M parameters; its embeddings go to AdamW)."""
+    d = 768
+    return [(d, 3 * d), (d, d), (d, 4 * d), (4 * d, d)]
+
+
 # ---------------------------------------------------------------------------- torch models
 def gpt2_small_shapes() -> List[Tuple[int, ...]]:
     """GPT-2 small's parameter shapes (124M parameters in 148 tensors, HF layout)."""
@@ -569,6 +617,7 @@ def suite(quick: bool = False) -> List[Case]:
             _lowp_case("bf16-params-bf16-state", 100_000),
             _bn_case((8, 16, 8, 8), 1, "NCHW(8,16,8,8)"),
             _dropout_case(100_000),
+            _muon_case("muon/(256,384)+(384,256)", [(256, 384), (384, 256)]),
         ]
     cases = [_optim_case("adam", 1, n, True) for n in (1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)]
     cases.append(_optim_case("adam", 1000, 10_000, True))
@@ -577,6 +626,7 @@ def suite(quick: bool = False) -> List[Case]:
     cases.append(_optim_case("sgd", 1000, 10_000, True))
     cases.append(_overhead_case())
     cases += [_lowp_case(mode, n) for mode in _LOWP_MODES for n in (10_000_000, 100_000_000)]
+    cases.append(_muon_case("muon/gpt2-small-block", gpt2_small_block_matrices()))
     if torch is not None:
         cases += [_torch_overhead_case(), _torch_model_case("torch-adamw/resnet50", resnet50_shapes()),
                   _torch_model_case("torch-adamw/gpt2-small", gpt2_small_shapes())]

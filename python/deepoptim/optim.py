@@ -1358,6 +1358,65 @@ class LARS(_TrustRatio):
                       weight_decay=hp["weight_decay"], trust_coefficient=hp["trust_coefficient"], eps=hp["eps"],
                       adapt=[hp["adapt"][i] for i in idx])
 
+# ------------------------------------------------------------------------- Muon
+class Muon(Optimizer):
+    r"""Muon (Jordan et al., 2024, "Muon: An optimizer for hidden layers in neural
+    networks"; kernel :func:`deepoptim.functional.muon`, whose docstring has the math), as
+    torch 2.13's ``torch.optim.Muon``: the same arguments, defaults, state
+    (``momentum_buffer``) and trajectory. Momentum (an EMA, as torch's code computes it),
+    optionally Nesterov, then the Newton-Schulz orthogonalization of each matrix's update
+    (in bfloat16, as torch runs it), decoupled weight decay ``p *= 1 - lr*weight_decay``,
+    and ``p -= adjusted_lr * O`` with ``adjust_lr_fn`` None / ``"original"``
+    (``lr*sqrt(max(1, rows/cols))``) or ``"match_rms_adamw"`` (``lr*0.2*sqrt(max(rows, cols))``).
+
+    Only 2-D parameters (hidden layers' weight matrices): a parameter of any other shape
+    is refused with a ValueError naming it; optimize biases, norms and embeddings with
+    another optimizer (``AdamW``), as torch's documentation advises. The deepoptim options
+    of :class:`Optimizer` (``l1``, ``skip_nonfinite``, ``grad_norm_ratio``) are
+    keyword-only; the decay is always decoupled.
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.optim import Muon
+      >>> w = np.eye(4, dtype=np.float32)
+      >>> opt = Muon({"w": w}, lr=0.02)
+      >>> opt.step({"w": np.ones((4, 4), np.float32)})
+      True
+    """
+
+    torch_name, example = "Muon", dict(lr=0.02)
+    _kernel_decouples = True  # Muon's decay is decoupled by definition
+
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, weight_decay: float = 0.1,
+                 momentum: float = 0.95, nesterov: bool = True,
+                 ns_coefficients: Tuple[float, float, float] = (3.4445, -4.775, 2.0315), eps: float = 1e-7,
+                 ns_steps: int = 5, adjust_lr_fn: Optional[str] = None, **common: Any) -> None:
+        common.setdefault("decoupled_weight_decay", True)
+        coeffs = tuple(ns_coefficients) if isinstance(ns_coefficients, (tuple, list)) else ns_coefficients
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                                      ns_coefficients=coeffs, eps=eps, ns_steps=ns_steps,
+                                      adjust_lr_fn=adjust_lr_fn), **common)
+
+    def _prepare_group(self, g):
+        for n, p in zip(g["names"], g["params"]):
+            if p.ndim != 2:
+                raise ValueError(f"Muon only supports 2-D parameters (it orthogonalizes matrices): parameter {n} "
+                                 f"has shape {p.shape}; optimize biases, norms and embeddings with another "
+                                 "optimizer such as AdamW")
+
+    def _state_names(self, g):
+        return ["momentum_buffer"]
+
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        # The base class's dry run (hyperparameter checks) passes zero-size 1-D stand-ins.
+        def mats(xs):
+            return [a if a.ndim == 2 else a.reshape(0, 0) for a in xs]
+
+        F.muon(mats(params), mats(grads), mats(states["momentum_buffer"]), lr=lr, weight_decay=hp["weight_decay"],
+               momentum=hp["momentum"], nesterov=hp["nesterov"], ns_coefficients=tuple(hp["ns_coefficients"]),
+               eps=hp["eps"], ns_steps=hp["ns_steps"], adjust_lr_fn=hp["adjust_lr_fn"])
+
+
 
 # -------------------------------------------------------------------------- L-BFGS
 def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
@@ -1714,4 +1773,4 @@ class LBFGS:
         self.state = copy.deepcopy(dict(sd["state"]))
 
 
-__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "Lion", "ScheduleFreeAdamW", "LAMB", "LARS", "LBFGS", "NonFiniteGradients"]
+__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "Lion", "ScheduleFreeAdamW", "LAMB", "LARS", "Muon", "LBFGS", "NonFiniteGradients"]

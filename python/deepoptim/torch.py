@@ -765,11 +765,134 @@ class LBFGS(torch.optim.Optimizer):
         _Adapter._check_param(p, str(i))
 
 
+class Muon(torch.optim.Optimizer):
+    """torch.optim.Muon on deepoptim's Muon kernel (:func:`deepoptim.functional.muon`, whose
+    docstring has the math): torch 2.13's arguments, defaults, state (``momentum_buffer``
+    only, no ``step``, as torch keeps it) and ``state_dict``, so a torch.optim.Muon
+    state_dict loads here and the reverse. 2-D CPU tensors, float32 or float64; anything
+    else is refused naming the parameter. A step is one GIL-free kernel call per group
+    and dtype on the tensors' own memory, after every group's hyperparameters and
+    gradients were checked (a step that raises has changed nothing)."""
+
+    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
+                 nesterov: bool = True, ns_coefficients: Tuple[float, float, float] = (3.4445, -4.775, 2.0315),
+                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None) -> None:
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                        ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
+        self._dry_run(defaults, "Muon")
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def _hyper(group: Dict[str, Any]) -> Dict[str, Any]:
+        lr = group["lr"]
+        coeffs = group["ns_coefficients"]
+        return dict(lr=float(lr) if isinstance(lr, torch.Tensor) else lr, weight_decay=group["weight_decay"],
+                    momentum=group["momentum"], nesterov=group["nesterov"],
+                    ns_coefficients=tuple(coeffs) if isinstance(coeffs, (tuple, list)) else coeffs,
+                    eps=group["eps"], ns_steps=group["ns_steps"], adjust_lr_fn=group["adjust_lr_fn"])
+
+    @classmethod
+    def _dry_run(cls, group: Dict[str, Any], where: str) -> None:
+        """The kernel's own checks of every hyperparameter, on empty matrices (nothing written)."""
+        e = np.empty((0, 0), np.float32)
+        try:
+            F.muon(e, e.copy(), e.copy(), **cls._hyper(group))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{where}: {err}") from None
+
+    @staticmethod
+    def _check_param(p: torch.Tensor, name: str) -> None:
+        _Adapter._check_param(p, name)
+        if p.dim() != 2:
+            raise ValueError(f"Muon only supports 2D parameters whereas parameter {name} has size {tuple(p.shape)}; "
+                             "optimize biases, norms and embeddings with another optimizer such as AdamW")
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """torch's ``add_param_group``, after checking the parameters (2-D CPU float32 or
+        float64 tensors, contiguous) and the group's hyperparameters."""
+        gi = len(self.param_groups)
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        tensors = [p for _, p in params] if params and isinstance(params[0], tuple) else params
+        for i, p in enumerate(tensors):
+            self._check_param(p, f"{gi}.{i}")
+        self._dry_run({k: param_group.get(k, v) for k, v in self.defaults.items()}, f"parameter group {gi}")
+        super().add_param_group(dict(param_group, params=params))
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """One update of every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plans, pending = [], {}
+        for gi, group in enumerate(self.param_groups):
+            hyper = self._hyper(group)
+            self._dry_run(group, f"parameter group {gi}")
+            by_dtype: Dict[torch.dtype, Tuple[list, list, list, list]] = {}
+            for i, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                name = f"{gi}.{i}"
+                self._check_param(p, name)
+                g = p.grad
+                if g.is_sparse:
+                    raise ValueError(f"parameter {name} has a sparse gradient; Muon takes dense gradients")
+                if g.device.type != "cpu" or g.dtype != p.dtype or g.shape != p.shape or not g.is_contiguous():
+                    raise ValueError(f"parameter {name} needs a contiguous CPU gradient of its dtype and shape")
+                buf = self.state[p].get("momentum_buffer") if p in self.state else None
+                if buf is None:
+                    buf = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    pending[p] = buf
+                elif buf.dtype != p.dtype or buf.shape != p.shape or not buf.is_contiguous():
+                    if buf.shape != p.shape:
+                        raise ValueError(f"parameter {name} changed shape from {tuple(buf.shape)} to "
+                                         f"{tuple(p.shape)}; its momentum buffer no longer fits")
+                    buf = buf.to(dtype=p.dtype).contiguous()  # the state follows its parameter
+                    pending[p] = buf
+                lists = by_dtype.setdefault(p.dtype, ([], [], [], []))
+                for lst, t in zip(lists, (p, g, buf, p)):
+                    lst.append(t)
+            for ps, gs, bs, owners in by_dtype.values():
+                plans.append((hyper, ps, gs, bs, owners))
+        # Nothing below can fail: every check the kernel makes was made above.
+        for p, buf in pending.items():
+            self.state[p]["momentum_buffer"] = buf
+        for hyper, ps, gs, bs, owners in plans:
+            F.muon([_view(p) for p in ps], [_view(g) for g in gs], [_view(b) for b in bs], **hyper)
+            torch.autograd.graph.increment_version(owners)
+        return loss
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` (a torch.optim.Muon state_dict loads too), after
+        checking every saved group's hyperparameters and momentum buffers."""
+        groups = state_dict.get("param_groups", [])
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer has {len(self.param_groups)}")
+        saved_state = state_dict.get("state", {})
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            where = f"state_dict parameter group {gi}"
+            self._dry_run({k: saved.get(k, v) for k, v in self.defaults.items()}, where)
+            if len(saved.get("params", [])) != len(group["params"]):
+                raise ValueError(f"{where} has {len(saved.get('params', []))} parameters, the optimizer's has "
+                                 f"{len(group['params'])}")
+            for pid, p in zip(saved["params"], group["params"]):
+                buf = saved_state.get(pid, {}).get("momentum_buffer")
+                if buf is not None and (not isinstance(buf, torch.Tensor) or tuple(buf.shape) != tuple(p.shape)):
+                    raise ValueError(f"{where}: momentum_buffer of parameter {pid} must be a tensor of the "
+                                     f"parameter's shape {tuple(p.shape)}")
+        super().load_state_dict(state_dict)
+
+
 for _name, _cls in _np.REGISTRY.items():
     globals()[_name] = _make(_cls)
 
 __all__ = list(_np.REGISTRY)
 __all__.append("LBFGS")
+__all__.append("Muon")
 
 
 def __getattr__(name: str) -> "type[_Adapter]":
