@@ -1141,7 +1141,7 @@ class ScheduleFreeAdamW(Optimizer):
 
     Three sequences: :math:`z` (AdamW-like steps, state ``z``), the weighted average
     :math:`x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}` (the point to evaluate and
-    save), and :math:`y = (1 - eta_1) z + eta_1 x`, where gradients are taken. Per
+    save), and :math:`y = (1 - \beta_1) z + \beta_1 x`, where gradients are taken. Per
     step, with :math:`k` steps taken so far in the group::
 
         lr_t    = lr * min(1, (k + 1) / warmup_steps)        (linear warmup)
@@ -1643,9 +1643,9 @@ class LBFGS:
     as often as it needs (at most ``max_eval`` times).
 
     The memory keeps the last ``history_size`` pairs :math:`s_k = x_{k+1} - x_k`,
-    :math:`y_k = g_{k+1} - g_k` (a pair is kept when :math:`y^	op s > 10^{-10}`); the
+    :math:`y_k = g_{k+1} - g_k` (a pair is kept when :math:`y^\top s > 10^{-10}`); the
     direction :math:`d = -H g` comes from the two-loop recursion with
-    :math:`H_0 = (y^	op s / y^	op y) I`. Without line search the step is ``lr`` (the
+    :math:`H_0 = (y^\top s / y^\top y) I`. Without line search the step is ``lr`` (the
     first one ``min(1, 1/|g|_1) * lr``).
 
     Args:
