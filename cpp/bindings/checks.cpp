@@ -137,14 +137,19 @@ int bfloat16_num() {
   return num;
 }
 
+// Whether a dtype's bytes are in this machine's order.
+bool native_order(const py::dtype& d) {
+  const char order = d.byteorder();
+  return order == '=' || order == '|' || (order == '<' && PY_LITTLE_ENDIAN) || (order == '>' && !PY_LITTLE_ENDIAN);
+}
+
 // float32, float64, float16 or bfloat16 in native byte order (the optimizer steps that
 // take low-precision storage), else TypeError naming the array.
 template <class NameFn>
 DType storage_dtype(const py::array& a, NameFn name) {
   const py::dtype d = a.dtype();
   const int num = d.num();
-  const char order = d.byteorder();
-  const bool native = order == '=' || order == '|' || (order == '<' && PY_LITTLE_ENDIAN) || (order == '>' && !PY_LITTLE_ENDIAN);
+  const bool native = native_order(d);
   if (native) {
     if (num == py::detail::npy_api::NPY_FLOAT_) return DType::F32;
     if (num == py::detail::npy_api::NPY_DOUBLE_) return DType::F64;
@@ -291,8 +296,7 @@ template <class NameFn>
 DType fast_float_dtype(const py::array& a, NameFn name) {
   const py::dtype d = a.dtype();
   const int num = d.num();
-  const char order = d.byteorder();
-  const bool native = order == '=' || order == '|' || (order == '<' && PY_LITTLE_ENDIAN) || (order == '>' && !PY_LITTLE_ENDIAN);
+  const bool native = native_order(d);
   if (native && num == py::detail::npy_api::NPY_FLOAT_) return DType::F32;
   if (native && num == py::detail::npy_api::NPY_DOUBLE_) return DType::F64;
   return float_dtype(a, name());
