@@ -91,16 +91,16 @@ def _copy(rows):
 
 
 def _step(kernel, fn, rows, grads, hp, step, list_form, stochastic, seed):
+    """One step; returns what the calls returned (LAMB's and LARS's trust ratios)."""
     extra = {"stochastic_rounding": (seed, step)} if stochastic else {}
     nstate = len(kernel.states)
     if list_form:
         cols = [[row[k] for row in rows] for k in range(nstate + 2)]
         states = [None if c[0] is None else c for c in cols[1:1 + nstate]]
         masters = cols[-1] if cols[-1][0] is not None else None
-        fn(cols[0], grads, *states, **kernel.kwargs(hp, step), master_params=masters, **extra)
-    else:
-        for row, g in zip(rows, grads):
-            fn(row[0], g, *row[1:1 + nstate], **kernel.kwargs(hp, step), master_params=row[-1], **extra)
+        return [fn(cols[0], grads, *states, **kernel.kwargs(hp, step), master_params=masters, **extra)]
+    return [fn(row[0], g, *row[1:1 + nstate], **kernel.kwargs(hp, step), master_params=row[-1], **extra)
+            for row, g in zip(rows, grads)]
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -121,15 +121,20 @@ def test_kernel_equals_twin(name, mode, data):
     scale = rng.choice([1e-3, 1.0, 1e2])
     for step in range(1, STEPS + 1):
         grads = [(rng.standard_normal(n) * scale).astype(pdt) for n in sizes]
-        _step(kernel, kernel.fast, fast, grads, hp, step, list_form, stochastic, seed)
-        _step(kernel, kernel.twin, twin, grads, hp, step, list_form, stochastic, seed)
+        out_fast = _step(kernel, kernel.fast, fast, grads, hp, step, list_form, stochastic, seed)
+        out_twin = _step(kernel, kernel.twin, twin, grads, hp, step, list_form, stochastic, seed)
+        for a, b in zip(out_fast, out_twin):  # the trust ratios (LAMB, LARS), else None
+            assert (a is None) == (b is None), name
+            if a is not None:
+                assert_same(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                            f"{name} {mode} trust ratios step {step} hp={hp}")
         for t, (rf, rt) in enumerate(zip(fast, twin)):
             for k, (a, b) in enumerate(zip(rf, rt)):
                 if b is not None:
                     assert_same(a, b, f"{name} {mode} tensor {t} array {k} step {step} hp={hp}")
 
 
-@pytest.mark.parametrize("name", ["adam", "sgd", "nadam", "lion"])
+@pytest.mark.parametrize("name", ["adam", "sgd", "nadam", "lion", "lamb", "lars"])
 def test_twin_is_widen_step_round(name):
     """The twin's low-precision step is the float32 twin on widened copies, rounded back
     to nearest even (the definition in deepoptim.reference._lowp)."""
@@ -267,18 +272,15 @@ def test_read_only_master_is_refused():
             fn(p, g, m, v, step=1, master_params=master)
 
 
-@pytest.mark.parametrize("name", ["lamb", "lars", "add_penalty", "soft_threshold", "decay"])
+@pytest.mark.parametrize("name", ["add_penalty", "soft_threshold", "decay"])
 def test_kernels_without_low_precision_say_so(name):
-    """LAMB's and LARS's trust ratios read the parameters twice: they stay float32/float64
-    for now, and say so instead of computing on something else."""
+    """The helpers the optimizers call outside their kernels stay float32/float64 (the
+    optimizers refuse the options that need them on 16-bit parameters), and say so
+    instead of computing on something else."""
     p = np.ones(16, BF16)
     fn = getattr(functional, name)
     with pytest.raises(TypeError, match="float32 or float64"):
-        if name in ("lamb",):
-            fn(p, p.copy(), np.zeros(16, F32), np.zeros(16, F32), step=1)
-        elif name == "lars":
-            fn(p, p.copy(), np.zeros(16, F32))
-        elif name == "add_penalty":
+        if name == "add_penalty":
             fn(p.copy(), p, l2=0.1)
         elif name == "soft_threshold":
             fn(p, threshold=0.1)
@@ -286,3 +288,45 @@ def test_kernels_without_low_precision_say_so(name):
             fn(p, lr=0.1, weight_decay=0.1)
     assert np.all(p.astype(np.float32) == 1.0)
 
+
+@pytest.mark.parametrize("name", ["lamb", "lars"])
+def test_trust_ratio_norms_do_not_depend_on_threads(name):
+    """LAMB's and LARS's norms on mixed storage add fixed-order block partials, as in
+    float32: the same trust ratios and bits with 1 and 2 threads (bfloat16 params with
+    master weights and 8-bit state; bfloat16 params rounded stochastically)."""
+    script = r"""
+import json
+import numpy as np, ml_dtypes
+from deepoptim import functional
+from deepoptim.reference._lowp import Blockwise8
+bf = ml_dtypes.bfloat16
+rng = np.random.default_rng(0)
+sizes = [1000, 300_000, 5000]
+out = {}
+for mode in ("master-int8", "stochastic-bf16"):
+    p = [rng.standard_normal(n).astype(bf) for n in sizes]
+    g = [rng.standard_normal(n).astype(bf) for n in sizes]
+    master = [a.astype(np.float32) for a in p] if mode == "master-int8" else None
+    def state(signed):
+        if mode == "master-int8":
+            return [Blockwise8.from_float(np.zeros(n, np.float32), signed) for n in sizes]
+        return [np.zeros(n, bf) for n in sizes]
+    trust = []
+    if NAME == "lamb":
+        m, v = state(True), state(False)
+    else:
+        buf = state(True)
+    for step in range(1, 4):
+        sr = (7, step) if mode == "stochastic-bf16" else None
+        if NAME == "lamb":
+            r = functional.lamb(p, g, m, v, step=step, lr=1e-2, weight_decay=0.01, master_params=master,
+                                stochastic_rounding=sr)
+        else:
+            r = functional.lars(p, g, buf, lr=0.1, weight_decay=1e-4, master_params=master, stochastic_rounding=sr)
+        trust += [float(x).hex() for x in r]
+    out[mode] = {"trust": trust, "p": [int(a.view(np.uint16).astype(np.int64).sum()) for a in p],
+                 "p0": p[1].view(np.uint16)[:2000].tobytes().hex()}
+print(json.dumps(out))
+""".replace("NAME", repr(name))
+    one, two = run_json(script, 1), run_json(script, 2)
+    assert one == two

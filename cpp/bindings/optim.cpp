@@ -556,19 +556,21 @@ py::object run_trust(const Operands& ops, py::handle params, py::handle adapt, K
     auto ts = rows<Tensor, T, N>(ops);
     for (std::size_t t = 0; t < ts.size(); ++t) ts[t].adapt = ad[t] != 0;
     py::gil_scoped_release nogil;
-    kernel(ts.data(), work.data(), trust.data());
+    kernel(ts.data(), work.data(), trust.data(), ops.mixed());
   });
   return trust_result(trust, list_form);
 }
 
 py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs,
                 Index step_h, Real lr_h, RealPair betas_h, Real eps_h,
-                Real weight_decay_h, Flag bias_correction_h, py::handle adapt) {
+                Real weight_decay_h, Flag bias_correction_h, py::handle adapt, py::handle master_params,
+                py::handle stochastic_rounding) {
   const bool bias_correction = flag(bias_correction_h, "bias_correction");
   const auto [step, lr, beta1, beta2, eps, weight_decay] = adam_like(step_h, lr_h, betas_h, eps_h, weight_decay_h);
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"exp_avgs", true, true}, {"exp_avg_sqs", true, true}},
-      {params, grads, exp_avgs, exp_avg_sqs});
+      {params, grads, exp_avgs, exp_avg_sqs}, &lp);
   check_eps_representable("eps", eps, ops);
   o::LambHyper h;
   h.lr = lr;
@@ -580,12 +582,14 @@ py::object lamb(py::handle params, py::handle grads, py::handle exp_avgs, py::ha
   h.bias_correction = bias_correction;
   return run_trust<o::LambTensor, 4>(
       ops, params, adapt,
-      [&](auto* ts, double* work, double* trust) { o::lamb(ts, ops.ntensors, h, work, trust); });
+      [&](auto* ts, double* work, double* trust, const lowp::Mixed* mx) {
+        o::lamb(ts, ops.ntensors, h, work, trust, mx);
+      });
 }
 
 py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers, Real lr_h,
                 Real momentum_h, Real weight_decay_h, Real trust_coefficient_h, Real eps_h,
-                py::handle adapt) {
+                py::handle adapt, py::handle master_params, py::handle stochastic_rounding) {
   const double lr = real(lr_h, "lr");
   const double momentum = real(momentum_h, "momentum");
   const double weight_decay = real(weight_decay_h, "weight_decay");
@@ -596,9 +600,10 @@ py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers
   check_finite_ge("weight_decay", weight_decay, 0.0);
   check_finite_gt("trust_coefficient", trust_coefficient, 0.0);
   check_finite_ge("eps", eps, 0.0);
+  const LowpArgs lp{master_params, stochastic_rounding};
   const Operands ops = parse_operands(
       {{"params", true, true}, {"grads", false, true}, {"momentum_buffers", true, momentum != 0.0, "momentum != 0"}},
-      {params, grads, momentum_buffers});
+      {params, grads, momentum_buffers}, &lp);
   o::LarsHyper h;
   h.lr = lr;
   h.momentum = momentum;
@@ -607,7 +612,9 @@ py::object lars(py::handle params, py::handle grads, py::handle momentum_buffers
   h.eps = eps;
   return run_trust<o::LarsTensor, 3>(
       ops, params, adapt,
-      [&](auto* ts, double* work, double* trust) { o::lars(ts, ops.ntensors, h, work, trust); });
+      [&](auto* ts, double* work, double* trust, const lowp::Mixed* mx) {
+        o::lars(ts, ops.ntensors, h, work, trust, mx);
+      });
 }
 
 // ----------------------------------------------------------------- regularization
@@ -725,12 +732,12 @@ void bind_optim(py::module_& m) {
         "LAMB, in place; returns the trust ratios. See deepoptim.functional.lamb.", arg("params"),
         arg("grads"), arg("exp_avgs"), arg("exp_avg_sqs"), arg("step"), arg("lr"),
         arg("betas"), arg("eps"), arg("weight_decay"),
-        arg("bias_correction"), arg("adapt"));
+        arg("bias_correction"), arg("adapt"), arg("master_params"), arg("stochastic_rounding"));
   m.def("lars", &lars,
         "LARS, in place; returns the local learning rates. See deepoptim.functional.lars.",
         arg("params"), arg("grads"), arg("momentum_buffers"), arg("lr"),
         arg("momentum"), arg("weight_decay"), arg("trust_coefficient"),
-        arg("eps"), arg("adapt"));
+        arg("eps"), arg("adapt"), arg("master_params"), arg("stochastic_rounding"));
   m.def("add_penalty", &add_penalty, "grads += l1*sign(params) + l2*params, in place.",
         arg("grads"), arg("params"), arg("l1"), arg("l2"));
   m.def("soft_threshold", &soft_threshold, "params = sign(params)*max(|params| - threshold, 0).",

@@ -825,6 +825,77 @@ DEEPOPTIM_INLINE void lars_update_impl(const LarsTensor<T>& t, std::int64_t b, s
   }
 }
 
+// ------------------------------------------------- LAMB and LARS on mixed storage
+// A step on 16-bit or 8-bit storage (lowp::Mixed) runs on float32 chunks (mixed.hpp).
+// LAMB's pass 1 then writes nothing: it computes m, v and r of each chunk from the stored
+// values and adds the norms; pass 2 computes m and v again from the same stored values
+// (the same float32 operations, so the same bits), stores them and updates p. Pass 2
+// thus uses the float32 m and v of this step, not their rounding (which the float32
+// kernel's pass 2, reading back what pass 1 stored, would see if the state were rounded):
+// exactly the twin's "widen, the float32 step, round".
+
+// Pass 1 on one chunk of n elements: lane partials of ||p||^2 and ||r||^2, carried
+// across the chunks of a block (lane = element index % kLanes, as for_lanes).
+DEEPOPTIM_INLINE void lamb_norms_chunk_impl(const LambTensor<float>& t, std::int64_t n, const LambCoef<float>& c,
+                                            double* pacc, double* racc) {
+  const float* __restrict p = t.param;
+  const float* __restrict g = t.grad;
+  const float* __restrict m = t.exp_avg;
+  const float* __restrict v = t.exp_avg_sq;
+  const float wd = t.adapt ? c.wd : 0.0f;
+  alignas(64) float rbuf[lowp::kChunk];
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float mi = c.beta1 * m[i] + c.one_minus_beta1 * g[i];
+    const float vi = c.beta2 * v[i] + c.one_minus_beta2 * (g[i] * g[i]);
+    rbuf[i] = lamb_r(mi, vi, p[i], c, wd);
+  }
+  parallel::for_lanes(n, [&](std::int64_t i, std::int64_t l) {
+    pacc[l] += double(p[i]) * double(p[i]);
+    racc[l] += double(rbuf[i]) * double(rbuf[i]);
+  });
+}
+
+// Pass 2 on one chunk: m, v again, stored; p -= step * r.
+DEEPOPTIM_INLINE void lamb_update_chunk_impl(const LambTensor<float>& t, std::int64_t n, const LambCoef<float>& c,
+                                             float step) {
+  float* __restrict p = t.param;
+  const float* __restrict g = t.grad;
+  float* __restrict m = t.exp_avg;
+  float* __restrict v = t.exp_avg_sq;
+  const float wd = t.adapt ? c.wd : 0.0f;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float mi = c.beta1 * m[i] + c.one_minus_beta1 * g[i];
+    const float vi = c.beta2 * v[i] + c.one_minus_beta2 * (g[i] * g[i]);
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] - step * lamb_r(mi, vi, p[i], c, wd);
+  }
+}
+
+// LARS's norms on one chunk (its update is lars_update on the chunk).
+DEEPOPTIM_INLINE void lars_norms_chunk_impl(const LarsTensor<float>& t, std::int64_t n, double* pacc, double* gacc) {
+  const float* __restrict p = t.param;
+  const float* __restrict g = t.grad;
+  parallel::for_lanes(n, [&](std::int64_t i, std::int64_t l) {
+    pacc[l] += double(p[i]) * double(p[i]);
+    gacc[l] += double(g[i]) * double(g[i]);
+  });
+}
+
+DEEPOPTIM_CLONES void lamb_norms_chunk(const LambTensor<float>& t, std::int64_t n, const LambCoef<float>& c,
+                                       double* pacc, double* racc) {
+  lamb_norms_chunk_impl(t, n, c, pacc, racc);
+}
+DEEPOPTIM_CLONES void lamb_update_chunk(const LambTensor<float>& t, std::int64_t n, const LambCoef<float>& c,
+                                        float step) {
+  lamb_update_chunk_impl(t, n, c, step);
+}
+DEEPOPTIM_CLONES void lars_norms_chunk(const LarsTensor<float>& t, std::int64_t n, double* pacc, double* gacc) {
+  lars_norms_chunk_impl(t, n, pacc, gacc);
+}
+
 // ----------------------------------------------------------------- regularization
 template <class T>
 DEEPOPTIM_INLINE void penalty_impl(const PenaltyTensor<T>& t, std::int64_t b, std::int64_t e, T l1, T l2) {
@@ -1002,7 +1073,7 @@ std::int64_t trust_workspace(const std::int64_t* sizes, std::int64_t ntensors) {
 
 template <class T>
 void lamb(const LambTensor<T>* tensors, std::int64_t ntensors, const LambHyper& h, double* work,
-          double* trust) {
+          double* trust, const lowp::Mixed* mixed) {
   const LambCoef<T> c = lamb_coef<T>(h);
   auto size_of = [&](std::int64_t t) { return tensors[t].size; };
   const std::int64_t nb = parallel::total_blocks(ntensors, size_of);
@@ -1010,14 +1081,37 @@ void lamb(const LambTensor<T>* tensors, std::int64_t ntensors, const LambHyper& 
   double* rn = work + nb;       // then ntensors sums of each
   double* psum = work + 2 * nb;
   double* rsum = psum + ntensors;
-  parallel::for_each_block_indexed(ntensors, size_of, [&](std::int64_t t, std::int64_t k, std::int64_t b, std::int64_t e) {
-    lamb_pass1(tensors[t], b, e, c, pn + k, rn + k);
-  });
+  if constexpr (std::is_same<T, float>::value) {
+    if (mixed) {
+      parallel::for_each_block_indexed(ntensors, size_of, [&](std::int64_t t, std::int64_t k, std::int64_t b, std::int64_t e) {
+        double pacc[parallel::kLanes] = {}, racc[parallel::kLanes] = {};
+        lowp::read_block(tensors[t], t, *mixed, b, e, [&](const LambTensor<float>& view, std::int64_t, std::int64_t n) {
+          lamb_norms_chunk(view, n, c, pacc, racc);
+        });
+        pn[k] = parallel::lanes_total(pacc);
+        rn[k] = parallel::lanes_total(racc);
+      });
+    }
+  }
+  if (!mixed) {
+    parallel::for_each_block_indexed(ntensors, size_of, [&](std::int64_t t, std::int64_t k, std::int64_t b, std::int64_t e) {
+      lamb_pass1(tensors[t], b, e, c, pn + k, rn + k);
+    });
+  }
   per_tensor_sums(tensors, ntensors, pn, psum);
   per_tensor_sums(tensors, ntensors, rn, rsum);
   for (std::int64_t t = 0; t < ntensors; ++t) {
     const double pnorm = std::sqrt(psum[t]), rnorm = std::sqrt(rsum[t]);
     trust[t] = (tensors[t].adapt && pnorm > 0.0 && rnorm > 0.0) ? pnorm / rnorm : 1.0;
+  }
+  if constexpr (std::is_same<T, float>::value) {
+    if (mixed) {
+      lowp::for_each_tensor_block(tensors, ntensors, mixed,
+                                  [&](const LambTensor<float>& view, std::int64_t t, std::int64_t, std::int64_t n) {
+                                    lamb_update_chunk(view, n, c, T(h.lr * trust[t]));
+                                  });
+      return;
+    }
   }
   parallel::for_each_block(ntensors, size_of, [&](std::int64_t t, std::int64_t b, std::int64_t e) {
     lamb_pass2(tensors[t], b, e, c, T(h.lr * trust[t]));
@@ -1026,16 +1120,30 @@ void lamb(const LambTensor<T>* tensors, std::int64_t ntensors, const LambHyper& 
 
 template <class T>
 void lars(const LarsTensor<T>* tensors, std::int64_t ntensors, const LarsHyper& h, double* work,
-          double* trust) {
+          double* trust, const lowp::Mixed* mixed) {
   auto size_of = [&](std::int64_t t) { return tensors[t].size; };
   const std::int64_t nb = parallel::total_blocks(ntensors, size_of);
   double* pn = work;
   double* gn = work + nb;
   double* psum = work + 2 * nb;
   double* gsum = psum + ntensors;
-  parallel::for_each_block_indexed(ntensors, size_of, [&](std::int64_t t, std::int64_t k, std::int64_t b, std::int64_t e) {
-    lars_norms(tensors[t], b, e, pn + k, gn + k);
-  });
+  if constexpr (std::is_same<T, float>::value) {
+    if (mixed) {
+      parallel::for_each_block_indexed(ntensors, size_of, [&](std::int64_t t, std::int64_t k, std::int64_t b, std::int64_t e) {
+        double pacc[parallel::kLanes] = {}, gacc[parallel::kLanes] = {};
+        lowp::read_block(tensors[t], t, *mixed, b, e, [&](const LarsTensor<float>& view, std::int64_t, std::int64_t n) {
+          lars_norms_chunk(view, n, pacc, gacc);
+        });
+        pn[k] = parallel::lanes_total(pacc);
+        gn[k] = parallel::lanes_total(gacc);
+      });
+    }
+  }
+  if (!mixed) {
+    parallel::for_each_block_indexed(ntensors, size_of, [&](std::int64_t t, std::int64_t k, std::int64_t b, std::int64_t e) {
+      lars_norms(tensors[t], b, e, pn + k, gn + k);
+    });
+  }
   per_tensor_sums(tensors, ntensors, pn, psum);
   per_tensor_sums(tensors, ntensors, gn, gsum);
   for (std::int64_t t = 0; t < ntensors; ++t) {
@@ -1045,10 +1153,11 @@ void lars(const LarsTensor<T>* tensors, std::int64_t ntensors, const LarsHyper& 
                    : 1.0;
   }
   const T mu = T(h.momentum);
-  parallel::for_each_block(ntensors, size_of, [&](std::int64_t t, std::int64_t b, std::int64_t e) {
-    const T wd = tensors[t].adapt ? T(h.weight_decay) : T(0);
-    lars_update(tensors[t], b, e, mu, T(h.lr * trust[t]), wd);
-  });
+  lowp::for_each_tensor_block(tensors, ntensors, mixed,
+                              [&](const LarsTensor<T>& tensor, std::int64_t t, std::int64_t b, std::int64_t e) {
+                                const T wd = tensor.adapt ? T(h.weight_decay) : T(0);
+                                lars_update(tensor, b, e, mu, T(h.lr * trust[t]), wd);
+                              });
 }
 
 template <class T>
@@ -1074,10 +1183,14 @@ void decay(T* const* params, const std::int64_t* sizes, std::int64_t ntensors, d
                            [&](std::int64_t t, std::int64_t b, std::int64_t e) { decay_blk(params[t] + b, e - b, f); });
 }
 
-template void lamb<float>(const LambTensor<float>*, std::int64_t, const LambHyper&, double*, double*);
-template void lamb<double>(const LambTensor<double>*, std::int64_t, const LambHyper&, double*, double*);
-template void lars<float>(const LarsTensor<float>*, std::int64_t, const LarsHyper&, double*, double*);
-template void lars<double>(const LarsTensor<double>*, std::int64_t, const LarsHyper&, double*, double*);
+template void lamb<float>(const LambTensor<float>*, std::int64_t, const LambHyper&, double*, double*,
+                          const lowp::Mixed*);
+template void lamb<double>(const LambTensor<double>*, std::int64_t, const LambHyper&, double*, double*,
+                           const lowp::Mixed*);
+template void lars<float>(const LarsTensor<float>*, std::int64_t, const LarsHyper&, double*, double*,
+                          const lowp::Mixed*);
+template void lars<double>(const LarsTensor<double>*, std::int64_t, const LarsHyper&, double*, double*,
+                           const lowp::Mixed*);
 template void add_penalty<float>(const PenaltyTensor<float>*, std::int64_t, double, double);
 template void add_penalty<double>(const PenaltyTensor<double>*, std::int64_t, double, double);
 template void soft_threshold<float>(float* const*, const std::int64_t*, std::int64_t, double);

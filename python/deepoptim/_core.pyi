@@ -248,6 +248,8 @@ def lamb(
     weight_decay: float,
     bias_correction: bool,
     adapt: Union[None, bool, Sequence[bool]],
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> Union[float, npt.NDArray[np.float64]]: ...
 def lars(
     params: _Arrays,
@@ -259,6 +261,8 @@ def lars(
     trust_coefficient: float,
     eps: float,
     adapt: Union[None, bool, Sequence[bool]],
+    master_params: Optional[_Arrays],
+    stochastic_rounding: Optional[tuple[int, int]],
 ) -> Union[float, npt.NDArray[np.float64]]: ...
 def muon(
     params: _Arrays,

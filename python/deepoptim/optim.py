@@ -1328,7 +1328,8 @@ class LAMB(_TrustRatio):
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         return F.lamb(params, grads, states["exp_avg"], states["exp_avg_sq"], step=step, lr=lr,
                       betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"],
-                      bias_correction=hp["bias_correction"], adapt=[hp["adapt"][i] for i in idx])
+                      bias_correction=hp["bias_correction"], adapt=[hp["adapt"][i] for i in idx],
+                      **hp.get("_lowp", {}))
 
 
 class LARS(_TrustRatio):
@@ -1356,7 +1357,7 @@ class LARS(_TrustRatio):
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         return F.lars(params, grads, states.get("momentum_buffer"), lr=lr, momentum=hp["momentum"],
                       weight_decay=hp["weight_decay"], trust_coefficient=hp["trust_coefficient"], eps=hp["eps"],
-                      adapt=[hp["adapt"][i] for i in idx])
+                      adapt=[hp["adapt"][i] for i in idx], **hp.get("_lowp", {}))
 
 # ------------------------------------------------------------------------- Muon
 class Muon(Optimizer):

@@ -85,59 +85,106 @@ void set_operand(Tensor& t, std::int64_t k, void* p) {
   std::memcpy(reinterpret_cast<char*>(&t) + std::size_t(k) * sizeof(void*), &p, sizeof p);
 }
 
-// Calls body(view, begin, end) over every block of every tensor, as
-// parallel::for_each_block does, with view = tensors[t] when mx is null. With mx, on
-// chunks: view is a copy of tensors[t] whose operands point at float32 chunk data.
-template <class Tensor, class Body>
-void for_each_block(const Tensor* tensors, std::int64_t ntensors, const Mixed* mx, Body body) {
+// One chunk's float32 scratch for every operand (the stack of the block loop, L1).
+using Scratch = float[8][kChunk];
+
+// The view of chunk [cb, cb + n) of tensor t (tensor = tensors[t]): a copy of the tensor
+// whose operands point at float32 data: float32 operands where they lie (operand 0 at
+// its master copy, if any), the others widened or dequantized into scratch.
+template <class Tensor>
+Tensor load_chunk(const Tensor& tensor, std::int64_t t, const Mixed& mx, std::int64_t cb, std::int64_t n,
+                  Scratch& scratch) {
   static_assert(std::is_standard_layout<Tensor>::value, "operands are the leading pointer members");
+  const std::int64_t nops = mx.noperands;
+  const Kind* kinds = mx.kinds + t * nops;
+  float* master = mx.masters ? mx.masters[t] : nullptr;
+  Tensor view = tensor;
+  for (std::int64_t k = 0; k < nops; ++k) {
+    char* base = static_cast<char*>(operand(tensor, k));
+    if (!base) continue;
+    if (k == 0 && master) {
+      set_operand(view, k, master + cb);
+    } else if (kinds[k] == Kind::F32) {
+      set_operand(view, k, base + std::size_t(cb) * 4);
+    } else if (is_q8(kinds[k])) {
+      dequantize8(kinds[k] == Kind::Q8S, reinterpret_cast<const std::uint8_t*>(base) + cb,
+                  mx.absmax[t * nops + k][cb / kQBlock], scratch[k], n);
+      set_operand(view, k, scratch[k]);
+    } else {
+      widen(kinds[k], base + std::size_t(cb) * 2, scratch[k], n);
+      set_operand(view, k, scratch[k]);
+    }
+  }
+  return view;
+}
+
+// Writes back the operands mx.written names of a chunk load_chunk gave: rounded (operand 0
+// from its master, or stochastically), quantized, or nothing where float32 was updated
+// in place.
+template <class Tensor>
+void store_chunk(const Tensor& tensor, std::int64_t t, const Mixed& mx, std::int64_t cb, std::int64_t n,
+                 const Scratch& scratch) {
+  const std::int64_t nops = mx.noperands;
+  const Kind* kinds = mx.kinds + t * nops;
+  float* master = mx.masters ? mx.masters[t] : nullptr;
+  for (std::int64_t k = 0; k < nops; ++k) {
+    char* base = static_cast<char*>(operand(tensor, k));
+    if (!base || !((mx.written >> k) & 1u) || (kinds[k] == Kind::F32 && !(k == 0 && master))) continue;
+    const float* src = k == 0 && master ? master + cb : scratch[k];
+    void* dst = base + std::size_t(cb) * elem_size(kinds[k]);
+    if (k == 0 && mx.stochastic) {
+      narrow_stochastic(src, dst, n, mx.seed, mx.stream, mx.first[t] + std::uint64_t(cb));
+    } else if (is_q8(kinds[k])) {
+      quantize8(kinds[k] == Kind::Q8S, src, static_cast<std::uint8_t*>(dst), &mx.absmax[t * nops + k][cb / kQBlock],
+                n);
+    } else {
+      narrow(kinds[k], src, dst, n);
+    }
+  }
+}
+
+// Calls body(view, t, begin, end) over every block of every tensor, as
+// parallel::for_each_block does, with view = tensors[t] when mx is null. With mx, on
+// chunks: view is load_chunk's, and the chunk is stored back after the body ran.
+template <class Tensor, class Body>
+void for_each_tensor_block(const Tensor* tensors, std::int64_t ntensors, const Mixed* mx, Body body) {
   auto size_of = [&](std::int64_t t) { return tensors[t].size; };
   if (!mx) {
     parallel::for_each_block(ntensors, size_of,
-                             [&](std::int64_t t, std::int64_t b, std::int64_t e) { body(tensors[t], b, e); });
+                             [&](std::int64_t t, std::int64_t b, std::int64_t e) { body(tensors[t], t, b, e); });
     return;
   }
-  const std::int64_t nops = mx->noperands;
   parallel::for_each_block(ntensors, size_of, [&](std::int64_t t, std::int64_t b, std::int64_t e) {
-    alignas(64) float scratch[8][kChunk];
-    const Kind* kinds = mx->kinds + t * nops;
-    float* master = mx->masters ? mx->masters[t] : nullptr;
+    alignas(64) Scratch scratch;
     for (std::int64_t cb = b; cb < e; cb += kChunk) {
       const std::int64_t n = std::min(kChunk, e - cb);
-      Tensor view = tensors[t];
-      for (std::int64_t k = 0; k < nops; ++k) {
-        char* base = static_cast<char*>(operand(tensors[t], k));
-        if (!base) continue;
-        if (k == 0 && master) {
-          set_operand(view, k, master + cb);
-        } else if (kinds[k] == Kind::F32) {
-          set_operand(view, k, base + std::size_t(cb) * 4);
-        } else if (is_q8(kinds[k])) {
-          dequantize8(kinds[k] == Kind::Q8S, reinterpret_cast<const std::uint8_t*>(base) + cb,
-                      mx->absmax[t * nops + k][cb / kQBlock], scratch[k], n);
-          set_operand(view, k, scratch[k]);
-        } else {
-          widen(kinds[k], base + std::size_t(cb) * 2, scratch[k], n);
-          set_operand(view, k, scratch[k]);
-        }
-      }
-      body(view, 0, n);
-      for (std::int64_t k = 0; k < nops; ++k) {
-        char* base = static_cast<char*>(operand(tensors[t], k));
-        if (!base || !((mx->written >> k) & 1u) || (kinds[k] == Kind::F32 && !(k == 0 && master))) continue;
-        const float* src = k == 0 && master ? master + cb : scratch[k];
-        void* dst = base + std::size_t(cb) * elem_size(kinds[k]);
-        if (k == 0 && mx->stochastic) {
-          narrow_stochastic(src, dst, n, mx->seed, mx->stream, mx->first[t] + std::uint64_t(cb));
-        } else if (is_q8(kinds[k])) {
-          quantize8(kinds[k] == Kind::Q8S, src, static_cast<std::uint8_t*>(dst), &mx->absmax[t * nops + k][cb / kQBlock],
-                    n);
-        } else {
-          narrow(kinds[k], src, dst, n);
-        }
-      }
+      const Tensor view = load_chunk(tensors[t], t, *mx, cb, n, scratch);
+      body(view, t, 0, n);
+      store_chunk(tensors[t], t, *mx, cb, n, scratch);
     }
   });
+}
+
+// The same, for a body(view, begin, end) that does not need the tensor's index.
+template <class Tensor, class Body>
+void for_each_block(const Tensor* tensors, std::int64_t ntensors, const Mixed* mx, Body body) {
+  for_each_tensor_block(tensors, ntensors, mx,
+                        [&](const Tensor& view, std::int64_t, std::int64_t b, std::int64_t e) { body(view, b, e); });
+}
+
+// Calls chunk(view, i0, n) for the chunks of one block [b, e) of tensor t, in order (i0:
+// the chunk's offset in the block), views as load_chunk's; nothing is written back. A
+// reduction's first pass on mixed storage: the body adds to per-block lane partials
+// (chunks are whole rows of parallel::kLanes, so each lane sees the block's elements in
+// the order the float32 kernels add them).
+template <class Tensor, class Chunk>
+void read_block(const Tensor& tensor, std::int64_t t, const Mixed& mx, std::int64_t b, std::int64_t e, Chunk chunk) {
+  static_assert(kChunk % parallel::kLanes == 0, "chunks keep the lane order");
+  alignas(64) Scratch scratch;
+  for (std::int64_t cb = b; cb < e; cb += kChunk) {
+    const std::int64_t n = std::min(kChunk, e - cb);
+    chunk(load_chunk(tensor, t, mx, cb, n, scratch), cb - b, n);
+  }
 }
 
 }  // namespace deepoptim::lowp

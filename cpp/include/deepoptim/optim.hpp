@@ -409,10 +409,12 @@ struct LambTensor {
 // Doubles of workspace lamb() and lars() need: two partials per block, two sums per tensor.
 std::int64_t trust_workspace(const std::int64_t* sizes, std::int64_t ntensors);
 
-// trust: one double per tensor (out).
+// trust: one double per tensor (out). mixed: low-precision storage (float32 math only), as
+// for the elementwise steps; the norms are those of the float32 values the step computes
+// on (the master copies where there are any).
 template <class T>
 void lamb(const LambTensor<T>* tensors, std::int64_t ntensors, const LambHyper& h, double* work,
-          double* trust);
+          double* trust, const lowp::Mixed* mixed = nullptr);
 
 // --------------------------------------------------------------------------- LARS
 // You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks" (2017).
@@ -438,7 +440,7 @@ struct LarsTensor {
 // work: trust_workspace(...) doubles; trust: one double per tensor (out: local).
 template <class T>
 void lars(const LarsTensor<T>* tensors, std::int64_t ntensors, const LarsHyper& h, double* work,
-          double* trust);
+          double* trust, const lowp::Mixed* mixed = nullptr);
 
 // ----------------------------------------------------------------- regularization
 // Gradients of the L1 / L2 / elastic-net penalties l1*|p|_1 + l2/2*|p|^2 (seed 003):

@@ -1146,6 +1146,8 @@ def lamb(
     weight_decay: float = 0.0,
     bias_correction: bool = True,
     adapt=None,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ):
     r"""LAMB (You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
     minutes", ICLR 2020), in place. Per tensor::
@@ -1158,6 +1160,17 @@ def lamb(
     Norms are summed in float64. ``adapt`` (None, a bool, or one bool per tensor) set to
     False excludes a tensor (biases, normalization parameters) from the trust ratio and
     from weight decay.
+
+    On bfloat16/float16 parameters or bfloat16/8-bit state the step is this one on the
+    widened float32 values, rounded once at the end (:mod:`deepoptim.reference._lowp`):
+    ``||p||`` is the norm of the float32 values the step updates (the master copies with
+    ``master_params``), and ``r`` uses this step's float32 ``m`` and ``v``, not their
+    rounding.
+
+    Args:
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 or
+        8-bit state): float32 master copies updated in place, or ``(seed, step)`` to round
+        bfloat16 params stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Returns:
       The trust ratios: a float for one array, a float64 array for a list.
@@ -1200,6 +1213,8 @@ def lars(
     trust_coefficient: float = 1e-3,
     eps: float = 0.0,
     adapt=None,
+    master_params: OptArrayOrList = None,
+    stochastic_rounding: Optional[Tuple[int, int]] = None,
 ):
     r"""LARS (You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks",
     2017), in place. Per tensor::
@@ -1210,6 +1225,16 @@ def lars(
 
     ``eta`` is ``trust_coefficient``. ``adapt`` False excludes a tensor from the local
     learning rate and from weight decay.
+
+    On bfloat16/float16 parameters or bfloat16/8-bit state the step is this one on the
+    widened float32 values, rounded once at the end (:mod:`deepoptim.reference._lowp`):
+    the norms are those of the widened gradients and of the float32 parameters the step
+    updates (the master copies with ``master_params``).
+
+    Args:
+      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 or
+        8-bit state): float32 master copies updated in place, or ``(seed, step)`` to round
+        bfloat16 params stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Returns:
       The local learning rates: a float for one array, a float64 array for a list.
@@ -1316,10 +1341,10 @@ KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'ada
 VARIANTS = {'adamw': ('adam', {'decoupled_weight_decay': True})}
 for _name in KERNELS:  # flags are checked first, as the bindings parse them first
     globals()[_name] = _checks.with_flag_checks(globals()[_name])
-# The elementwise steps also run on bfloat16/float16 parameters and bfloat16 state, with
-# master weights or stochastic rounding (deepoptim.reference._lowp).
+# The optimizer steps also run on bfloat16/float16 parameters and bfloat16 or 8-bit state,
+# with master weights or stochastic rounding (deepoptim.reference._lowp).
 LOWP_KERNELS = ('sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'adamax', 'radam', 'adadelta', 'rprop', 'nadam',
-                'asgd', 'lion', 'schedule_free_adamw')
+                'asgd', 'lion', 'schedule_free_adamw', 'lamb', 'lars')
 for _name in LOWP_KERNELS:
     globals()[_name] = _lowp.lowp_step(globals()[_name])
 if not TYPE_CHECKING:  # the package exports the kernels (type checkers see every public name)
