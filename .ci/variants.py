@@ -216,7 +216,7 @@ modes = {"bf16": (ml_dtypes.bfloat16, {}), "bf16-state": (ml_dtypes.bfloat16, {"
          "bf16-master": (ml_dtypes.bfloat16, {"master_weights": True}),
          "bf16-sr": (ml_dtypes.bfloat16, {"stochastic_rounding": True, "seed": 3})}
 for name, cls in sorted(optim.REGISTRY.items()):
-    if cls.kernel not in LOWP_KERNELS or name == "ScheduleFreeAdamW":
+    if cls.kernel not in LOWP_KERNELS:
         continue
     for mode, (dtype, kw) in modes.items():
         rng = np.random.default_rng(13)
@@ -224,6 +224,8 @@ for name, cls in sorted(optim.REGISTRY.items()):
         opt = cls(params, **cls.example, **kw)
         for _ in range(5):
             opt.step([rng.standard_normal(p.shape).astype(np.float32).astype(dtype) for p in params])
+        if hasattr(opt, "eval"):  # Schedule-Free's switch to x
+            opt.eval()
         eat(f"{name}/{mode}", *[p.view(np.uint16) for p in params])
         walk(f"{name}/{mode}", {k: [a.view(np.uint16) if a.dtype.itemsize == 2 else a for a in v]
                                 if isinstance(v, list) and v and isinstance(v[0], np.ndarray) else v

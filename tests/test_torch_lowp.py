@@ -16,7 +16,7 @@ import deepoptim.torch as dt  # noqa: E402
 from deepoptim import optim  # noqa: E402
 from deepoptim.reference.optim import LOWP_KERNELS  # noqa: E402
 
-CLASSES = [n for n, c in optim.REGISTRY.items() if c.kernel in LOWP_KERNELS and n != "ScheduleFreeAdamW"]
+CLASSES = [n for n, c in optim.REGISTRY.items() if c.kernel in LOWP_KERNELS]
 MODES = {
     "plain": {},
     "bf16-state": {"state_dtype": "bfloat16"},

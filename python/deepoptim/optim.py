@@ -34,7 +34,7 @@ import numpy as np
 
 from deepoptim import clip
 from deepoptim import functional as F
-from deepoptim.reference._lowp import Blockwise8
+from deepoptim.reference._lowp import Blockwise8, quantize
 
 Array = np.ndarray
 Params = Union[Sequence[Array], Mapping[str, Array], Sequence[Mapping[str, Any]]]
@@ -1132,6 +1132,42 @@ def _lerp_(a: Array, b: Array, weight: float) -> None:
             a[...] = b - (b - a) * (1.0 - w)
 
 
+def _math_values(a: Any) -> Array:
+    """The values a step computes on: a float32 or float64 array itself, a 16-bit one
+    widened to float32 (exact), an 8-bit state dequantized."""
+    if isinstance(a, Blockwise8):
+        return a.dequantize()
+    return a.astype(np.float32) if a.dtype in _16BIT else a
+
+
+def _store_(dst: Any, src: Array) -> None:
+    """``dst = src`` in dst's storage: copied or widened, rounded to nearest even
+    (bfloat16/float16, :func:`deepoptim.functional.cast`), or quantized (8-bit state)."""
+    if isinstance(dst, Blockwise8):
+        dst.codes[...], dst.absmax[...] = quantize(np.asarray(_math_values(src), np.float32), dst.signed)
+    else:
+        F.cast(np.ascontiguousarray(src), dst)
+
+
+def _switch_(p: Array, z: Any, weight: float, master: Optional[Array] = None) -> None:
+    """Schedule-Free's switch between y and x, ``p = lerp(p, z, weight)``, on any
+    storage: the lerp runs on the values the kernel computes on (float32 for 16-bit
+    parameters, 16-bit or 8-bit ``z`` widened), on the float32 ``master`` copy where
+    there is one (the parameter then becomes its rounding), else on the parameter
+    widened, rounded back to nearest even. Never stochastically: a switch is not a
+    training step, and the same switch gives the same bits."""
+    zv = _math_values(z)
+    if master is not None:
+        _lerp_(master, zv, weight)
+        F.cast(master, p)
+    elif p.dtype in _16BIT:
+        x = p.astype(np.float32)
+        _lerp_(x, zv, weight)
+        F.cast(x, p)
+    else:
+        _lerp_(p, zv, weight)
+
+
 class ScheduleFreeAdamW(Optimizer):
     r"""Schedule-Free AdamW (Defazio et al., 2024, "The Road Less Scheduled", NeurIPS;
     kernel :func:`deepoptim.functional.schedule_free_adamw`, whose docstring has the
@@ -1157,6 +1193,16 @@ class ScheduleFreeAdamW(Optimizer):
     :meth:`eval` moves them to :math:`x` (``p = lerp(p, z, 1 - 1/b1)``), :meth:`train` back
     to :math:`y` (``p = lerp(p, z, 1 - b1)``); call ``eval()`` before evaluating or saving
     a checkpoint, ``train()`` before training again. :meth:`step` in eval mode raises.
+
+    Low precision: ``z`` and ``exp_avg_sq`` follow ``state_dtype`` as every optimizer's
+    state (float32, bfloat16 or 8 bits). The switch computes in float32 as the step does:
+    with ``master_weights`` it moves the float32 master copy and writes the parameter as
+    its rounding (so a round trip costs what it costs in float32); without, it lerps the
+    widened bfloat16/float16 parameter and rounds to nearest even, also with
+    ``stochastic_rounding`` (which rounds the steps only: a switch is not an update to
+    accumulate, and the same switch always gives the same bits). Each switch of a 16-bit
+    parameter without master weights thus rounds once (at most half an ulp of the
+    parameter).
     Unlike the reference, which starts in eval mode and must be told ``train()`` before
     its first step, an optimizer here starts in train mode (before the first step the
     two modes hold the same point). Parameters get their ``z`` at their first step (a
@@ -1208,15 +1254,6 @@ class ScheduleFreeAdamW(Optimizer):
     def _advance(self, g, lr):
         return self._schedule(g, lr)[2]
 
-    def _check_lowp(self, g, where):
-        super()._check_lowp(g, where)
-        # train()/eval() move the parameters between y and x with NumPy arithmetic, which
-        # on 16-bit arrays would round differently from the kernel's float32 math.
-        if g["params"][0].dtype in _16BIT or g["state_dtype"] in ("bfloat16", "int8"):
-            raise ValueError(f"{where}: ScheduleFreeAdamW takes float32/float64 parameters and state for now "
-                             "(its train()/eval() switch is not low-precision aware); "
-                             "deepoptim.functional.schedule_free_adamw itself takes bfloat16")
-
     def _refuse_step(self, groups):
         for gi, g in enumerate(groups):
             if not g.get("train_mode", True):
@@ -1226,8 +1263,9 @@ class ScheduleFreeAdamW(Optimizer):
     def _kernel(self, hp, idx, params, grads, states, lr, step):
         lr_t, ckp1, _ = self._schedule(hp, lr)
         if step == 1:  # a parameter's first step: z starts where the parameter is now
-            for p, z in zip(params, states["z"]):
-                np.copyto(z, p)
+            masters = states.get("master_param") or [None] * len(params)
+            for p, z, master in zip(params, states["z"], masters):
+                _store_(z, p if master is None else master)
         F.schedule_free_adamw(params, grads, states["z"], states["exp_avg_sq"], step=hp["k"] + 1, lr=lr_t,
                               ckp1=ckp1, betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"], **hp.get("_lowp", {}))
 
@@ -1247,9 +1285,10 @@ class ScheduleFreeAdamW(Optimizer):
             if bool(g["train_mode"]) != to_train:
                 moves.append((g, self._switch_weight(g, to_train)))
         for g, w in moves:
-            for i, (p, z) in enumerate(zip(g["params"], g["_state"]["z"])):
+            masters = g["_state"].get("master_param") or [None] * len(g["params"])
+            for i, (p, z, master) in enumerate(zip(g["params"], g["_state"]["z"], masters)):
                 if g["_steps"][i] > 0:  # z exists once the parameter has taken a step
-                    _lerp_(p, z, w)
+                    _switch_(p, z, w, master)
             g["train_mode"] = to_train
 
     @_locked

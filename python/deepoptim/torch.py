@@ -584,10 +584,12 @@ class _EvalPoint:
                 moves.append((group, self._spec._switch_weight(self._hyper(group), to_train)))
         touched = []
         for group, w in moves:
+            hyper = self._hyper(group)
             for p in group["params"]:
                 st = self.state.get(p)
                 if st and "z" in st:  # z exists once the parameter has taken a step
-                    _np._lerp_(_view(p), _view(st["z"]), w)
+                    master = _view(st["master_param"]) if "master_param" in st else None
+                    _np._switch_(_view(p), self._state_value(hyper, p, st, "z"), w, master)
                     touched.append(_local(p))
             group["train_mode"] = to_train
         if touched:
