@@ -784,6 +784,27 @@ class _ShapedAdapter(torch.optim.Optimizer):
     def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
         raise NotImplementedError
 
+    @staticmethod
+    def _state_dtype(p: torch.Tensor) -> torch.dtype:
+        """float32 state for bfloat16/float16 parameters (the math runs in float32), the
+        parameter's dtype otherwise."""
+        return torch.float32 if p.dtype in (torch.bfloat16, torch.float16) else p.dtype
+
+    @staticmethod
+    def _run(kernel: Callable[[List[np.ndarray], List[np.ndarray]], None], ps: List[torch.Tensor],
+             gs: List[torch.Tensor]) -> None:
+        """kernel(params, grads) on the tensors' own memory; for bfloat16/float16 ones on
+        float32 copies, the parameters then rounded back to nearest even ("widen, run the
+        float32 step, round", as deepoptim.optim does)."""
+        if ps and ps[0].dtype in (torch.bfloat16, torch.float16):
+            work = [p.float() for p in ps]
+            kernel([_view(w) for w in work], [_view(g.float()) for g in gs])
+            for p, w in zip(ps, work):
+                p.copy_(w)
+        else:
+            kernel([_view(p) for p in ps], [_view(g) for g in gs])
+        torch.autograd.graph.increment_version(ps)
+
     def _with_grads(self, gi: int, group: Dict[str, Any]) -> List[Tuple[str, torch.Tensor, torch.Tensor]]:
         """(name, parameter, gradient) for each parameter of group ``gi`` that has a
         gradient, each checked (a dense contiguous CPU gradient of its dtype and shape)."""
@@ -841,10 +862,12 @@ class Muon(_ShapedAdapter):
     """torch.optim.Muon on deepoptim's Muon kernel (:func:`deepoptim.functional.muon`, whose
     docstring has the math): torch 2.13's arguments, defaults, state (``momentum_buffer``
     only, no ``step``, as torch keeps it) and ``state_dict``, so a torch.optim.Muon
-    state_dict loads here and the reverse. 2-D CPU tensors, float32 or float64; anything
-    else is refused naming the parameter. A step is one GIL-free kernel call per group
-    and dtype on the tensors' own memory, after every group's hyperparameters and
-    gradients were checked (a step that raises has changed nothing)."""
+    state_dict loads here and the reverse. 2-D CPU tensors, float32 or float64, or
+    bfloat16/float16 with a float32 momentum buffer (the step runs on float32 copies, the
+    parameters rounded back to nearest even); anything else is refused naming the
+    parameter. A step is one GIL-free kernel call per group and dtype on the tensors' own
+    memory, after every group's hyperparameters and gradients were checked (a step that
+    raises has changed nothing)."""
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: Tuple[float, float, float] = (3.4445, -4.775, 2.0315),
@@ -899,26 +922,26 @@ class Muon(_ShapedAdapter):
             by_dtype: Dict[torch.dtype, Tuple[list, list, list, list]] = {}
             for name, p, g in self._with_grads(gi, group):
                 buf = self.state[p].get("momentum_buffer") if p in self.state else None
+                sdt = self._state_dtype(p)
                 if buf is None:
-                    buf = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    buf = torch.zeros_like(p, dtype=sdt, memory_format=torch.contiguous_format)
                     pending[p] = buf
-                elif buf.dtype != p.dtype or buf.shape != p.shape or not buf.is_contiguous():
+                elif buf.dtype != sdt or buf.shape != p.shape or not buf.is_contiguous():
                     if buf.shape != p.shape:
                         raise ValueError(f"parameter {name} changed shape from {tuple(buf.shape)} to "
                                          f"{tuple(p.shape)}; its momentum buffer no longer fits")
-                    buf = buf.to(dtype=p.dtype).contiguous()  # the state follows its parameter
+                    buf = buf.to(dtype=sdt).contiguous()  # the state follows its parameter
                     pending[p] = buf
-                lists = by_dtype.setdefault(p.dtype, ([], [], [], []))
-                for lst, t in zip(lists, (p, g, buf, p)):
+                lists = by_dtype.setdefault(p.dtype, ([], [], []))
+                for lst, t in zip(lists, (p, g, buf)):
                     lst.append(t)
-            for ps, gs, bs, owners in by_dtype.values():
-                plans.append((hyper, ps, gs, bs, owners))
+            for ps, gs, bs in by_dtype.values():
+                plans.append((hyper, ps, gs, bs))
         # Nothing below can fail: every check the kernel makes was made above.
         for p, buf in pending.items():
             self.state[p]["momentum_buffer"] = buf
-        for hyper, ps, gs, bs, owners in plans:
-            F.muon([_view(p) for p in ps], [_view(g) for g in gs], [_view(b) for b in bs], **hyper)
-            torch.autograd.graph.increment_version(owners)
+        for hyper, ps, gs, bs in plans:
+            self._run(lambda pv, gv, bs=bs, hyper=hyper: F.muon(pv, gv, [_view(b) for b in bs], **hyper), ps, gs)
         return loss
 
 
@@ -928,7 +951,9 @@ class Adafactor(_ShapedAdapter):
     arguments, defaults, state (``step`` as a float32 0-d tensor, ``row_var`` and
     ``col_var`` for a parameter of two or more dimensions, ``variance`` for a vector) and
     ``state_dict``, so a torch.optim.Adafactor state_dict loads here and the reverse. CPU
-    tensors, float32 or float64 (``foreach`` is accepted and ignored). A step is one
+    tensors, float32 or float64, or bfloat16/float16 with float32 state (the step runs on
+    float32 copies, the parameters rounded back to nearest even; torch would keep the
+    state in the parameter's dtype); ``foreach`` is accepted and ignored. A step is one
     GIL-free kernel call per group, dtype and step count on the tensors' own memory, after
     every group's hyperparameters, gradients and state were checked (a step that raises
     has changed nothing)."""
@@ -965,8 +990,6 @@ class Adafactor(_ShapedAdapter):
     @staticmethod
     def _check_param(p: torch.Tensor, name: str) -> None:
         _Adapter._check_param(p, name)
-        if _local(p).dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"parameter {name} has dtype {_local(p).dtype}; Adafactor takes float32 or float64")
 
     @staticmethod
     def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
@@ -991,9 +1014,10 @@ class Adafactor(_ShapedAdapter):
             for name, p, g in self._with_grads(gi, group):
                 shapes = self._state_shapes(p)
                 state = self.state.get(p, {})
+                sdt = self._state_dtype(p)
                 if not state:
                     state = {"step": torch.tensor(0.0, dtype=torch.float32),
-                             **{k: torch.zeros(s, dtype=p.dtype) for k, s in shapes.items()}}
+                             **{k: torch.zeros(s, dtype=sdt) for k, s in shapes.items()}}
                     pending[p] = state
                 else:
                     fixed = dict(state)
@@ -1002,8 +1026,8 @@ class Adafactor(_ShapedAdapter):
                         if not isinstance(t, torch.Tensor) or tuple(t.shape) != s:
                             raise ValueError(f"parameter {name}: state {k} must be a tensor of shape {s} "
                                              f"(from the parameter's shape {tuple(p.shape)})")
-                        if t.dtype != p.dtype or not t.is_contiguous() or t.device.type != "cpu":
-                            fixed[k] = t.to(device="cpu", dtype=p.dtype).contiguous()  # the state follows its parameter
+                        if t.dtype != sdt or not t.is_contiguous() or t.device.type != "cpu":
+                            fixed[k] = t.to(device="cpu", dtype=sdt).contiguous()  # the state follows its parameter
                     step_t = state.get("step")
                     if not isinstance(step_t, torch.Tensor) or step_t.numel() != 1:
                         raise ValueError(f"parameter {name}: state step must be a one-element tensor")
@@ -1029,11 +1053,10 @@ class Adafactor(_ShapedAdapter):
         for p, state in pending.items():
             self.state[p].update(state)
         for hyper, step, ps, gs, rvs, cvs, vs in plans:
-            F.adafactor([_view(p) for p in ps], [_view(g) for g in gs], [view(t) for t in rvs],
-                        [view(t) for t in cvs], [view(t) for t in vs], step=step, **hyper)
+            self._run(lambda pv, gv, rvs=rvs, cvs=cvs, vs=vs, step=step, hyper=hyper: F.adafactor(
+                pv, gv, [view(t) for t in rvs], [view(t) for t in cvs], [view(t) for t in vs], step=step, **hyper), ps, gs)
             for p in ps:
                 self.state[p]["step"] += 1
-            torch.autograd.graph.increment_version(ps)
         return loss
 
 
