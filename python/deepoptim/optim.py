@@ -1743,6 +1743,50 @@ def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: Any) -> Non
                  prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
 
 
+class _LBFGSSpace:
+    """The parameters as one vector, for :func:`_lbfgs_step`: ``views`` are NumPy arrays
+    over the parameters' memory, ``evaluate()`` runs the closure, ``flat_grads()`` returns
+    the gradients as one vector. bfloat16/float16 parameters are iterated in float32
+    copies and written back rounded to nearest even after every move, so the closure sees
+    the rounded point while the directions, step sizes and history stay float32 (in
+    float16 the curvature pairs' ``1 / y's`` overflows, as torch's does: NaN weights).
+    ``moved()`` is called after every write (torch's version counters)."""
+
+    def __init__(self, views: List[Array], evaluate: Callable[[], Any], flat_grads: Callable[[], Array],
+                 moved: Callable[[], None] = lambda: None) -> None:
+        self.views, self._evaluate, self._flat, self._moved = views, evaluate, flat_grads, moved
+        self.lowp = views[0].dtype in _16BIT
+        self.dtype = np.dtype(np.float32) if self.lowp else views[0].dtype
+        self.work = [v.astype(np.float32) for v in views] if self.lowp else views
+
+    def evaluate(self) -> Any:
+        return self._evaluate()
+
+    def flat_grad(self) -> Array:
+        return self._flat().astype(self.dtype, copy=False)
+
+    def _written(self) -> None:
+        if self.lowp:
+            F.cast(self.work, self.views)
+        self._moved()
+
+    def add(self, t: float, d: Array) -> None:
+        off = 0
+        for w in self.work:
+            n = w.size
+            w += (t * d[off:off + n]).reshape(w.shape)
+            off += n
+        self._written()
+
+    def clone(self) -> List[Array]:
+        return [w.copy() for w in self.work]
+
+    def restore(self, x: List[Array]) -> None:
+        for w, a in zip(self.work, x):
+            np.copyto(w, a)
+        self._written()
+
+
 class LBFGS:
     r"""L-BFGS (Liu & Nocedal, 1989, "On the limited memory BFGS method for large scale
     optimization"; Nocedal & Wright, "Numerical Optimization", algorithm 7.4), as
@@ -1758,8 +1802,10 @@ class LBFGS:
     first one ``min(1, 1/|g|_1) * lr``).
 
     Args:
-      params: a list or dict of float32/float64 arrays (one dtype; one group: L-BFGS
-        treats all parameters as one vector), updated in place.
+      params: a list or dict of arrays of one dtype (one group: L-BFGS treats all
+        parameters as one vector), updated in place. bfloat16/float16 parameters are
+        iterated in float32 (directions, steps and history), each move written back
+        rounded to nearest even, so the closure evaluates the rounded point.
       lr, max_iter, max_eval (default ``max_iter * 5 // 4``), tolerance_grad,
         tolerance_change, history_size, line_search_fn: as torch.optim.LBFGS.
 
@@ -1823,39 +1869,16 @@ class LBFGS:
         hp = _lbfgs_hyper(*(g[k] for k in ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change",
                                             "history_size", "line_search_fn")))
         params = g["params"]
-        dtype = params[0].dtype
         box: Dict[str, Any] = {}
 
-        class _Space:
-            @staticmethod
-            def evaluate():
-                loss, grads = closure()
-                box["grads"] = self._grads(grads)
-                return loss
+        def evaluate() -> Any:
+            loss, grads = closure()
+            box["grads"] = self._grads(grads)
+            return loss
 
-            @staticmethod
-            def flat_grad():
-                return np.concatenate([a.reshape(-1) for a in box["grads"]]).astype(dtype, copy=False)
-
-            @staticmethod
-            def add(t, d):
-                off = 0
-                for p in params:
-                    n = p.size
-                    p += (t * d[off:off + n]).reshape(p.shape)
-                    off += n
-
-            @staticmethod
-            def clone():
-                return [p.copy() for p in params]
-
-            @staticmethod
-            def restore(x):
-                for p, a in zip(params, x):
-                    np.copyto(p, a)
-
+        space = _LBFGSSpace(params, evaluate, lambda: np.concatenate([a.reshape(-1) for a in box["grads"]]))
         try:
-            _lbfgs_step(self.state, hp, _Space)
+            _lbfgs_step(self.state, hp, space)
         finally:
             loss = self.state.pop("_loss", None)
         return loss

@@ -676,7 +676,8 @@ class LBFGS(torch.optim.Optimizer):
     with the same iterations, line search and stopping rules, and torch's state names
     and ``state_dict`` layout (kept in the state of the first parameter), so a
     torch.optim.LBFGS state_dict loads here and the reverse. One parameter group; CPU
-    tensors of one dtype, float32 or float64."""
+    tensors of one dtype: float32 or float64, or bfloat16/float16 iterated in float32
+    (each move written back rounded, see :class:`deepoptim.optim.LBFGS`)."""
 
     def __init__(self, params, lr: float = 1, max_iter: int = 20, max_eval: Optional[int] = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
@@ -718,42 +719,16 @@ class LBFGS(torch.optim.Optimizer):
         params = self._params
         for i, p in enumerate(params):
             self._check_param(p, i)
-        views = [_view(p) for p in params]
         locals_ = [_local(p) for p in params]
-        owner = self
-
-        class _Space:
-            @staticmethod
-            def evaluate():
-                return closure()
-
-            @staticmethod
-            def flat_grad():
-                return np.concatenate([owner._grad_view(p, i) for i, p in enumerate(params)])
-
-            @staticmethod
-            def add(t, d):
-                off = 0
-                for v in views:
-                    n = v.size
-                    v += (t * d[off:off + n]).reshape(v.shape)
-                    off += n
-                torch.autograd.graph.increment_version(locals_)
-
-            @staticmethod
-            def clone():
-                return [v.copy() for v in views]
-
-            @staticmethod
-            def restore(x):
-                for v, a in zip(views, x):
-                    np.copyto(v, a)
-                torch.autograd.graph.increment_version(locals_)
+        space = _np._LBFGSSpace(
+            [_view(p) for p in params], closure,
+            lambda: np.concatenate([self._grad_view(p, i) for i, p in enumerate(params)]),
+            lambda: torch.autograd.graph.increment_version(locals_))
 
         state = self.state[params[0]]
         work = {k: _state_to_numpy(v) for k, v in state.items()}
         try:
-            _np._lbfgs_step(work, hp, _Space)
+            _np._lbfgs_step(work, hp, space)
         finally:
             loss = work.pop("_loss", None)
             state.clear()
