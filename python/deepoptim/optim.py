@@ -178,6 +178,10 @@ class Optimizer:
     """
 
     _kernel_decouples = False
+    #: True where the kernel takes float32/float64 arrays only (Muon, Adafactor): a group of
+    #: bfloat16/float16 parameters is stepped on float32 working copies (or the master
+    #: weights) with float32 state, then rounded back (:meth:`_widened_step`).
+    _widened = False
     _nonnegative_state: Tuple[str, ...] = ()
     #: names of per-parameter state that is one number, kept as a 0-d float32 array (torch
     #: keeps it as a 0-d tensor of its default dtype): NAdam's mu_product, ASGD's eta and mu.
@@ -312,6 +316,11 @@ class Optimizer:
     def _init_state(self, group: Mapping[str, Any], name: str, param: Array) -> Array:
         return np.zeros_like(param)
 
+    def _state_shape(self, group: Mapping[str, Any], name: str, param: Array) -> Tuple[int, ...]:
+        """The shape of a state array (the parameter's, unless the optimizer keeps
+        something smaller, as Adafactor's factors)."""
+        return tuple(param.shape)
+
     # ------------------------------------------------------------ low precision
     @staticmethod
     def _state_dtype(group: Mapping[str, Any], param_dtype: np.dtype) -> np.dtype:
@@ -359,6 +368,29 @@ class Optimizer:
             return {"stochastic_rounding": (key, g["step"] + 1)}
         return {}
 
+    def _widened_step(self, g: Mapping[str, Any], gi: int, hp: Dict[str, Any], idx: List[int], params: List[Array],
+                      grads: List[Array], states: Dict[str, List[Array]], lr: float, step: int) -> Any:
+        """A step of a ``_widened`` optimizer on 16-bit parameters: "widen, run the float32
+        step, round", the definition the elementwise kernels compute in one pass
+        (:mod:`deepoptim.reference._lowp`), here with float32 copies::
+
+            p32 = master (master_weights) or float32(p);  g32 = float32(g)
+            <the float32 kernel on p32, g32 and the float32 state>
+            p = round_nearest_even(p32), or round_stochastic(p32) (stochastic_rounding)
+
+        The stochastic draws are keyed by (seed, group, first parameter, step), element j
+        of the call using draw j (:func:`deepoptim.functional.cast_stochastic`)."""
+        master = self._uses_master(g)
+        work = list(states["master_param"]) if master else [p.astype(np.float32) for p in params]
+        kernel_states = {k: v for k, v in states.items() if k != "master_param"}
+        result = self._kernel(hp, idx, work, [a.astype(np.float32) for a in grads], kernel_states, lr, step)
+        if g["stochastic_rounding"] and not master:
+            key = self._lowp_args(g, gi, idx, states)["stochastic_rounding"]
+            F.cast_stochastic(work, params, seed=(key[0] + 0xD1B54A32D192ED03 * key[1]) % 2**64)
+        else:
+            F.cast(work, params)
+        return result
+
     def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
                 states: Dict[str, List[Array]], lr: float, step: int) -> Any:
         """One kernel call updating ``params`` (the parameters ``idx`` of a group) in place."""
@@ -394,8 +426,9 @@ class Optimizer:
             elif isinstance(default, str):
                 if not isinstance(v, str):
                     raise TypeError(f"{where}: {k} must be a str, got {v!r}")
-            elif isinstance(default, tuple):
-                if not (isinstance(v, (tuple, list)) and len(v) == len(default) and all(_is_real(x) for x in v)):
+            elif isinstance(default, tuple):  # an entry whose default is None may also be None
+                if not (isinstance(v, (tuple, list)) and len(v) == len(default)
+                        and all(_is_real(x) or (x is None and d is None) for x, d in zip(v, default))):
                     raise TypeError(f"{where}: {k} must be a tuple of {len(default)} numbers, got {v!r}")
         l1 = h["l1"]
         if not (l1 >= 0 and math.isfinite(l1)):
@@ -419,7 +452,7 @@ class Optimizer:
         if not (math.isfinite(lr) and lr >= 0):
             raise ValueError(f"{where}: learning rate must be finite and >= 0, got {lr!r}")
         pdt = g["params"][0].dtype
-        empty = np.empty(0, pdt)
+        empty = np.empty(0, np.float32 if self._widened and pdt in _16BIT else pdt)
         self._check_lowp(g, where)
         names = self._all_state_names(g)
         if "_state" in g and set(g["_state"]) != set(names):
@@ -466,6 +499,9 @@ class Optimizer:
             raise ValueError(f"{where}: seed must be an int in [0, 2**64), got {g['seed']!r}")
         if not (_is_int(g["int8_min_size"]) and g["int8_min_size"] >= 0):
             raise ValueError(f"{where}: int8_min_size must be an int >= 0, got {g['int8_min_size']!r}")
+        if self._widened and sd in ("bfloat16", "int8"):
+            raise ValueError(f"{where}: {type(self).__name__} keeps float32 state (state_dtype None or 'float32'), "
+                             f"got state_dtype={sd!r}; its parameters may be bfloat16 or float16")
         if pdt in _16BIT:
             wd = g.get("weight_decay", 0.0)
             if g["decoupled_weight_decay"] and wd and not self._kernel_decouples:
@@ -618,8 +654,12 @@ class Optimizer:
             if g["l1"] and g["l1_mode"] == "subgradient":
                 gs = self._penalized(g, idx, gs)
             states = {name: [arrs[i] for i in idx] for name, arrs in g["_state"].items()}
-            hp["_lowp"] = self._lowp_args(g, gi, idx, states)
-            self._after_kernel(g, idx, self._kernel(hp, idx, params, gs, states, lr, t))
+            if self._widened and params[0].dtype in _16BIT:
+                result = self._widened_step(g, gi, hp, idx, params, gs, states, lr, t)
+            else:
+                hp["_lowp"] = self._lowp_args(g, gi, idx, states)
+                result = self._kernel(hp, idx, params, gs, states, lr, t)
+            self._after_kernel(g, idx, result)
             if g["l1"] and g["l1_mode"] == "proximal":
                 F.soft_threshold(params, threshold=lr * g["l1"])
             for i in idx:
@@ -767,13 +807,13 @@ class Optimizer:
                         if a.shape != () or a.dtype != np.float32:
                             raise ValueError(f"{where}: state {name} of {n} must be a 0-d float32 array, got "
                                              f"shape/dtype {a.shape}/{a.dtype}")
-                    elif a.shape != p.shape or a.dtype != (np.float32 if name == "master_param" or
-                                                           trial["state_dtype"] == "int8"
-                                                           else self._state_dtype(trial, p.dtype)):
+                    elif a.shape != self._state_shape(trial, name, p) or a.dtype != (
+                            np.float32 if name == "master_param" or trial["state_dtype"] == "int8"
+                            else self._state_dtype(trial, p.dtype)):
                         want = (np.float32 if name == "master_param" or trial["state_dtype"] == "int8"
                                 else self._state_dtype(trial, p.dtype))
                         raise ValueError(f"{where}: state {name} of {n} has shape/dtype {a.shape}/{a.dtype}, "
-                                         f"expected {p.shape}/{np.dtype(want)}")
+                                         f"expected {self._state_shape(trial, name, p)}/{np.dtype(want)}")
                     if name in self._nonnegative_state and a.size and np.min(a) < 0:
                         raise ValueError(f"{where}: state {name} of {n} has negative values, which no training produces")
                 arrays[name] = lst
@@ -1413,7 +1453,9 @@ class Muon(Optimizer):
     is refused with a ValueError naming it; optimize biases, norms and embeddings with
     another optimizer (``AdamW``), as torch's documentation advises. The deepoptim options
     of :class:`Optimizer` (``l1``, ``skip_nonfinite``, ``grad_norm_ratio``) are
-    keyword-only; the decay is always decoupled.
+    keyword-only; the decay is always decoupled. Parameters may be bfloat16 or float16
+    (float32 state, ``master_weights`` and ``stochastic_rounding`` as for every
+    optimizer; the step runs on float32 copies, see :meth:`Optimizer._widened_step`).
 
     Example:
       >>> import numpy as np
@@ -1426,6 +1468,7 @@ class Muon(Optimizer):
 
     torch_name, example = "Muon", dict(lr=0.02)
     _kernel_decouples = True  # Muon's decay is decoupled by definition
+    _widened = True
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, weight_decay: float = 0.1,
                  momentum: float = 0.95, nesterov: bool = True,
@@ -1455,6 +1498,72 @@ class Muon(Optimizer):
         F.muon(mats(params), mats(grads), mats(states["momentum_buffer"]), lr=lr, weight_decay=hp["weight_decay"],
                momentum=hp["momentum"], nesterov=hp["nesterov"], ns_coefficients=tuple(hp["ns_coefficients"]),
                eps=hp["eps"], ns_steps=hp["ns_steps"], adjust_lr_fn=hp["adjust_lr_fn"])
+
+
+# -------------------------------------------------------------------- Adafactor
+class Adafactor(Optimizer):
+    r"""Adafactor (Shazeer & Stern, 2018, "Adafactor: Adaptive Learning Rates with
+    Sublinear Memory Cost"; kernel :func:`deepoptim.functional.adafactor`, whose docstring
+    has the math), as torch 2.13's ``torch.optim.Adafactor``: the same arguments, defaults
+    and trajectory. Adam-like steps whose second moment of a matrix is kept as its row and
+    column means only (state ``row_var`` of shape (..., R, 1) and ``col_var`` of shape
+    (..., 1, C) for a parameter of two or more dimensions, ``variance`` of the
+    parameter's shape for a vector), a relative step size
+    ``max(eps2, rms(p)) * min(lr, 1/sqrt(t))`` and the update's RMS clipped to ``d``.
+
+    A state a parameter does without (``variance`` of a matrix, the factors of a vector)
+    is an empty array of shape (0,) in :meth:`state_dict`. The decay is decoupled
+    (``p *= 1 - lr*weight_decay``, torch's). Float32 or float64 parameters, or bfloat16 /
+    float16 ones with float32 state (``master_weights`` and ``stochastic_rounding`` as for
+    every optimizer; the step runs on float32 copies, see :meth:`Optimizer._widened_step`;
+    eps1 is then float32's epsilon, the precision the math runs in). The deepoptim options of
+    :class:`Optimizer` (``l1``, ``skip_nonfinite``, ``grad_norm_ratio``) are keyword-only.
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.optim import Adafactor
+      >>> w, b = np.ones((4, 3), np.float32), np.zeros(3, np.float32)
+      >>> opt = Adafactor({"w": w, "b": b})
+      >>> opt.step({"w": np.ones((4, 3), np.float32), "b": np.ones(3, np.float32)})
+      True
+      >>> opt.state_dict()["state"][0]["row_var"][0].shape
+      (4, 1)
+    """
+
+    torch_name, example = "Adafactor", dict(lr=1e-2)
+    _kernel_decouples = True  # Adafactor's decay is its own (p *= 1 - lr*weight_decay)
+    _widened = True
+    _nonnegative_state = ("row_var", "col_var", "variance")
+
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, beta2_decay: float = -0.8,
+                 eps: Tuple[Optional[float], float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0, *,
+                 maximize: bool = False, **common: Any) -> None:
+        common.setdefault("decoupled_weight_decay", True)
+        super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay,
+                                      eps=tuple(eps) if isinstance(eps, (tuple, list)) else eps, d=d,
+                                      weight_decay=weight_decay, maximize=maximize), **common)
+
+    def _state_names(self, g):
+        return ["row_var", "col_var", "variance"]
+
+    def _state_shape(self, g, name, p):
+        shape = tuple(p.shape)
+        if len(shape) >= 2:
+            return {"row_var": shape[:-1] + (1,), "col_var": shape[:-2] + (1, shape[-1])}.get(name, (0,))
+        return shape if name == "variance" else (0,)
+
+    def _init_state(self, g, name, p):
+        return np.zeros(self._state_shape(g, name, p), p.dtype)
+
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        rv, cv, v = [], [], []
+        for p, a, b, c in zip(params, states["row_var"], states["col_var"], states["variance"]):
+            factored = p.ndim >= 2
+            rv.append(a if factored else None)
+            cv.append(b if factored else None)
+            v.append(None if factored else c)
+        F.adafactor(params, grads, rv, cv, v, step=step, lr=lr, beta2_decay=hp["beta2_decay"], eps=tuple(hp["eps"]),
+                    d=hp["d"], weight_decay=hp["weight_decay"], maximize=hp["maximize"])
 
 
 
@@ -1674,6 +1783,50 @@ def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: Any) -> Non
                  prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
 
 
+class _LBFGSSpace:
+    """The parameters as one vector, for :func:`_lbfgs_step`: ``views`` are NumPy arrays
+    over the parameters' memory, ``evaluate()`` runs the closure, ``flat_grads()`` returns
+    the gradients as one vector. bfloat16/float16 parameters are iterated in float32
+    copies and written back rounded to nearest even after every move, so the closure sees
+    the rounded point while the directions, step sizes and history stay float32 (in
+    float16 the curvature pairs' ``1 / y's`` overflows, as torch's does: NaN weights).
+    ``moved()`` is called after every write (torch's version counters)."""
+
+    def __init__(self, views: List[Array], evaluate: Callable[[], Any], flat_grads: Callable[[], Array],
+                 moved: Callable[[], None] = lambda: None) -> None:
+        self.views, self._evaluate, self._flat, self._moved = views, evaluate, flat_grads, moved
+        self.lowp = views[0].dtype in _16BIT
+        self.dtype = np.dtype(np.float32) if self.lowp else views[0].dtype
+        self.work = [v.astype(np.float32) for v in views] if self.lowp else views
+
+    def evaluate(self) -> Any:
+        return self._evaluate()
+
+    def flat_grad(self) -> Array:
+        return self._flat().astype(self.dtype, copy=False)
+
+    def _written(self) -> None:
+        if self.lowp:
+            F.cast(self.work, self.views)
+        self._moved()
+
+    def add(self, t: float, d: Array) -> None:
+        off = 0
+        for w in self.work:
+            n = w.size
+            w += (t * d[off:off + n]).reshape(w.shape)
+            off += n
+        self._written()
+
+    def clone(self) -> List[Array]:
+        return [w.copy() for w in self.work]
+
+    def restore(self, x: List[Array]) -> None:
+        for w, a in zip(self.work, x):
+            np.copyto(w, a)
+        self._written()
+
+
 class LBFGS:
     r"""L-BFGS (Liu & Nocedal, 1989, "On the limited memory BFGS method for large scale
     optimization"; Nocedal & Wright, "Numerical Optimization", algorithm 7.4), as
@@ -1689,8 +1842,10 @@ class LBFGS:
     first one ``min(1, 1/|g|_1) * lr``).
 
     Args:
-      params: a list or dict of float32/float64 arrays (one dtype; one group: L-BFGS
-        treats all parameters as one vector), updated in place.
+      params: a list or dict of arrays of one dtype (one group: L-BFGS treats all
+        parameters as one vector), updated in place. bfloat16/float16 parameters are
+        iterated in float32 (directions, steps and history), each move written back
+        rounded to nearest even, so the closure evaluates the rounded point.
       lr, max_iter, max_eval (default ``max_iter * 5 // 4``), tolerance_grad,
         tolerance_change, history_size, line_search_fn: as torch.optim.LBFGS.
 
@@ -1754,39 +1909,16 @@ class LBFGS:
         hp = _lbfgs_hyper(*(g[k] for k in ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change",
                                             "history_size", "line_search_fn")))
         params = g["params"]
-        dtype = params[0].dtype
         box: Dict[str, Any] = {}
 
-        class _Space:
-            @staticmethod
-            def evaluate():
-                loss, grads = closure()
-                box["grads"] = self._grads(grads)
-                return loss
+        def evaluate() -> Any:
+            loss, grads = closure()
+            box["grads"] = self._grads(grads)
+            return loss
 
-            @staticmethod
-            def flat_grad():
-                return np.concatenate([a.reshape(-1) for a in box["grads"]]).astype(dtype, copy=False)
-
-            @staticmethod
-            def add(t, d):
-                off = 0
-                for p in params:
-                    n = p.size
-                    p += (t * d[off:off + n]).reshape(p.shape)
-                    off += n
-
-            @staticmethod
-            def clone():
-                return [p.copy() for p in params]
-
-            @staticmethod
-            def restore(x):
-                for p, a in zip(params, x):
-                    np.copyto(p, a)
-
+        space = _LBFGSSpace(params, evaluate, lambda: np.concatenate([a.reshape(-1) for a in box["grads"]]))
         try:
-            _lbfgs_step(self.state, hp, _Space)
+            _lbfgs_step(self.state, hp, space)
         finally:
             loss = self.state.pop("_loss", None)
         return loss
@@ -1813,4 +1945,4 @@ class LBFGS:
         self.state = copy.deepcopy(dict(sd["state"]))
 
 
-__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "Lion", "ScheduleFreeAdamW", "LAMB", "LARS", "Muon", "LBFGS", "NonFiniteGradients"]
+__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "Lion", "ScheduleFreeAdamW", "LAMB", "LARS", "Muon", "Adafactor", "LBFGS", "NonFiniteGradients"]

@@ -678,7 +678,8 @@ class LBFGS(torch.optim.Optimizer):
     with the same iterations, line search and stopping rules, and torch's state names
     and ``state_dict`` layout (kept in the state of the first parameter), so a
     torch.optim.LBFGS state_dict loads here and the reverse. One parameter group; CPU
-    tensors of one dtype, float32 or float64."""
+    tensors of one dtype: float32 or float64, or bfloat16/float16 iterated in float32
+    (each move written back rounded, see :class:`deepoptim.optim.LBFGS`)."""
 
     def __init__(self, params, lr: float = 1, max_iter: int = 20, max_eval: Optional[int] = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
@@ -720,42 +721,16 @@ class LBFGS(torch.optim.Optimizer):
         params = self._params
         for i, p in enumerate(params):
             self._check_param(p, i)
-        views = [_view(p) for p in params]
         locals_ = [_local(p) for p in params]
-        owner = self
-
-        class _Space:
-            @staticmethod
-            def evaluate():
-                return closure()
-
-            @staticmethod
-            def flat_grad():
-                return np.concatenate([owner._grad_view(p, i) for i, p in enumerate(params)])
-
-            @staticmethod
-            def add(t, d):
-                off = 0
-                for v in views:
-                    n = v.size
-                    v += (t * d[off:off + n]).reshape(v.shape)
-                    off += n
-                torch.autograd.graph.increment_version(locals_)
-
-            @staticmethod
-            def clone():
-                return [v.copy() for v in views]
-
-            @staticmethod
-            def restore(x):
-                for v, a in zip(views, x):
-                    np.copyto(v, a)
-                torch.autograd.graph.increment_version(locals_)
+        space = _np._LBFGSSpace(
+            [_view(p) for p in params], closure,
+            lambda: np.concatenate([self._grad_view(p, i) for i, p in enumerate(params)]),
+            lambda: torch.autograd.graph.increment_version(locals_))
 
         state = self.state[params[0]]
         work = {k: _state_to_numpy(v) for k, v in state.items()}
         try:
-            _np._lbfgs_step(work, hp, _Space)
+            _np._lbfgs_step(work, hp, space)
         finally:
             loss = work.pop("_loss", None)
             state.clear()
@@ -767,14 +742,109 @@ class LBFGS(torch.optim.Optimizer):
         _Adapter._check_param(p, str(i))
 
 
-class Muon(torch.optim.Optimizer):
+class _ShapedAdapter(torch.optim.Optimizer):
+    """The base of the adapters whose kernels need each parameter's shape (Muon,
+    Adafactor): torch's ``add_param_group`` and ``load_state_dict`` after the checks a
+    subclass defines: ``_check_param`` (one parameter), ``_dry_run`` (a group's
+    hyperparameters, by the kernel itself on empty arrays) and ``_state_shapes`` (the
+    shape of each state tensor a parameter keeps)."""
+
+    @staticmethod
+    def _check_param(p: torch.Tensor, name: str) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def _dry_run(cls, group: Dict[str, Any], where: str) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _state_dtype(p: torch.Tensor) -> torch.dtype:
+        """float32 state for bfloat16/float16 parameters (the math runs in float32), the
+        parameter's dtype otherwise."""
+        return torch.float32 if p.dtype in (torch.bfloat16, torch.float16) else p.dtype
+
+    @staticmethod
+    def _run(kernel: Callable[[List[np.ndarray], List[np.ndarray]], None], ps: List[torch.Tensor],
+             gs: List[torch.Tensor]) -> None:
+        """kernel(params, grads) on the tensors' own memory; for bfloat16/float16 ones on
+        float32 copies, the parameters then rounded back to nearest even ("widen, run the
+        float32 step, round", as deepoptim.optim does)."""
+        if ps and ps[0].dtype in (torch.bfloat16, torch.float16):
+            work = [p.float() for p in ps]
+            kernel([_view(w) for w in work], [_view(g.float()) for g in gs])
+            for p, w in zip(ps, work):
+                p.copy_(w)
+        else:
+            kernel([_view(p) for p in ps], [_view(g) for g in gs])
+        torch.autograd.graph.increment_version(ps)
+
+    def _with_grads(self, gi: int, group: Dict[str, Any]) -> List[Tuple[str, torch.Tensor, torch.Tensor]]:
+        """(name, parameter, gradient) for each parameter of group ``gi`` that has a
+        gradient, each checked (a dense contiguous CPU gradient of its dtype and shape)."""
+        out = []
+        for i, p in enumerate(group["params"]):
+            if p.grad is None:
+                continue
+            name = f"{gi}.{i}"
+            self._check_param(p, name)
+            g = p.grad
+            if g.is_sparse:
+                raise ValueError(f"parameter {name} has a sparse gradient; {type(self).__name__} takes dense gradients")
+            if g.device.type != "cpu" or g.dtype != p.dtype or g.shape != p.shape or not g.is_contiguous():
+                raise ValueError(f"parameter {name} needs a contiguous CPU gradient of its dtype and shape")
+            out.append((name, p, g))
+        return out
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """torch's ``add_param_group``, after checking the parameters and the group's
+        hyperparameters."""
+        gi = len(self.param_groups)
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        tensors = [p for _, p in params] if params and isinstance(params[0], tuple) else params
+        for i, p in enumerate(tensors):
+            self._check_param(p, f"{gi}.{i}")
+        self._dry_run({k: param_group.get(k, v) for k, v in self.defaults.items()}, f"parameter group {gi}")
+        super().add_param_group(dict(param_group, params=params))
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` (a state_dict of the torch.optim class of the same
+        name loads too), after checking every saved group's hyperparameters and the shape
+        of every saved state tensor."""
+        groups = state_dict.get("param_groups", [])
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer has {len(self.param_groups)}")
+        saved_state = state_dict.get("state", {})
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            where = f"state_dict parameter group {gi}"
+            self._dry_run({k: saved.get(k, v) for k, v in self.defaults.items()}, where)
+            if len(saved.get("params", [])) != len(group["params"]):
+                raise ValueError(f"{where} has {len(saved.get('params', []))} parameters, the optimizer's has "
+                                 f"{len(group['params'])}")
+            for pid, p in zip(saved["params"], group["params"]):
+                st = saved_state.get(pid, {})
+                for k, shape in self._state_shapes(p).items():
+                    t = st.get(k)
+                    if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != shape):
+                        raise ValueError(f"{where}: state {k} of parameter {pid} must be a tensor of shape {shape} "
+                                         f"(from the parameter's shape {tuple(p.shape)})")
+        super().load_state_dict(state_dict)
+
+
+class Muon(_ShapedAdapter):
     """torch.optim.Muon on deepoptim's Muon kernel (:func:`deepoptim.functional.muon`, whose
     docstring has the math): torch 2.13's arguments, defaults, state (``momentum_buffer``
     only, no ``step``, as torch keeps it) and ``state_dict``, so a torch.optim.Muon
-    state_dict loads here and the reverse. 2-D CPU tensors, float32 or float64; anything
-    else is refused naming the parameter. A step is one GIL-free kernel call per group
-    and dtype on the tensors' own memory, after every group's hyperparameters and
-    gradients were checked (a step that raises has changed nothing)."""
+    state_dict loads here and the reverse. 2-D CPU tensors, float32 or float64, or
+    bfloat16/float16 with a float32 momentum buffer (the step runs on float32 copies, the
+    parameters rounded back to nearest even); anything else is refused naming the
+    parameter. A step is one GIL-free kernel call per group and dtype on the tensors' own
+    memory, after every group's hyperparameters and gradients were checked (a step that
+    raises has changed nothing)."""
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: Tuple[float, float, float] = (3.4445, -4.775, 2.0315),
@@ -811,17 +881,9 @@ class Muon(torch.optim.Optimizer):
             raise ValueError(f"Muon only supports 2D parameters whereas parameter {name} has size {tuple(p.shape)}; "
                              "optimize biases, norms and embeddings with another optimizer such as AdamW")
 
-    def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        """torch's ``add_param_group``, after checking the parameters (2-D CPU float32 or
-        float64 tensors, contiguous) and the group's hyperparameters."""
-        gi = len(self.param_groups)
-        params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
-        tensors = [p for _, p in params] if params and isinstance(params[0], tuple) else params
-        for i, p in enumerate(tensors):
-            self._check_param(p, f"{gi}.{i}")
-        self._dry_run({k: param_group.get(k, v) for k, v in self.defaults.items()}, f"parameter group {gi}")
-        super().add_param_group(dict(param_group, params=params))
+    @staticmethod
+    def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
+        return {"momentum_buffer": tuple(p.shape)}
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
@@ -835,58 +897,144 @@ class Muon(torch.optim.Optimizer):
             hyper = self._hyper(group)
             self._dry_run(group, f"parameter group {gi}")
             by_dtype: Dict[torch.dtype, Tuple[list, list, list, list]] = {}
-            for i, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                name = f"{gi}.{i}"
-                self._check_param(p, name)
-                g = p.grad
-                if g.is_sparse:
-                    raise ValueError(f"parameter {name} has a sparse gradient; Muon takes dense gradients")
-                if g.device.type != "cpu" or g.dtype != p.dtype or g.shape != p.shape or not g.is_contiguous():
-                    raise ValueError(f"parameter {name} needs a contiguous CPU gradient of its dtype and shape")
+            for name, p, g in self._with_grads(gi, group):
                 buf = self.state[p].get("momentum_buffer") if p in self.state else None
+                sdt = self._state_dtype(p)
                 if buf is None:
-                    buf = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    buf = torch.zeros_like(p, dtype=sdt, memory_format=torch.contiguous_format)
                     pending[p] = buf
-                elif buf.dtype != p.dtype or buf.shape != p.shape or not buf.is_contiguous():
+                elif buf.dtype != sdt or buf.shape != p.shape or not buf.is_contiguous():
                     if buf.shape != p.shape:
                         raise ValueError(f"parameter {name} changed shape from {tuple(buf.shape)} to "
                                          f"{tuple(p.shape)}; its momentum buffer no longer fits")
-                    buf = buf.to(dtype=p.dtype).contiguous()  # the state follows its parameter
+                    buf = buf.to(dtype=sdt).contiguous()  # the state follows its parameter
                     pending[p] = buf
-                lists = by_dtype.setdefault(p.dtype, ([], [], [], []))
-                for lst, t in zip(lists, (p, g, buf, p)):
+                lists = by_dtype.setdefault(p.dtype, ([], [], []))
+                for lst, t in zip(lists, (p, g, buf)):
                     lst.append(t)
-            for ps, gs, bs, owners in by_dtype.values():
-                plans.append((hyper, ps, gs, bs, owners))
+            for ps, gs, bs in by_dtype.values():
+                plans.append((hyper, ps, gs, bs))
         # Nothing below can fail: every check the kernel makes was made above.
         for p, buf in pending.items():
             self.state[p]["momentum_buffer"] = buf
-        for hyper, ps, gs, bs, owners in plans:
-            F.muon([_view(p) for p in ps], [_view(g) for g in gs], [_view(b) for b in bs], **hyper)
-            torch.autograd.graph.increment_version(owners)
+        for hyper, ps, gs, bs in plans:
+            self._run(lambda pv, gv, bs=bs, hyper=hyper: F.muon(pv, gv, [_view(b) for b in bs], **hyper), ps, gs)
         return loss
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """torch's ``load_state_dict`` (a torch.optim.Muon state_dict loads too), after
-        checking every saved group's hyperparameters and momentum buffers."""
-        groups = state_dict.get("param_groups", [])
-        if len(groups) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer has {len(self.param_groups)}")
-        saved_state = state_dict.get("state", {})
-        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
-            where = f"state_dict parameter group {gi}"
-            self._dry_run({k: saved.get(k, v) for k, v in self.defaults.items()}, where)
-            if len(saved.get("params", [])) != len(group["params"]):
-                raise ValueError(f"{where} has {len(saved.get('params', []))} parameters, the optimizer's has "
-                                 f"{len(group['params'])}")
-            for pid, p in zip(saved["params"], group["params"]):
-                buf = saved_state.get(pid, {}).get("momentum_buffer")
-                if buf is not None and (not isinstance(buf, torch.Tensor) or tuple(buf.shape) != tuple(p.shape)):
-                    raise ValueError(f"{where}: momentum_buffer of parameter {pid} must be a tensor of the "
-                                     f"parameter's shape {tuple(p.shape)}")
-        super().load_state_dict(state_dict)
+
+class Adafactor(_ShapedAdapter):
+    """torch.optim.Adafactor on deepoptim's Adafactor kernel
+    (:func:`deepoptim.functional.adafactor`, whose docstring has the math): torch 2.13's
+    arguments, defaults, state (``step`` as a float32 0-d tensor, ``row_var`` and
+    ``col_var`` for a parameter of two or more dimensions, ``variance`` for a vector) and
+    ``state_dict``, so a torch.optim.Adafactor state_dict loads here and the reverse. CPU
+    tensors, float32 or float64, or bfloat16/float16 with float32 state (the step runs on
+    float32 copies, the parameters rounded back to nearest even; torch would keep the
+    state in the parameter's dtype); ``foreach`` is accepted and ignored. A step is one
+    GIL-free kernel call per group, dtype and step count on the tensors' own memory, after
+    every group's hyperparameters, gradients and state were checked (a step that raises
+    has changed nothing)."""
+
+    def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8,
+                 eps: Tuple[Optional[float], float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0, *,
+                 foreach: Optional[bool] = None, maximize: bool = False) -> None:
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay, foreach=foreach,
+                        maximize=maximize)
+        self._dry_run(defaults, "Adafactor")
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def _hyper(group: Dict[str, Any]) -> Dict[str, Any]:
+        lr, eps = group["lr"], group["eps"]
+        return dict(lr=float(lr) if isinstance(lr, torch.Tensor) else lr, beta2_decay=group["beta2_decay"],
+                    eps=tuple(eps) if isinstance(eps, (tuple, list)) else eps, d=group["d"],
+                    weight_decay=group["weight_decay"], maximize=group["maximize"])
+
+    @classmethod
+    def _dry_run(cls, group: Dict[str, Any], where: str) -> None:
+        """The kernel's own checks of every hyperparameter, on an empty vector (nothing written)."""
+        e = np.empty(0, np.float32)
+        try:
+            foreach = group.get("foreach")
+            if foreach is not None and not isinstance(foreach, bool):
+                raise TypeError(f"foreach must be None or a bool, got {foreach!r}")
+            F.adafactor(e, e.copy(), None, None, e.copy(), step=1, **cls._hyper(group))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{where}: {err}") from None
+
+    @staticmethod
+    def _check_param(p: torch.Tensor, name: str) -> None:
+        _Adapter._check_param(p, name)
+
+    @staticmethod
+    def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
+        shape = tuple(p.shape)
+        if len(shape) >= 2:
+            return {"row_var": shape[:-1] + (1,), "col_var": shape[:-2] + (1, shape[-1])}
+        return {"variance": shape}
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """One update of every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plans: list = []
+        pending: Dict[torch.Tensor, Dict[str, torch.Tensor]] = {}
+        for gi, group in enumerate(self.param_groups):
+            hyper = self._hyper(group)
+            self._dry_run(group, f"parameter group {gi}")
+            calls: Dict[Tuple[torch.dtype, int], Tuple[list, list, list, list, list]] = {}
+            for name, p, g in self._with_grads(gi, group):
+                shapes = self._state_shapes(p)
+                state = self.state.get(p, {})
+                sdt = self._state_dtype(p)
+                if not state:
+                    state = {"step": torch.tensor(0.0, dtype=torch.float32),
+                             **{k: torch.zeros(s, dtype=sdt) for k, s in shapes.items()}}
+                    pending[p] = state
+                else:
+                    fixed = dict(state)
+                    for k, s in shapes.items():
+                        t = state.get(k)
+                        if not isinstance(t, torch.Tensor) or tuple(t.shape) != s:
+                            raise ValueError(f"parameter {name}: state {k} must be a tensor of shape {s} "
+                                             f"(from the parameter's shape {tuple(p.shape)})")
+                        if t.dtype != sdt or not t.is_contiguous() or t.device.type != "cpu":
+                            fixed[k] = t.to(device="cpu", dtype=sdt).contiguous()  # the state follows its parameter
+                    step_t = state.get("step")
+                    if not isinstance(step_t, torch.Tensor) or step_t.numel() != 1:
+                        raise ValueError(f"parameter {name}: state step must be a one-element tensor")
+                    if any(fixed[k] is not state[k] for k in shapes):
+                        pending[p] = fixed
+                    state = fixed
+                step = int(state["step"].item()) + 1
+                if not 1 <= step < 2**63:
+                    raise ValueError(f"parameter {name}: state step {step - 1} is out of range")
+                lists = calls.setdefault((p.dtype, step), ([], [], [], [], []))
+                lists[0].append(p)
+                lists[1].append(g)
+                lists[2].append(state.get("row_var"))
+                lists[3].append(state.get("col_var"))
+                lists[4].append(state.get("variance"))
+            for (_, step), (ps, gs, rvs, cvs, vs) in calls.items():
+                plans.append((hyper, step, ps, gs, rvs, cvs, vs))
+
+        def view(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+            return None if t is None else _view(t)
+
+        # Nothing below can fail: every check the kernel makes was made above.
+        for p, state in pending.items():
+            self.state[p].update(state)
+        for hyper, step, ps, gs, rvs, cvs, vs in plans:
+            self._run(lambda pv, gv, rvs=rvs, cvs=cvs, vs=vs, step=step, hyper=hyper: F.adafactor(
+                pv, gv, [view(t) for t in rvs], [view(t) for t in cvs], [view(t) for t in vs], step=step, **hyper), ps, gs)
+            for p in ps:
+                self.state[p]["step"] += 1
+        return loss
 
 
 for _name, _cls in _np.REGISTRY.items():
@@ -895,6 +1043,7 @@ for _name, _cls in _np.REGISTRY.items():
 __all__ = list(_np.REGISTRY)
 __all__.append("LBFGS")
 __all__.append("Muon")
+__all__.append("Adafactor")
 
 
 def __getattr__(name: str) -> "type[_Adapter]":
