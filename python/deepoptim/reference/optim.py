@@ -13,9 +13,10 @@ per tensor), and validates everything before it touches anything.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from deepoptim.reference import _checks, _lowp
 from deepoptim.reference._parallel import blocked_sum
@@ -27,6 +28,9 @@ def _ieee() -> np.errstate:
 
 ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]
 OptArrayOrList = Optional[ArrayOrList]
+if TYPE_CHECKING:
+    # What _checks.operands returns when every operand is used: no None in the rows.
+    _Rows = Tuple[List[List[np.ndarray]], bool]
 
 _FORMS = ("torch", "classical", "ema")
 
@@ -124,6 +128,7 @@ def sgd(
     )
     with _ieee():
         for p, g, buf in rows:
+            assert p is not None and g is not None  # buf is None when no buffer is used
             d = -g if maximize else g
             if weight_decay != 0.0:
                 d = d + weight_decay * p
@@ -188,10 +193,10 @@ def adagrad(
     _checks.finite_ge("weight_decay", weight_decay, 0.0)
     _checks.finite_ge("initial_accumulator_value", init, 0.0)
     _checks.finite_gt("eps", eps, 0.0)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("state_sums", True, True, None)],
         [params, grads, state_sums],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     clr = lr / (1.0 + (step - 1) * lr_decay)
     with _ieee():
@@ -266,6 +271,7 @@ def rmsprop(
     _checks.eps_representable("eps", eps, rows)
     with _ieee():
         for p, g, sq, ga, buf in rows:
+            assert p is not None and g is not None and sq is not None  # ga, buf: None when unused
             d = -g if maximize else g
             if weight_decay != 0.0:
                 d = d + weight_decay * p
@@ -366,6 +372,7 @@ def adam(
     decoupled = weight_decay != 0.0 and decoupled_weight_decay
     with _ieee():
         for p, g, m, v, vmax in rows:
+            assert p is not None and g is not None and m is not None and v is not None  # vmax: amsgrad only
             d = -g if maximize else g
             pi = p * (1.0 - lr * weight_decay) if decoupled else p
             if coupled:
@@ -462,11 +469,11 @@ def adamax(
       array([0.9, 1.1])
     """
     step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
          ("exp_infs", True, True, None)],
         [params, grads, exp_avgs, exp_infs],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     clr = lr / (1.0 - b1**step)
     with _ieee():
@@ -524,11 +531,11 @@ def radam(
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
          ("exp_avg_sqs", True, True, None)],
         [params, grads, exp_avgs, exp_avg_sqs],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     bc1, bc2 = 1.0 - b1**step, 1.0 - b2**step
     rho_inf = 2.0 / (1.0 - b2) - 1.0
@@ -595,10 +602,10 @@ def lion(
     weight_decay = _checks.real("weight_decay", weight_decay)
     _checks.finite_ge("lr", lr, 0.0)
     _checks.finite_ge("weight_decay", weight_decay, 0.0)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None)],
         [params, grads, exp_avgs],
-    )
+    ))
     with _ieee():
         for p, g, m in rows:
             d = -g if maximize else g
@@ -666,11 +673,11 @@ def schedule_free_adamw(
     step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
     ckp1 = _checks.real("ckp1", ckp1)
     _checks.in_range("ckp1", ckp1, 0.0, 1.0, True)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("zs", True, True, None),
          ("exp_avg_sqs", True, True, None)],
         [params, grads, zs, exp_avg_sqs],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     bc2 = 1.0 - b2**step
     y_coef = lr * (b1 * (1.0 - ckp1) - 1.0)
@@ -731,11 +738,11 @@ def adadelta(
     _checks.in_range("rho", rho, 0.0, 1.0, True)
     _checks.finite_gt("eps", eps, 0.0)
     _checks.finite_ge("weight_decay", weight_decay, 0.0)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("square_avgs", True, True, None),
          ("acc_deltas", True, True, None)],
         [params, grads, square_avgs, acc_deltas],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     with _ieee():
         for p, g, sq, acc in rows:
@@ -783,11 +790,11 @@ def rprop(
         raise ValueError(f"etas must satisfy 0 < etaminus < 1 < etaplus (finite), got ({etaminus!r}, {etaplus!r})")
     _checks.finite_ge("min_step", step_min, 0.0)
     _checks.finite_ge("max_step", step_max, step_min)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("prevs", True, True, None),
          ("state_step_sizes", True, True, None)],
         [params, grads, prevs, state_step_sizes],
-    )
+    ))
     with _ieee():
         for p, g, prev, step in rows:
             t = p.dtype.type
@@ -861,7 +868,7 @@ def nadam(
     _checks.finite_ge("momentum_decay", momentum_decay, 0.0)
     spec = [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
             ("exp_avg_sqs", True, True, None)]
-    rows, list_form = _checks.operands(spec, [params, grads, exp_avgs, exp_avg_sqs])
+    rows, list_form = cast("_Rows", _checks.operands(spec, [params, grads, exp_avgs, exp_avg_sqs]))
     (mps,) = _checks.scalar_states(spec, rows, list_form, [("mu_products", mu_products)])
     _checks.eps_representable("eps", eps, rows)
     mu = b1 * (1.0 - 0.5 * 0.96 ** (float(step) * momentum_decay))
@@ -953,7 +960,7 @@ def asgd(
     _checks.finite_ge("t0", t0, 0.0)
     _checks.finite_ge("weight_decay", weight_decay, 0.0)
     spec = [("params", True, True, None), ("grads", False, True, None), ("axs", True, True, None)]
-    rows, list_form = _checks.operands(spec, [params, grads, axs])
+    rows, list_form = cast("_Rows", _checks.operands(spec, [params, grads, axs]))
     mu_arrs, eta_arrs = _checks.scalar_states(spec, rows, list_form, [("mus", mus), ("etas", etas)])
     s = float(step)
     with np.errstate(over="ignore"):  # IEEE, as the kernel's std::pow: a huge alpha gives inf, eta 0
@@ -1085,6 +1092,7 @@ def adafactor(
                 p[...] = p * (1.0 - lr * weight_decay)
             sq = g.astype(np.float64) ** 2
             if p.ndim >= 2:
+                rv, cv = cast(np.ndarray, rv), cast(np.ndarray, cv)  # checked above: both arrays
                 R, C = p.shape[-2], p.shape[-1]
                 row_mean = (_row_sums(sq) / C).astype(T)[..., None]
                 col_mean = (_row_sums(np.swapaxes(sq, -1, -2)) / R).astype(T)[..., None, :]
@@ -1093,6 +1101,7 @@ def adafactor(
                 rmean = (_row_sums(np.swapaxes(rv.astype(np.float64), -1, -2)) / R).astype(T)[..., None]
                 var = (rv * cv) / np.maximum(rmean, T(e1))
             else:
+                v = cast(np.ndarray, v)  # checked above: an array
                 gg = g * g
                 v[...] = v + w * (gg - v) if w < 0.5 else gg - (gg - v) * (1.0 - w)
                 var = v.copy()
@@ -1101,13 +1110,13 @@ def adafactor(
             p[...] = p + (-alpha / denom) * u
 
 
-def _pair(name: str, x, first: str, second: str) -> Tuple[float, float]:
+def _pair(name: str, x: Any, first: str, second: str) -> Tuple[float, float]:
     if not (isinstance(x, (tuple, list)) and len(x) == 2):
         raise TypeError(f"{name} must be a pair ({first}, {second}), got {x!r}")
     return _checks.real(first, x[0]), _checks.real(second, x[1])
 
 
-def _adapt_flags(adapt, n: int, list_form: bool):
+def _adapt_flags(adapt: Union[None, bool, Sequence[bool]], n: int, list_form: bool) -> List[bool]:
     if adapt is None:
         return [True] * n
     if not list_form:
@@ -1124,7 +1133,7 @@ def _adapt_flags(adapt, n: int, list_form: bool):
     return list(adapt)
 
 
-def _trust_result(trust, list_form: bool):
+def _trust_result(trust: List[float], list_form: bool) -> Union[float, npt.NDArray[np.float64]]:
     return np.array(trust, dtype=np.float64) if list_form else float(trust[0])
 
 
@@ -1145,8 +1154,8 @@ def lamb(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     bias_correction: bool = True,
-    adapt=None,
-):
+    adapt: Union[None, bool, Sequence[bool]] = None,
+) -> Union[float, npt.NDArray[np.float64]]:
     r"""LAMB (You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
     minutes", ICLR 2020), in place. Per tensor::
 
@@ -1163,17 +1172,17 @@ def lamb(
       The trust ratios: a float for one array, a float64 array for a list.
     """
     step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
-    rows, list_form = _checks.operands(
+    rows, list_form = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
          ("exp_avg_sqs", True, True, None)],
         [params, grads, exp_avgs, exp_avg_sqs],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     flags = _adapt_flags(adapt, len(rows), list_form)
     bc1 = 1.0 - b1**step if bias_correction else 1.0
     bc2 = 1.0 - b2**step if bias_correction else 1.0
     inv_bc1, inv_bc2 = 1.0 / bc1, 1.0 / bc2
-    trust = []
+    trust: List[float] = []
     with _ieee():
         for (p, g, m, v), on in zip(rows, flags):
             wd = weight_decay if on else 0.0
@@ -1199,8 +1208,8 @@ def lars(
     weight_decay: float = 0.0,
     trust_coefficient: float = 1e-3,
     eps: float = 0.0,
-    adapt=None,
-):
+    adapt: Union[None, bool, Sequence[bool]] = None,
+) -> Union[float, npt.NDArray[np.float64]]:
     r"""LARS (You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks",
     2017), in place. Per tensor::
 
@@ -1229,9 +1238,10 @@ def lars(
         [params, grads, momentum_buffers],
     )
     flags = _adapt_flags(adapt, len(rows), list_form)
-    trust = []
+    trust: List[float] = []
     with _ieee():
         for (p, g, buf), on in zip(rows, flags):
+            assert p is not None and g is not None  # buf is None when momentum == 0
             pn, gn = math.sqrt(_sq_norm(p)), math.sqrt(_sq_norm(g))
             local = trust_coefficient * pn / (gn + weight_decay * pn + eps) if (on and pn > 0.0 and gn > 0.0) else 1.0
             wd = weight_decay if on else 0.0
@@ -1257,7 +1267,7 @@ def add_penalty(grads: ArrayOrList, params: ArrayOrList, *, l1: float = 0.0, l2:
     l1, l2 = _checks.real("l1", l1), _checks.real("l2", l2)
     _checks.finite_ge("l1", l1, 0.0)
     _checks.finite_ge("l2", l2, 0.0)
-    rows, _ = _checks.operands([("grads", True, True, None), ("params", False, True, None)], [grads, params])
+    rows, _ = cast("_Rows", _checks.operands([("grads", True, True, None), ("params", False, True, None)], [grads, params]))
     with _ieee():
         for g, p in rows:
             # sign by comparisons, as in the kernel: sign(NaN) = 0 (np.sign would give NaN)
@@ -1281,7 +1291,7 @@ def soft_threshold(params: ArrayOrList, *, threshold: float) -> None:
     """
     threshold = _checks.real("threshold", threshold)
     _checks.finite_ge("threshold", threshold, 0.0)
-    rows, _ = _checks.operands([("params", True, True, None)], [params])
+    rows, _ = cast("_Rows", _checks.operands([("params", True, True, None)], [params]))
     if rows and rows[0][0].dtype == np.float32 and _rounds_to_inf_in_float32(threshold):
         # inf would make |p| - threshold NaN for an infinite p.
         raise ValueError(f"threshold must be finite in float32 (the params' dtype), got {threshold!r}")
@@ -1304,7 +1314,7 @@ def decay(params: ArrayOrList, *, lr: float, weight_decay: float) -> None:
     lr, weight_decay = _checks.real("lr", lr), _checks.real("weight_decay", weight_decay)
     _checks.finite_ge("lr", lr, 0.0)
     _checks.finite_ge("weight_decay", weight_decay, 0.0)
-    rows, _ = _checks.operands([("params", True, True, None)], [params])
+    rows, _ = cast("_Rows", _checks.operands([("params", True, True, None)], [params]))
     with _ieee():
         for (p,) in rows:
             p[...] = p * (1.0 - lr * weight_decay)
