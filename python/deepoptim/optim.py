@@ -27,7 +27,7 @@ import functools
 import math
 import threading
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar, Union, cast
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Type, TypeVar, Union, cast
 
 import ml_dtypes
 import numpy as np
@@ -60,7 +60,7 @@ _GROUP_META = ("params", "names", "keyed", "step")
 
 #: Every optimizer class by name, in definition order: what benchmarks, adapters and
 #: tests iterate over, so a new optimizer needs no code of its own there.
-REGISTRY: Dict[str, type] = {}
+REGISTRY: Dict[str, Type[Optimizer]] = {}
 
 
 class NonFiniteGradients(UserWarning):

@@ -35,7 +35,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, DefaultDict, Dict, List, Optional, Tuple, Type
 
 try:
     import torch
@@ -47,6 +47,8 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
 
 import ml_dtypes
 import numpy as np
+import numpy.typing as npt
+from torch.optim.optimizer import ParamsT
 
 from deepoptim import _core, clip
 from deepoptim import functional as F
@@ -90,10 +92,10 @@ class _Adapter(torch.optim.Optimizer):
     the :mod:`deepoptim.optim` class it adapts (``_np_cls``); that class says which state
     it keeps and which kernel it calls."""
 
-    _np_cls: type = _np.Optimizer
+    _np_cls: Type[_np.Optimizer] = _np.Optimizer
     _signature: inspect.Signature
 
-    def __init__(self, params, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, params: ParamsT, *args: Any, **kwargs: Any) -> None:
         bound = self._signature.bind(self, params, *args, **kwargs)
         bound.apply_defaults()
         given = dict(bound.arguments)
@@ -126,8 +128,8 @@ class _Adapter(torch.optim.Optimizer):
         # Lion, LARS) keeps one then, so that a resumed run draws as the original would.
         self._has_step = (uses_step or self._np_cls.torch_name not in (None, "SGD")
                           or bool(given.get("stochastic_rounding")))
-        self._views: Dict[int, Any] = {}
-        self._fast: Dict[int, Any] = {}
+        self._views: Dict[int, Dict[str, Any]] = {}
+        self._fast: Dict[int, Dict[str, Any]] = {}
         self._prev_grad_sq_norm: Optional[float] = None
         defaults = dict(self._spec.defaults)
         defaults.update({k: v for k, v in flags.items()})
@@ -210,7 +212,7 @@ class _Adapter(torch.optim.Optimizer):
             return Blockwise8(_view(st[n]), _view(st[n + "_absmax"]), n not in self._spec._nonnegative_state)
         return _view(st[n])
 
-    def _np_group_stub(self, hyper: Dict[str, Any], dtype) -> Dict[str, Any]:
+    def _np_group_stub(self, hyper: Dict[str, Any], dtype: npt.DTypeLike) -> Dict[str, Any]:
         g = dict(hyper, params=[np.zeros(1, dtype)], names=["0"], keyed=False, step=0)
         self._spec._prepare_group(g)
         return g
@@ -409,7 +411,7 @@ class _Adapter(torch.optim.Optimizer):
                     params=[_view(p) for p in params])
         self._spec._prepare_group(stub)
         names = self._spec._all_state_names(stub)
-        states = [self.state.get(p) for p in params]
+        states: List[Any] = [self.state.get(p) for p in params]  # torch's state values are untyped dicts
         if (names or self._has_step) and not all(states):
             return
         steps = {int(st["step"]) for st in states if st and "step" in st} if self._has_step else {1}
@@ -421,7 +423,7 @@ class _Adapter(torch.optim.Optimizer):
         sizes = [p.numel() for p in params]
         dname = _RAW_NAME[params[0].dtype]
 
-        def raw(ts):
+        def raw(ts: List[torch.Tensor]) -> _core.RawTensors:
             return _core.RawTensors(_RAW_NAME[ts[0].dtype] if ts else dname, [t.data_ptr() for t in ts], sizes, ts)
 
         buf = None
@@ -452,7 +454,7 @@ class _Adapter(torch.optim.Optimizer):
             scan = _core.torch_pointers(params)  # None: a missing, sparse or strided gradient
             if scan is None or scan[0] != fc["pptrs"]:  # or a parameter moved: the general path
                 return False
-            _, gptrs, grads = scan
+            _, gptrs, gtensors = scan
             hyper = self._hyper(group)
             if hyper["l1"]:
                 return False
@@ -462,7 +464,7 @@ class _Adapter(torch.optim.Optimizer):
                 self._spec._check_group(g, f"parameter group {gi}")
                 fc["checked"] = hyper
             lr = float(hyper["lr"])
-            plans.append((fc, g, _core.RawTensors(fc["dname"], gptrs, fc["sizes"], grads), lr,
+            plans.append((fc, g, _core.RawTensors(fc["dname"], gptrs, fc["sizes"], gtensors), lr,
                           group, self._spec._advance(g, lr)))
         # Nothing below can fail: checked above, and _core checks the pointers first.
         everyone = []
@@ -473,7 +475,8 @@ class _Adapter(torch.optim.Optimizer):
             n = len(fc["sizes"])
             hp = self._spec._kernel_hyper(g)
             hp["_lowp"] = self._spec._lowp_args(g, fc["gi"], list(range(n)), fc["states"])
-            self._spec._kernel(hp, list(range(n)), fc["params"], grads, fc["states"], lr, t)
+            # RawTensors (the tensors' pointers) where the kernels also take lists of arrays:
+            self._spec._kernel(hp, list(range(n)), fc["params"], grads, fc["states"], lr, t)  # type: ignore[arg-type]
             fc["step"] = t
             if fc["buf"] is not None:
                 fc["buf"].add_(1.0)
@@ -577,6 +580,13 @@ class _EvalPoint:
     in each mode (Schedule-Free: y in train mode, the average x in eval mode); the weights
     of the switch come from the :mod:`deepoptim.optim` class."""
 
+    if TYPE_CHECKING:  # from _Adapter, the other base of every class that uses this one
+        param_groups: List[Dict[str, Any]]
+        state: DefaultDict[torch.Tensor, Any]
+        _spec: _np.ScheduleFreeAdamW
+
+        def _hyper(self, group: Dict[str, Any]) -> Dict[str, Any]: ...
+
     def _set_mode(self, to_train: bool) -> None:
         moves = []
         for group in self.param_groups:  # every check first: a switch that raises has moved nothing
@@ -604,7 +614,7 @@ class _EvalPoint:
         self._set_mode(False)
 
 
-def _make(np_cls: type) -> type:
+def _make(np_cls: Type[_np.Optimizer]) -> type:
     """The torch.optim.Optimizer subclass for a deepoptim.optim class: torch's signature
     (when torch has the optimizer) plus deepoptim's extra options, keyword-only."""
     ours = inspect.signature(np_cls.__init__)
@@ -636,7 +646,7 @@ def _make(np_cls: type) -> type:
     positional = [p for p in params if p.kind is not p.KEYWORD_ONLY]
     keyword = [p for p in params if p.kind is p.KEYWORD_ONLY]
     sig = inspect.Signature(positional + keyword)
-    def __init__(self, params, *args: Any, **kwargs: Any) -> None:
+    def __init__(self: _Adapter, params: ParamsT, *args: Any, **kwargs: Any) -> None:
         _Adapter.__init__(self, params, *args, **kwargs)
 
     __init__.__signature__ = sig  # type: ignore[attr-defined]
@@ -678,7 +688,7 @@ class LBFGS(torch.optim.Optimizer):
     torch.optim.LBFGS state_dict loads here and the reverse. One parameter group; CPU
     tensors of one dtype, float32 or float64."""
 
-    def __init__(self, params, lr: float = 1, max_iter: int = 20, max_eval: Optional[int] = None,
+    def __init__(self, params: ParamsT, lr: float = 1, max_iter: int = 20, max_eval: Optional[int] = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
                  line_search_fn: Optional[str] = None) -> None:
         if isinstance(lr, torch.Tensor):
@@ -724,15 +734,15 @@ class LBFGS(torch.optim.Optimizer):
 
         class _Space:
             @staticmethod
-            def evaluate():
+            def evaluate() -> Any:
                 return closure()
 
             @staticmethod
-            def flat_grad():
+            def flat_grad() -> np.ndarray:
                 return np.concatenate([owner._grad_view(p, i) for i, p in enumerate(params)])
 
             @staticmethod
-            def add(t, d):
+            def add(t: float, d: np.ndarray) -> None:
                 off = 0
                 for v in views:
                     n = v.size
@@ -741,11 +751,11 @@ class LBFGS(torch.optim.Optimizer):
                 torch.autograd.graph.increment_version(locals_)
 
             @staticmethod
-            def clone():
+            def clone() -> List[np.ndarray]:
                 return [v.copy() for v in views]
 
             @staticmethod
-            def restore(x):
+            def restore(x: List[np.ndarray]) -> None:
                 for v, a in zip(views, x):
                     np.copyto(v, a)
                 torch.autograd.graph.increment_version(locals_)
@@ -774,7 +784,7 @@ class Muon(torch.optim.Optimizer):
     and dtype on the tensors' own memory, after every group's hyperparameters and
     gradients were checked (a step that raises has changed nothing)."""
 
-    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
+    def __init__(self, params: ParamsT, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: Tuple[float, float, float] = (3.4445, -4.775, 2.0315),
                  eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None) -> None:
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
@@ -832,7 +842,7 @@ class Muon(torch.optim.Optimizer):
         for gi, group in enumerate(self.param_groups):
             hyper = self._hyper(group)
             self._dry_run(group, f"parameter group {gi}")
-            by_dtype: Dict[torch.dtype, Tuple[list, list, list, list]] = {}
+            by_dtype: Dict[torch.dtype, Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]] = {}
             for i, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
