@@ -63,11 +63,13 @@ def sgd(
         d = g + mu * b if nesterov else b      (d = g when momentum == 0)
         p = p - lr * d
 
-    ``"classical"`` (seed 001, Polyak's heavy ball with the learning rate inside)::
+    ``"classical"`` (Polyak's heavy ball with the learning rate inside, momentum as seed 001 of the
+    source articles writes it)::
 
         v = mu * v + lr * g;   p = p - v
 
-    ``"ema"`` (seed 004, momentum as an exponential moving average)::
+    ``"ema"`` (momentum as an exponential moving average, as seed 004 of the source articles
+    writes it)::
 
         v = mu * v + (1 - mu) * g;   p = p - lr * v
 
@@ -328,8 +330,9 @@ def adam(
 
     Warning:
       Where eps goes is a convention. torch, optax and the paper put it outside the square
-      root (the default). Seed 000 of this project writes ``p -= lr * m / sqrt(v + eps)``
-      without bias correction: that is ``bias_correction=False, eps_inside_sqrt=True``.
+      root (the default). The article on vanishing and exploding gradients (seed 000 of the
+      source articles) writes ``p -= lr * m / sqrt(v + eps)`` without bias correction: that
+      is ``bias_correction=False, eps_inside_sqrt=True``.
 
     Args:
       params, grads: parameters (updated) and gradients.
@@ -1257,11 +1260,12 @@ def lars(
 
 def add_penalty(grads: ArrayOrList, params: ArrayOrList, *, l1: float = 0.0, l2: float = 0.0) -> None:
     r"""Adds the gradient of the elastic-net penalty :math:`l_1 \|p\|_1 + \frac{l_2}{2}\|p\|_2^2`
-    to ``grads``, in place (seed 003's L1, L2 and elastic-net regularization)::
+    to ``grads``, in place (the L1, L2 and elastic-net regularization of seed 003 of the
+    source articles)::
 
         g = g + l1 * sign(p) + l2 * p          (sign(0) = 0)
 
-    Seed 003 writes the elastic net as ``lambda/2 * (||p||^2 + ||p||_1)``: that is
+    That article writes the elastic net as ``lambda/2 * (||p||^2 + ||p||_1)``: that is
     ``l2 = lambda, l1 = lambda / 2`` (its code's ``lambda * (p + sign(p))`` doubles the L1 part).
     """
     l1, l2 = _checks.real("l1", l1), _checks.real("l2", l2)
