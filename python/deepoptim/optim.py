@@ -1701,8 +1701,14 @@ class LBFGS:
     Args:
       params: a list or dict of float32/float64 arrays (one dtype; one group: L-BFGS
         treats all parameters as one vector), updated in place.
-      lr, max_iter, max_eval (default ``max_iter * 5 // 4``), tolerance_grad,
-        tolerance_change, history_size, line_search_fn: as torch.optim.LBFGS.
+      lr: the step size, as torch.optim.LBFGS's.
+      max_iter: iterations per :meth:`step`, as torch.optim.LBFGS's.
+      max_eval: closure evaluations per :meth:`step` (default ``max_iter * 5 // 4``), as
+        torch.optim.LBFGS's.
+      tolerance_grad: as torch.optim.LBFGS's.
+      tolerance_change: as torch.optim.LBFGS's.
+      history_size: as torch.optim.LBFGS's.
+      line_search_fn: None or ``"strong_wolfe"``, as torch.optim.LBFGS's.
 
     Example:
       >>> import numpy as np

@@ -77,18 +77,22 @@ def sgd(
     take no ``dampening`` or ``nesterov``, and need buffers even when ``momentum == 0``.
 
     Args:
-      params, grads: the parameters (updated) and their gradients.
+      params: the parameters (updated).
+      grads: their gradients.
       momentum_buffers: :math:`b` or :math:`v` (updated); may be None for the torch form
         with ``momentum == 0``.
-      lr: learning rate, >= 0. momentum: :math:`\mu`, >= 0 (<= 1 for ``"ema"``).
-      dampening: :math:`\tau` in [0, 1]. weight_decay: :math:`\lambda` >= 0 (coupled, L2).
+      lr: learning rate, >= 0.
+      momentum: :math:`\mu`, >= 0 (<= 1 for ``"ema"``).
+      dampening: :math:`\tau` in [0, 1].
+      weight_decay: :math:`\lambda` >= 0 (coupled, L2).
       nesterov: Nesterov momentum; needs momentum > 0 and dampening == 0.
       maximize: ascend instead of descend.
       first_step: torch form only: the buffers hold no history, so :math:`b = g` is written
         (torch's first step). Set it on the first call after creating the buffers.
       momentum_form: ``"torch"``, ``"classical"`` or ``"ema"``.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
@@ -177,12 +181,19 @@ def adagrad(
     ``initial_accumulator_value``, which is how torch initializes the state.
 
     Args:
-      params, grads: parameters (updated) and gradients. state_sums: :math:`s` (updated).
-      step: the number of this update, counting from 1. lr: >= 0. lr_decay: >= 0.
-      weight_decay: :math:`\lambda` >= 0. initial_accumulator_value: >= 0.
-      eps: > 0, added outside the square root. maximize: ascend instead of descend.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      params: parameters (updated).
+      grads: gradients.
+      state_sums: :math:`s` (updated).
+      step: the number of this update, counting from 1.
+      lr: >= 0.
+      lr_decay: >= 0.
+      weight_decay: :math:`\lambda` >= 0.
+      initial_accumulator_value: >= 0.
+      eps: > 0, added outside the square root.
+      maximize: ascend instead of descend.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     step = _checks.step(step)
@@ -243,13 +254,19 @@ def rmsprop(
     below zero is clamped to 0 instead of producing NaN.
 
     Args:
-      params, grads: parameters (updated) and gradients.
-      square_avgs: :math:`s` (updated). grad_avgs: :math:`a`, needed when ``centered``.
+      params: parameters (updated).
+      grads: gradients.
+      square_avgs: :math:`s` (updated).
+      grad_avgs: :math:`a`, needed when ``centered``.
       momentum_buffers: :math:`b`, needed when ``momentum > 0``.
-      lr: >= 0. alpha: smoothing constant in [0, 1]. eps: > 0, outside the square root.
-      weight_decay: :math:`\lambda` >= 0. momentum: :math:`\mu` >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      lr: >= 0.
+      alpha: smoothing constant in [0, 1].
+      eps: > 0, outside the square root.
+      weight_decay: :math:`\lambda` >= 0.
+      momentum: :math:`\mu` >= 0.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     lr, alpha, eps = _checks.real("lr", lr), _checks.real("alpha", alpha), _checks.real("eps", eps)
@@ -335,14 +352,19 @@ def adam(
       is ``bias_correction=False, eps_inside_sqrt=True``.
 
     Args:
-      params, grads: parameters (updated) and gradients.
-      exp_avgs, exp_avg_sqs: :math:`m` and :math:`v` (updated; zeros for a fresh start).
+      params: parameters (updated).
+      grads: gradients.
+      exp_avgs: :math:`m` (updated; zeros for a fresh start).
+      exp_avg_sqs: :math:`v` (updated; zeros for a fresh start).
       max_exp_avg_sqs: :math:`v_{max}` (updated), needed when ``amsgrad``.
       step: the number of this update, counting from 1 (the same for every tensor).
-      lr: >= 0. betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0.
+      lr: >= 0.
+      betas: :math:`(b_1, b_2)`, each in [0, 1).
+      eps: > 0.
       weight_decay: :math:`\lambda` >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
@@ -419,8 +441,9 @@ def adamw(
     ``weight_decay=1e-2``. See :func:`adam` for the update and the arguments.
 
     Args:
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     adam(
@@ -455,12 +478,18 @@ def adamax(
         p = p - ((lr / (1 - b1**step)) * m) / u
 
     Args:
-      params, grads: parameters (updated) and gradients.
-      exp_avgs, exp_infs: :math:`m` and :math:`u` (updated; zeros for a fresh start).
-      step: the number of this update, counting from 1. lr: >= 0.
-      betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      params: parameters (updated).
+      grads: gradients.
+      exp_avgs: :math:`m` (updated; zeros for a fresh start).
+      exp_infs: :math:`u` (updated; zeros for a fresh start).
+      step: the number of this update, counting from 1.
+      lr: >= 0.
+      betas: :math:`(b_1, b_2)`, each in [0, 1).
+      eps: > 0.
+      weight_decay: >= 0.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
@@ -529,8 +558,9 @@ def radam(
       array([0.9, 1.2])
 
     Args:
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
@@ -596,8 +626,9 @@ def lion(
       array([0.9, 1.1, 1. ])
 
     Args:
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     lr = _checks.real("lr", lr)
@@ -652,7 +683,8 @@ def schedule_free_adamw(
     :math:`x_{t+1} = (1 - c) x_t + c z_{t+1}` rewritten in :math:`y`.
 
     Args:
-      params, grads: :math:`y` (updated) and the gradients at :math:`y`.
+      params: :math:`y` (updated).
+      grads: the gradients at :math:`y`.
       zs: :math:`z` (updated; a copy of the parameters for a fresh start).
       exp_avg_sqs: :math:`v` (updated; zeros for a fresh start).
       step: the number of this update, counting from 1 (bias correction of :math:`v`).
@@ -660,9 +692,12 @@ def schedule_free_adamw(
       ckp1: the averaging weight :math:`c_{t+1} = w_t / \sum_{i \le t} w_i` in [0, 1],
         with :math:`w_t = t^r \, \max_{i \le t}(\gamma_i)^{p}` (``r``, ``weight_lr_power``
         :math:`p`; :class:`deepoptim.optim.ScheduleFreeAdamW` keeps the sums).
-      betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      betas: :math:`(b_1, b_2)`, each in [0, 1).
+      eps: > 0.
+      weight_decay: >= 0.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
@@ -731,8 +766,9 @@ def adadelta(
       array([0.996838])
 
     Args:
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     lr, rho = _checks.real("lr", lr), _checks.real("rho", rho)
@@ -781,10 +817,11 @@ def rprop(
         prev = g
 
     Args:
-      etas: (etaminus, etaplus), 0 < etaminus < 1 < etaplus. step_sizes: (min_step,
-        max_step), 0 <= min_step <= max_step.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      etas: (etaminus, etaplus), 0 < etaminus < 1 < etaplus.
+      step_sizes: (min_step, max_step), 0 <= min_step <= max_step.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     etaminus, etaplus = _pair("etas", etas, "etaminus", "etaplus")
@@ -846,16 +883,22 @@ def nadam(
         p = p + ((-lr * mu_t1 / (1 - mu_product * mu_t1)) * m) / denom
 
     Args:
-      params, grads: parameters (updated) and gradients.
-      exp_avgs, exp_avg_sqs: :math:`m` and :math:`v` (updated; zeros for a fresh start).
+      params: parameters (updated).
+      grads: gradients.
+      exp_avgs: :math:`m` (updated; zeros for a fresh start).
+      exp_avg_sqs: :math:`v` (updated; zeros for a fresh start).
       mu_products: per tensor, one array of one float32 or float64 element (torch's 0-d
         state): the product of the momentum caches of the earlier steps, 1 for a fresh
         start (updated).
-      step: the number of this update, counting from 1. lr: >= 0.
-      betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
+      step: the number of this update, counting from 1.
+      lr: >= 0.
+      betas: :math:`(b_1, b_2)`, each in [0, 1).
+      eps: > 0.
+      weight_decay: >= 0.
       momentum_decay: :math:`\psi`, >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
@@ -931,15 +974,22 @@ def asgd(
     its default dtype), then stored in their arrays' own dtype.
 
     Args:
-      params, grads: parameters (updated) and gradients.
+      params: parameters (updated).
+      grads: gradients.
       axs: the averaged parameters :math:`\bar{p}` (updated; zeros for a fresh start).
-      mus, etas: per tensor, one array of one float32 or float64 element (torch's 0-d
-        state; updated): the averaging weight (1 for a fresh start) and the step size
-        (lr for a fresh start).
-      step: the number of this update, counting from 1. lr, lambd, alpha, t0,
-        weight_decay: each a finite number >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      mus: per tensor, one array of one float32 or float64 element (torch's 0-d state;
+        updated): the averaging weight (1 for a fresh start).
+      etas: per tensor, one array of one float32 or float64 element (torch's 0-d state;
+        updated): the step size (lr for a fresh start).
+      step: the number of this update, counting from 1.
+      lr: a finite number >= 0.
+      lambd: a finite number >= 0.
+      alpha: a finite number >= 0.
+      t0: a finite number >= 0.
+      weight_decay: a finite number >= 0.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
