@@ -48,12 +48,14 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
 import ml_dtypes
 import numpy as np
 import numpy.typing as npt
-from torch.optim.optimizer import ParamsT
 
 from deepoptim import _core, clip
 from deepoptim import functional as F
 from deepoptim import optim as _np
 from deepoptim.reference._lowp import QBLOCK, Blockwise8
+
+if TYPE_CHECKING:  # torch's type of an optimizer's params (torch >= 2.2)
+    from torch.optim.optimizer import ParamsT
 
 _TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 _FLOATS = (torch.float32, torch.float64)
