@@ -20,6 +20,7 @@ void bind_dropout(py::module_& m);
 void bind_reduce(py::module_& m);
 void bind_cast(py::module_& m);
 void bind_muon(py::module_& m);
+void bind_adafactor(py::module_& m);
 }
 
 namespace deepoptim::bind {
@@ -121,6 +122,7 @@ PYBIND11_MODULE(_core, m) {
   deepoptim::bind::bind_reduce(m);
   deepoptim::bind::bind_cast(m);
   deepoptim::bind::bind_muon(m);
+  deepoptim::bind::bind_adafactor(m);
   deepoptim::bind::bind_raw(m);
   m.def("probe", &deepoptim::bind::probe,
         "Bandwidth probe for benchmarks: per element r = sum(read); update += r; store = r. "

@@ -16,6 +16,8 @@ import numpy.typing as npt
 
 _Array = npt.NDArray[np.floating[Any]]
 _Arrays = Union[_Array, Sequence[_Array]]
+# A state argument some tensors do without (Adafactor's factors of a vector): None, or None entries.
+_OptArrays = Union[None, _Array, Sequence[Optional[_Array]]]
 
 __version__: str
 
@@ -272,6 +274,20 @@ def muon(
     eps: float,
     ns_steps: int,
     adjust_lr_fn: Optional[str],
+) -> None: ...
+def adafactor(
+    params: _Arrays,
+    grads: _Arrays,
+    row_vars: _OptArrays,
+    col_vars: _OptArrays,
+    variances: _OptArrays,
+    step: int,
+    lr: float,
+    beta2_decay: float,
+    eps: tuple[Optional[float], float],
+    d: float,
+    weight_decay: float,
+    maximize: bool,
 ) -> None: ...
 def add_penalty(grads: _Arrays, params: _Arrays, l1: float, l2: float) -> None: ...
 def soft_threshold(params: _Arrays, threshold: float) -> None: ...

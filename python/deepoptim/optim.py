@@ -318,6 +318,11 @@ class Optimizer:
     def _init_state(self, group: Mapping[str, Any], name: str, param: Array) -> Array:
         return np.zeros_like(param)
 
+    def _state_shape(self, group: Mapping[str, Any], name: str, param: Array) -> Tuple[int, ...]:
+        """The shape of a state array (the parameter's, unless the optimizer keeps
+        something smaller, as Adafactor's factors)."""
+        return tuple(param.shape)
+
     # ------------------------------------------------------------ low precision
     @staticmethod
     def _state_dtype(group: Mapping[str, Any], param_dtype: np.dtype) -> np.dtype:
@@ -401,8 +406,9 @@ class Optimizer:
             elif isinstance(default, str):
                 if not isinstance(v, str):
                     raise TypeError(f"{where}: {k} must be a str, got {v!r}")
-            elif isinstance(default, tuple):
-                if not (isinstance(v, (tuple, list)) and len(v) == len(default) and all(_is_real(x) for x in v)):
+            elif isinstance(default, tuple):  # an entry whose default is None may also be None
+                if not (isinstance(v, (tuple, list)) and len(v) == len(default)
+                        and all(_is_real(x) or (x is None and d is None) for x, d in zip(v, default))):
                     raise TypeError(f"{where}: {k} must be a tuple of {len(default)} numbers, got {v!r}")
         l1 = h["l1"]
         if not (l1 >= 0 and math.isfinite(l1)):
@@ -775,13 +781,13 @@ class Optimizer:
                         if a.shape != () or a.dtype != np.float32:
                             raise ValueError(f"{where}: state {name} of {n} must be a 0-d float32 array, got "
                                              f"shape/dtype {a.shape}/{a.dtype}")
-                    elif a.shape != p.shape or a.dtype != (np.float32 if name == "master_param" or
-                                                           trial["state_dtype"] == "int8"
-                                                           else self._state_dtype(trial, p.dtype)):
+                    elif a.shape != self._state_shape(trial, name, p) or a.dtype != (
+                            np.float32 if name == "master_param" or trial["state_dtype"] == "int8"
+                            else self._state_dtype(trial, p.dtype)):
                         want = (np.float32 if name == "master_param" or trial["state_dtype"] == "int8"
                                 else self._state_dtype(trial, p.dtype))
                         raise ValueError(f"{where}: state {name} of {n} has shape/dtype {a.shape}/{a.dtype}, "
-                                         f"expected {p.shape}/{np.dtype(want)}")
+                                         f"expected {self._state_shape(trial, name, p)}/{np.dtype(want)}")
                     if name in self._nonnegative_state and a.size and np.min(a) < 0:
                         raise ValueError(f"{where}: state {name} of {n} has negative values, which no training produces")
                 arrays[name] = lst
@@ -1448,6 +1454,76 @@ class Muon(Optimizer):
                eps=hp["eps"], ns_steps=hp["ns_steps"], adjust_lr_fn=hp["adjust_lr_fn"])
 
 
+# -------------------------------------------------------------------- Adafactor
+class Adafactor(Optimizer):
+    r"""Adafactor (Shazeer & Stern, 2018, "Adafactor: Adaptive Learning Rates with
+    Sublinear Memory Cost"; kernel :func:`deepoptim.functional.adafactor`, whose docstring
+    has the math), as torch 2.13's ``torch.optim.Adafactor``: the same arguments, defaults
+    and trajectory. Adam-like steps whose second moment of a matrix is kept as its row and
+    column means only (state ``row_var`` of shape (..., R, 1) and ``col_var`` of shape
+    (..., 1, C) for a parameter of two or more dimensions, ``variance`` of the
+    parameter's shape for a vector), a relative step size
+    ``max(eps2, rms(p)) * min(lr, 1/sqrt(t))`` and the update's RMS clipped to ``d``.
+
+    A state a parameter does without (``variance`` of a matrix, the factors of a vector)
+    is an empty array of shape (0,) in :meth:`state_dict`. The decay is decoupled
+    (``p *= 1 - lr*weight_decay``, torch's). Float32 or float64 parameters and state (the
+    low-precision options are refused for now). The deepoptim options of
+    :class:`Optimizer` (``l1``, ``skip_nonfinite``, ``grad_norm_ratio``) are keyword-only.
+
+    Example:
+      >>> import numpy as np
+      >>> from deepoptim.optim import Adafactor
+      >>> w, b = np.ones((4, 3), np.float32), np.zeros(3, np.float32)
+      >>> opt = Adafactor({"w": w, "b": b})
+      >>> opt.step({"w": np.ones((4, 3), np.float32), "b": np.ones(3, np.float32)})
+      True
+      >>> opt.state_dict()["state"][0]["row_var"][0].shape
+      (4, 1)
+    """
+
+    torch_name, example = "Adafactor", dict(lr=1e-2)
+    _kernel_decouples = True  # Adafactor's decay is its own (p *= 1 - lr*weight_decay)
+    _nonnegative_state = ("row_var", "col_var", "variance")
+
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, beta2_decay: float = -0.8,
+                 eps: Tuple[Optional[float], float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0, *,
+                 maximize: bool = False, **common: Any) -> None:
+        common.setdefault("decoupled_weight_decay", True)
+        super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay,
+                                      eps=tuple(eps) if isinstance(eps, (tuple, list)) else eps, d=d,
+                                      weight_decay=weight_decay, maximize=maximize), **common)
+
+    def _state_names(self, g):
+        return ["row_var", "col_var", "variance"]
+
+    def _state_shape(self, g, name, p):
+        shape = tuple(p.shape)
+        if len(shape) >= 2:
+            return {"row_var": shape[:-1] + (1,), "col_var": shape[:-2] + (1, shape[-1])}.get(name, (0,))
+        return shape if name == "variance" else (0,)
+
+    def _init_state(self, g, name, p):
+        return np.zeros(self._state_shape(g, name, p), p.dtype)
+
+    def _check_lowp(self, g, where):
+        super()._check_lowp(g, where)
+        if g["params"][0].dtype in _16BIT or g["state_dtype"] in ("bfloat16", "int8"):
+            raise ValueError(f"{where}: Adafactor takes float32/float64 parameters and state_dtype None or "
+                             f"'float32' for now, got {g['params'][0].dtype} parameters and "
+                             f"state_dtype={g['state_dtype']!r}")
+
+    def _kernel(self, hp, idx, params, grads, states, lr, step):
+        rv, cv, v = [], [], []
+        for p, a, b, c in zip(params, states["row_var"], states["col_var"], states["variance"]):
+            factored = p.ndim >= 2
+            rv.append(a if factored else None)
+            cv.append(b if factored else None)
+            v.append(None if factored else c)
+        F.adafactor(params, grads, rv, cv, v, step=step, lr=lr, beta2_decay=hp["beta2_decay"], eps=tuple(hp["eps"]),
+                    d=hp["d"], weight_decay=hp["weight_decay"], maximize=hp["maximize"])
+
+
 
 # -------------------------------------------------------------------------- L-BFGS
 def _cubic_interpolate(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float,
@@ -1831,4 +1907,4 @@ class LBFGS:
         self.state = copy.deepcopy(dict(sd["state"]))
 
 
-__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "Lion", "ScheduleFreeAdamW", "LAMB", "LARS", "Muon", "LBFGS", "NonFiniteGradients"]
+__all__ = ["Optimizer", "REGISTRY", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "Lion", "ScheduleFreeAdamW", "LAMB", "LARS", "Muon", "Adafactor", "LBFGS", "NonFiniteGradients"]

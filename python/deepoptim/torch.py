@@ -899,12 +899,172 @@ class Muon(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
 
 
+class Adafactor(torch.optim.Optimizer):
+    """torch.optim.Adafactor on deepoptim's Adafactor kernel
+    (:func:`deepoptim.functional.adafactor`, whose docstring has the math): torch 2.13's
+    arguments, defaults, state (``step`` as a float32 0-d tensor, ``row_var`` and
+    ``col_var`` for a parameter of two or more dimensions, ``variance`` for a vector) and
+    ``state_dict``, so a torch.optim.Adafactor state_dict loads here and the reverse. CPU
+    tensors, float32 or float64 (``foreach`` is accepted and ignored). A step is one
+    GIL-free kernel call per group, dtype and step count on the tensors' own memory, after
+    every group's hyperparameters, gradients and state were checked (a step that raises
+    has changed nothing)."""
+
+    def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8,
+                 eps: Tuple[Optional[float], float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0, *,
+                 foreach: Optional[bool] = None, maximize: bool = False) -> None:
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay, foreach=foreach,
+                        maximize=maximize)
+        self._dry_run(defaults, "Adafactor")
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def _hyper(group: Dict[str, Any]) -> Dict[str, Any]:
+        lr, eps = group["lr"], group["eps"]
+        return dict(lr=float(lr) if isinstance(lr, torch.Tensor) else lr, beta2_decay=group["beta2_decay"],
+                    eps=tuple(eps) if isinstance(eps, (tuple, list)) else eps, d=group["d"],
+                    weight_decay=group["weight_decay"], maximize=group["maximize"])
+
+    @classmethod
+    def _dry_run(cls, group: Dict[str, Any], where: str) -> None:
+        """The kernel's own checks of every hyperparameter, on an empty vector (nothing written)."""
+        e = np.empty(0, np.float32)
+        try:
+            foreach = group.get("foreach")
+            if foreach is not None and not isinstance(foreach, bool):
+                raise TypeError(f"foreach must be None or a bool, got {foreach!r}")
+            F.adafactor(e, e.copy(), None, None, e.copy(), step=1, **cls._hyper(group))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{where}: {err}") from None
+
+    @staticmethod
+    def _check_param(p: torch.Tensor, name: str) -> None:
+        _Adapter._check_param(p, name)
+        if _local(p).dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"parameter {name} has dtype {_local(p).dtype}; Adafactor takes float32 or float64")
+
+    @staticmethod
+    def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
+        shape = tuple(p.shape)
+        if len(shape) >= 2:
+            return {"row_var": shape[:-1] + (1,), "col_var": shape[:-2] + (1, shape[-1])}
+        return {"variance": shape}
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """torch's ``add_param_group``, after checking the parameters (CPU float32 or
+        float64 tensors, contiguous) and the group's hyperparameters."""
+        gi = len(self.param_groups)
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        tensors = [p for _, p in params] if params and isinstance(params[0], tuple) else params
+        for i, p in enumerate(tensors):
+            self._check_param(p, f"{gi}.{i}")
+        self._dry_run({k: param_group.get(k, v) for k, v in self.defaults.items()}, f"parameter group {gi}")
+        super().add_param_group(dict(param_group, params=params))
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """One update of every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plans: list = []
+        pending: Dict[torch.Tensor, Dict[str, torch.Tensor]] = {}
+        for gi, group in enumerate(self.param_groups):
+            hyper = self._hyper(group)
+            self._dry_run(group, f"parameter group {gi}")
+            calls: Dict[Tuple[torch.dtype, int], Tuple[list, list, list, list, list]] = {}
+            for i, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                name = f"{gi}.{i}"
+                self._check_param(p, name)
+                g = p.grad
+                if g.is_sparse:
+                    raise ValueError(f"parameter {name} has a sparse gradient; Adafactor takes dense gradients")
+                if g.device.type != "cpu" or g.dtype != p.dtype or g.shape != p.shape or not g.is_contiguous():
+                    raise ValueError(f"parameter {name} needs a contiguous CPU gradient of its dtype and shape")
+                shapes = self._state_shapes(p)
+                state = self.state.get(p, {})
+                if not state:
+                    state = {"step": torch.tensor(0.0, dtype=torch.float32),
+                             **{k: torch.zeros(s, dtype=p.dtype) for k, s in shapes.items()}}
+                    pending[p] = state
+                else:
+                    fixed = dict(state)
+                    for k, s in shapes.items():
+                        t = state.get(k)
+                        if not isinstance(t, torch.Tensor) or tuple(t.shape) != s:
+                            raise ValueError(f"parameter {name}: state {k} must be a tensor of shape {s} "
+                                             f"(from the parameter's shape {tuple(p.shape)})")
+                        if t.dtype != p.dtype or not t.is_contiguous() or t.device.type != "cpu":
+                            fixed[k] = t.to(device="cpu", dtype=p.dtype).contiguous()  # the state follows its parameter
+                    step_t = state.get("step")
+                    if not isinstance(step_t, torch.Tensor) or step_t.numel() != 1:
+                        raise ValueError(f"parameter {name}: state step must be a one-element tensor")
+                    if any(fixed[k] is not state[k] for k in shapes):
+                        pending[p] = fixed
+                    state = fixed
+                step = int(state["step"].item()) + 1
+                if not 1 <= step < 2**63:
+                    raise ValueError(f"parameter {name}: state step {step - 1} is out of range")
+                lists = calls.setdefault((p.dtype, step), ([], [], [], [], []))
+                lists[0].append(p)
+                lists[1].append(g)
+                lists[2].append(state.get("row_var"))
+                lists[3].append(state.get("col_var"))
+                lists[4].append(state.get("variance"))
+            for (_, step), (ps, gs, rvs, cvs, vs) in calls.items():
+                plans.append((hyper, step, ps, gs, rvs, cvs, vs))
+
+        def view(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+            return None if t is None else _view(t)
+
+        # Nothing below can fail: every check the kernel makes was made above.
+        for p, state in pending.items():
+            self.state[p].update(state)
+        for hyper, step, ps, gs, rvs, cvs, vs in plans:
+            F.adafactor([_view(p) for p in ps], [_view(g) for g in gs], [view(t) for t in rvs],
+                        [view(t) for t in cvs], [view(t) for t in vs], step=step, **hyper)
+            for p in ps:
+                self.state[p]["step"] += 1
+            torch.autograd.graph.increment_version(ps)
+        return loss
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` (a torch.optim.Adafactor state_dict loads too), after
+        checking every saved group's hyperparameters and state shapes."""
+        groups = state_dict.get("param_groups", [])
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer has {len(self.param_groups)}")
+        saved_state = state_dict.get("state", {})
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            where = f"state_dict parameter group {gi}"
+            self._dry_run({k: saved.get(k, v) for k, v in self.defaults.items()}, where)
+            if len(saved.get("params", [])) != len(group["params"]):
+                raise ValueError(f"{where} has {len(saved.get('params', []))} parameters, the optimizer's has "
+                                 f"{len(group['params'])}")
+            for pid, p in zip(saved["params"], group["params"]):
+                st = saved_state.get(pid, {})
+                if not st:
+                    continue
+                for k, s in self._state_shapes(p).items():
+                    t = st.get(k)
+                    if not isinstance(t, torch.Tensor) or tuple(t.shape) != s:
+                        raise ValueError(f"{where}: state {k} of parameter {pid} must be a tensor of shape {s}")
+        super().load_state_dict(state_dict)
+
+
 for _name, _cls in _np.REGISTRY.items():
     globals()[_name] = _make(_cls)
 
 __all__ = list(_np.REGISTRY)
 __all__.append("LBFGS")
 __all__.append("Muon")
+__all__.append("Adafactor")
 
 
 def __getattr__(name: str) -> "type[_Adapter]":

@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # the same signatures: type checkers see the twins
     from deepoptim.reference.reduce import *  # noqa: F401,F403
     from deepoptim.reference.cast import *  # noqa: F401,F403
     from deepoptim.reference.muon import *  # noqa: F401,F403
+    from deepoptim.reference.adafactor import *  # noqa: F401,F403
 else:
     from deepoptim.functional.dropout import *  # noqa: F401,F403
     from deepoptim.functional.norm import *  # noqa: F401,F403
@@ -20,11 +21,12 @@ else:
     from deepoptim.functional.reduce import *  # noqa: F401,F403
     from deepoptim.functional.cast import *  # noqa: F401,F403
     from deepoptim.functional.muon import *  # noqa: F401,F403
+    from deepoptim.functional.adafactor import *  # noqa: F401,F403
 
 
 def _exports() -> list[str]:
     # The families by module (the dropout function shadows its module's attribute).
-    return [name for family in ("optim", "reduce", "norm", "dropout", "cast", "muon")
+    return [name for family in ("optim", "reduce", "norm", "dropout", "cast", "muon", "adafactor")
             for name in _importlib.import_module(f"deepoptim.functional.{family}").__all__]
 
 

@@ -11,13 +11,14 @@ from deepoptim.reference.optim import *  # noqa: F401,F403
 from deepoptim.reference.reduce import *  # noqa: F401,F403
 from deepoptim.reference.cast import *  # noqa: F401,F403
 from deepoptim.reference.muon import *  # noqa: F401,F403
+from deepoptim.reference.adafactor import *  # noqa: F401,F403
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 
 def _exports() -> list[str]:
     return ["BatchNormCache", "batch_norm", "batch_norm_backward"] + [
-        name for family in ("optim", "reduce", "dropout", "cast", "muon")
+        name for family in ("optim", "reduce", "dropout", "cast", "muon", "adafactor")
         for name in _importlib.import_module(f"deepoptim.reference.{family}").__all__
     ]
 

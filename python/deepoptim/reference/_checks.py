@@ -269,7 +269,8 @@ def float_dtype(a: np.ndarray, name: str) -> np.dtype:
 
 def contiguous(a: np.ndarray, name: str) -> None:
     if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (no hidden copies are made)")
+        raise ValueError(f"{name} must be C-contiguous (no hidden copies are made); pass "
+                         "numpy.ascontiguousarray(...) or the array itself, not a view")
     # NumPy flags every empty array aligned; the kernels check the address itself.
     if not a.flags.aligned or a.ctypes.data % a.dtype.alignment:
         raise ValueError(f"{name} is not aligned to its itemsize")
