@@ -109,9 +109,10 @@ def test_every_optimizer_and_kernel_has_its_docs_entry():
     page = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "optimizers.md").read_text()
     for name in optim.REGISTRY:
         assert f"::: deepoptim.optim.{name}\n" in page, name
-    for name in ("LBFGS", "Muon"):  # not in the registry (not elementwise kernels)
+    for name in ("LBFGS", "Muon", "Adafactor"):  # not in the registry (not elementwise kernels)
         assert f"::: deepoptim.optim.{name}\n" in page, name
     assert "::: deepoptim.reference.muon.muon\n" in page
+    assert "::: deepoptim.reference.adafactor.adafactor\n" in page
     for name in ref.KERNELS:
         if name not in ("add_penalty", "soft_threshold", "decay"):
             assert f"::: deepoptim.reference.optim.{name}\n" in page, name

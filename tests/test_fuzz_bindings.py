@@ -933,7 +933,97 @@ def philox_case(d):
                 twin_checks=False)
 
 
+# -- Adafactor: its state is shaped from each parameter's (row and column factors of a
+# matrix, the variance of a vector; None for the others), so its rows are drawn here.
+ADAFACTOR_SLOTS = ("params", "grads", "row_vars", "col_vars", "variances")
+
+
+def _adafactor_shapes(shape):
+    if len(shape) >= 2:
+        return {"row_vars": shape[:-1] + (1,), "col_vars": shape[:-2] + (1, shape[-1]), "variances": None}
+    return {"row_vars": None, "col_vars": None, "variances": shape}
+
+
+@st.composite
+def adafactor_case(d):
+    heap, faults = Heap(), []
+    dtype = d(st.sampled_from(["float32", "float64"]), label="dtype")
+    hp = dict(step=d(step_valid(), label="step"), lr=d(st.sampled_from([0.0, 1e-3, 1e-2, 0.5]), label="lr"),
+              beta2_decay=d(st.sampled_from([-0.8, -0.5, 0.0, -3.0]), label="beta2_decay"),
+              eps=d(st.sampled_from([(None, 1e-3), (1e-30, 1e-3), [0.0, 0.0], (1e-3, 1.0), (np.float32(1e-8), 1e-3)]),
+                    label="eps"),
+              d=d(st.sampled_from([1.0, 2.0, 1e6]), label="d"), weight_decay=d(st.sampled_from([0.0, 0.1]), label="wd"),
+              maximize=d(flag(), label="maximize"))
+    list_form = d(st.booleans(), label="list_form")
+    ntensors = d(st.sampled_from([0, 1, 1, 2, 3]), label="ntensors") if list_form else 1
+    big = d(st.integers(0, 9), label="big") == 0
+    columns: Dict[str, list] = {s: [] for s in ADAFACTOR_SLOTS}
+    all_arrays: List[Arr] = []
+    for t in range(ntensors):
+        size = d(st.sampled_from(BIG_SIZES if big and t == 0 else SIZES), label="size")
+        shape = _shape(d, size)
+        if len(shape) == 2 and d(st.integers(0, 3), label="3d") == 0:
+            shape = (1,) + shape if shape[0] % 2 else (2, shape[0] // 2, shape[1])
+        gap = d(st.sampled_from([0, 0, 8, 64]), label="gap")
+        for s, sh in dict(params=shape, grads=shape, **_adafactor_shapes(shape)).items():
+            if sh is None:
+                columns[s].append(None)
+                continue
+            a = heap.alloc(dtype, sh, gap=gap, fill="nonneg" if s in ADAFACTOR_SLOTS[2:] else "normal")
+            all_arrays.append(a)
+            columns[s].append(a)
+    bad = dict(step=STEP_BAD, lr=REAL_BAD, beta2_decay=REAL_BAD + [0.5], d=REAL_BAD + [0.5], weight_decay=REAL_BAD,
+               maximize=FLAG_BAD, eps=PAIR_BAD + [(None, NAN), (NAN, 1e-3), (-1.0, 1e-3), (None, -1.0), (None, None),
+                                                  ("a", 1.0), (None,)])
+    pending = []
+    for _ in range(d(st.sampled_from([0, 0, 0, 1, 1, 2]), label="nfaults")):
+        where = d(st.sampled_from(["array", "array", "scalar", "structure"]), label="fault_where")
+        if where == "array" and ntensors:
+            s = d(st.sampled_from(ADAFACTOR_SLOTS), label="slot")
+            t = d(st.integers(0, ntensors - 1), label="tensor")
+            if columns[s][t] is None:  # a state this parameter does without, given anyway
+                p = columns["params"][t]
+                columns[s][t] = heap.alloc(dtype, p.shape if isinstance(p, Arr) else (3,))
+                faults.append(f"given:{s}")
+            else:
+                others = [a for a in all_arrays if a is not columns[s][t]]
+                columns[s][t] = _fault_array(d, heap, columns[s][t], others, faults)
+                if isinstance(columns[s][t], Arr):
+                    all_arrays.append(columns[s][t])
+        elif where == "scalar":
+            name = d(st.sampled_from(sorted(bad)), label="bad_scalar")
+            hp[name] = d(_one_of_bad(bad[name]), label=name)
+            faults.append(f"{name}={hp[name]!r}")
+        elif where == "structure" and list_form:
+            pending.append((d(st.sampled_from(ADAFACTOR_SLOTS), label="slot"),
+                            d(st.sampled_from(["drop", "extra", "none_for_list", "array_for_list", "none_item"]),
+                              label="kind")))
+    for s, kind in pending:  # list structure last, so that the array faults above index intact columns
+        faults.append(f"{kind}:{s}")
+        col = columns[s]
+        if not isinstance(col, list):
+            continue
+        if kind == "drop" and col:
+            col.pop()
+        elif kind == "extra":
+            col.append(None if s in ADAFACTOR_SLOTS[2:] else heap.alloc(dtype, (3,)))
+        elif kind == "none_for_list":
+            columns[s] = None
+        elif kind == "array_for_list":
+            columns[s] = heap.alloc(dtype, (3,))
+        elif kind == "none_item" and col:
+            col[-1] = None
+    args: Dict[str, Any] = {}
+    for s in ADAFACTOR_SLOTS:
+        col = columns[s]
+        args[s] = (Listed(col) if list_form else col[0]) if isinstance(col, list) else col
+    args.update(hp)
+    return Case("adafactor", heap, d(st.integers(0, 2**32 - 1), label="seed"), args, faults,
+                call_twin=lambda kw: R.adafactor(**kw))
+
+
 STRATEGIES: Dict[str, Callable[[], st.SearchStrategy]] = {name: (lambda s=spec: rows_case(s)) for name, spec in SPECS.items()}
+STRATEGIES["adafactor"] = adafactor_case
 STRATEGIES.update({
     "dropout": lambda: dropout_case(False),
     "dropout_backward": lambda: dropout_case(True),

@@ -91,8 +91,9 @@ def test_signature_is_torchs_plus_keyword_only_extras(name):
 
 
 def test_all_registered_optimizers_are_adapted():
-    # LBFGS: a closure-driven class of its own; Muon: 2-D matrices only, its own class too
-    assert set(dt.__all__) == set(npoptim.REGISTRY) | {"LBFGS", "Muon"}
+    # LBFGS: a closure-driven class of its own; Muon (2-D matrices only) and Adafactor
+    # (state shaped from each parameter's shape): classes of their own too
+    assert set(dt.__all__) == set(npoptim.REGISTRY) | {"LBFGS", "Muon", "Adafactor"}
 
 
 def test_foreach_fused_ignored_capturable_differentiable_refused():

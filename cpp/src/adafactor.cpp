@@ -11,10 +11,11 @@
 #include "deepoptim/dispatch.hpp"
 #include "deepoptim/parallel.hpp"
 
+#include <omp.h>
+
 namespace deepoptim::adafactor {
 namespace {
 
-using parallel::kBlock;
 using parallel::kLanes;
 
 // Columns per task of the column sums: 256 double accumulators (2 KiB) stay in L1 while
@@ -67,11 +68,11 @@ DEEPOPTIM_INLINE double lane_sum_impl(const T* __restrict x, std::int64_t n) {
 }
 
 // Columns [c0, c0 + len) of one matrix (R x C, g its first entry): each column's g^2
-// summed row after row, then col_var = lerp(col_var, sum/R, w).
+// summed row after row into acc (len doubles), then col_var = lerp(col_var, sum/R, w).
+// The rows are swept in memory order, each a contiguous run of len values.
 template <class T>
 DEEPOPTIM_INLINE void columns_impl(const T* __restrict g, T* __restrict cv, std::int64_t R, std::int64_t C,
-                                   std::int64_t c0, std::int64_t len, Lerp<T> l) {
-  double acc[kColChunk];
+                                   std::int64_t c0, std::int64_t len, Lerp<T> l, double* __restrict acc) {
   for (std::int64_t j = 0; j < len; ++j) acc[j] = 0.0;
   for (std::int64_t r = 0; r < R; ++r) {
     const T* __restrict row = g + r * C + c0;
@@ -123,15 +124,15 @@ DEEPOPTIM_INLINE void factored_u(const Factored<T>& a, std::int64_t b, std::int6
 // The vector case for [b, e): variance = lerp(variance, g*g, w), and u into out.
 template <class T>
 DEEPOPTIM_INLINE void vector_u(const T* __restrict g, T* __restrict v, std::int64_t b, std::int64_t e, Lerp<T> l,
-                               T e1sq, bool neg, bool update_variance, T* __restrict out) {
+                               T e1sq, bool neg, T* __restrict out) {
   const std::int64_t n = e - b;
   g += b;
   v += b;
 #pragma omp simd
   for (std::int64_t j = 0; j < n; ++j) {
     const T gj = neg ? -g[j] : g[j];
-    const T vj = update_variance ? lerp(v[j], gj * gj, l) : v[j];
-    if (update_variance) v[j] = vj;
+    const T vj = lerp(v[j], gj * gj, l);
+    v[j] = vj;
     out[j] = inv_sqrt_times(vj, e1sq, gj);
   }
 }
@@ -154,35 +155,32 @@ DEEPOPTIM_INLINE void apply(T* __restrict p, const T* __restrict u, std::int64_t
   DEEPOPTIM_CLONES double sumsq(const T* x, std::int64_t n) { return sumsq_impl(x, n); }                      \
   DEEPOPTIM_CLONES double lane_sum(const T* x, std::int64_t n) { return lane_sum_impl(x, n); }                \
   DEEPOPTIM_CLONES void columns(const T* g, T* cv, std::int64_t R, std::int64_t C, std::int64_t c0,           \
-                                std::int64_t len, Lerp<T> l) {                                                 \
-    columns_impl(g, cv, R, C, c0, len, l);                                                                     \
+                                std::int64_t len, Lerp<T> l, double* acc) {                                    \
+    columns_impl(g, cv, R, C, c0, len, l, acc);                                                                \
   }                                                                                                            \
-  DEEPOPTIM_CLONES double factored_block(const Factored<T>& a, T* p, std::int64_t b, std::int64_t e, T decay,  \
-                                         T scale, bool has_decay, bool update) {                               \
-    alignas(64) T u[kBlock];                                                                                   \
-    factored_u(a, b, e, u);                                                                                    \
-    if (update) {                                                                                              \
-      apply(p, u, b, e, decay, scale, has_decay);                                                              \
-      return 0.0;                                                                                              \
-    }                                                                                                          \
-    return sumsq_impl(u, e - b);                                                                               \
+  DEEPOPTIM_CLONES double factored_block(const Factored<T>& a, T* u, std::int64_t b, std::int64_t e) {        \
+    factored_u(a, b, e, u + b);                                                                                \
+    return sumsq_impl(u + b, e - b);                                                                           \
   }                                                                                                            \
-  DEEPOPTIM_CLONES double vector_block(const T* g, T* v, T* p, std::int64_t b, std::int64_t e, Lerp<T> l,      \
-                                       T e1sq, bool neg, T decay, T scale, bool has_decay, bool update) {      \
-    alignas(64) T u[kBlock];                                                                                   \
-    vector_u(g, v, b, e, l, e1sq, neg, !update, u);                                                            \
-    if (update) {                                                                                              \
-      apply(p, u, b, e, decay, scale, has_decay);                                                              \
-      return 0.0;                                                                                              \
-    }                                                                                                          \
-    return sumsq_impl(u, e - b);                                                                               \
+  DEEPOPTIM_CLONES double vector_block(const T* g, T* v, T* u, std::int64_t b, std::int64_t e, Lerp<T> l,      \
+                                       T e1sq, bool neg) {                                                     \
+    vector_u(g, v, b, e, l, e1sq, neg, u + b);                                                                 \
+    return sumsq_impl(u + b, e - b);                                                                           \
+  }                                                                                                            \
+  DEEPOPTIM_CLONES void update_block(T* p, const T* u, std::int64_t b, std::int64_t e, T decay, T scale,       \
+                                     bool has_decay) {                                                         \
+    apply(p, u + b, b, e, decay, scale, has_decay);                                                            \
   }
 DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_ADAFACTOR_CLONES)
 #undef DEEPOPTIM_ADAFACTOR_CLONES
 
-// Scratch kept per calling thread and only ever grown: a step allocates nothing once the
-// largest parameter has been seen. Tag tells the block partials from the divisors.
-enum class Use { Partials, Divisors };
+// Scratch kept per thread and only ever grown: a step allocates nothing once the largest
+// parameter has been seen. Use tells the block partials, the divisors, the update u (the
+// size of the largest parameter: computing u is the costly part, two divisions and a
+// square root per element, so it is kept between the pass that takes its norm and the
+// update instead of being computed twice; torch allocates a tensor of that size every
+// step) and the column sums of a task apart.
+enum class Use { Partials, Divisors, Update, Columns };
 template <class T, Use U>
 std::vector<T>& scratch() {
   thread_local std::vector<T> ws;
@@ -217,46 +215,47 @@ void adafactor_one(const Tensor<T>& t, const Hyper& h, double w, double rho) {
   const T decay = T(1.0 - h.lr * h.weight_decay);
   const bool has_decay = h.weight_decay != 0.0;
 
+  std::vector<T>& uws = scratch<T, Use::Update>();
+  if (uws.size() < std::size_t(size)) uws.resize(std::size_t(size));
+  T* const u = uws.data();
+  double uu = 0.0;
   if (t.variance != nullptr) {
-    const double uu = blocked(size, [&](std::int64_t b, std::int64_t e) {
-      return vector_block(t.grad, t.variance, t.param, b, e, l, e1sq, h.maximize, decay, T(0), has_decay, false);
+    uu = blocked(size, [&](std::int64_t b, std::int64_t e) {
+      return vector_block(t.grad, t.variance, u, b, e, l, e1sq, h.maximize);
     });
-    const double denom = std::max(1.0, std::sqrt(uu) / (root_n * h.d));
-    const T scale = T(-alpha / denom);
-    parallel::for_each_block(1, [&](std::int64_t) { return size; }, [&](std::int64_t, std::int64_t b, std::int64_t e) {
-      vector_block(t.grad, t.variance, t.param, b, e, l, e1sq, h.maximize, decay, scale, has_decay, true);
+  } else {
+    const std::int64_t B = t.batch, R = t.rows, C = t.cols;
+    // Row factors: one row of g per task.
+    const double cd = double(C);
+    parallel::for_each_index(B * R, size, [&](std::int64_t i) {
+      t.row_var[i] = lerp(t.row_var[i], T(sumsq(t.grad + i * C, C) / cd), l);
     });
-    return;
+    // Column factors: a range of columns of one matrix per task, one range per thread (any
+    // split gives the same sums: each column is added row after row whoever takes it).
+    const std::int64_t nth = std::max<std::int64_t>(1, omp_get_max_threads());
+    const std::int64_t width = std::min(C, std::max<std::int64_t>(kColChunk, ((C + nth - 1) / nth + 15) / 16 * 16));
+    const std::int64_t chunks = (C + width - 1) / width;
+    parallel::for_each_index(B * chunks, size, [&](std::int64_t k) {
+      const std::int64_t b = k / chunks, c0 = (k - b * chunks) * width;
+      std::vector<double>& acc = scratch<double, Use::Columns>();
+      if (acc.size() < std::size_t(width)) acc.resize(std::size_t(width));
+      columns(t.grad + b * R * C, t.col_var + b * C, R, C, c0, std::min(width, C - c0), l, acc.data());
+    });
+    // Each matrix's divisor max(mean(row_var), eps1).
+    std::vector<T>& den = scratch<T, Use::Divisors>();
+    den.resize(std::size_t(B));
+    const T e1t = T(e1);
+    for (std::int64_t b = 0; b < B; ++b) {
+      const T mean = T(lane_sum(t.row_var + b * R, R) / double(R));
+      den[std::size_t(b)] = mean < e1t ? e1t : mean;  // a NaN mean stays NaN
+    }
+    const Factored<T> a{t.grad, t.row_var, t.col_var, den.data(), R, C, e1sq, h.maximize};
+    uu = blocked(size, [&](std::int64_t b, std::int64_t e) { return factored_block(a, u, b, e); });
   }
-
-  const std::int64_t B = t.batch, R = t.rows, C = t.cols;
-  // Row factors: one row of g per task.
-  const double cd = double(C);
-  parallel::for_each_index(B * R, size, [&](std::int64_t i) {
-    t.row_var[i] = lerp(t.row_var[i], T(sumsq(t.grad + i * C, C) / cd), l);
-  });
-  // Column factors: a range of columns of one matrix per task.
-  const std::int64_t chunks = (C + kColChunk - 1) / kColChunk;
-  parallel::for_each_index(B * chunks, size, [&](std::int64_t k) {
-    const std::int64_t b = k / chunks, c0 = (k - b * chunks) * kColChunk;
-    columns(t.grad + b * R * C, t.col_var + b * C, R, C, c0, std::min(kColChunk, C - c0), l);
-  });
-  // Each matrix's divisor max(mean(row_var), eps1).
-  std::vector<T>& den = scratch<T, Use::Divisors>();
-  den.resize(std::size_t(B));
-  const T e1t = T(e1);
-  for (std::int64_t b = 0; b < B; ++b) {
-    const T mean = T(lane_sum(t.row_var + b * R, R) / double(R));
-    den[std::size_t(b)] = mean < e1t ? e1t : mean;  // a NaN mean stays NaN
-  }
-  const Factored<T> a{t.grad, t.row_var, t.col_var, den.data(), R, C, e1sq, h.maximize};
-  const double uu = blocked(size, [&](std::int64_t b, std::int64_t e) {
-    return factored_block(a, t.param, b, e, decay, T(0), has_decay, false);
-  });
   const double denom = std::max(1.0, std::sqrt(uu) / (root_n * h.d));
   const T scale = T(-alpha / denom);
   parallel::for_each_block(1, [&](std::int64_t) { return size; }, [&](std::int64_t, std::int64_t b, std::int64_t e) {
-    factored_block(a, t.param, b, e, decay, scale, has_decay, true);
+    update_block(t.param, u, b, e, decay, scale, has_decay);
   });
 }
 

@@ -334,6 +334,50 @@ def _muon_case(label: str, shapes: List[Tuple[int, int]]) -> Case:
     return Case(label, "muon", sum(int(np.prod(s)) for s in shapes), 20, setup)
 
 
+# ------------------------------------------------------------------------- Adafactor
+def _adafactor_case(label: str, shapes: List[Tuple[int, ...]]) -> Case:
+    """Adafactor on float32 parameters against torch.optim.Adafactor (its default, a loop
+    over the tensors on the CPU, and ``foreach=True``). The 12 B/elem and the probe are the
+    floor any implementation moves (read g, update p); the kernel reads p once more for
+    its norm and g three times more (row sums, column sums, the update's norm), 28 B/elem
+    for a matrix, so "of probe" is at most 12/28 = 43% by construction. Checked against
+    the twin to the bit first."""
+
+    def setup() -> Dict[str, Callable[[], object]]:
+        rng = np.random.default_rng(0)
+        ps = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        gs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+        def state(p: np.ndarray) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
+            if p.ndim >= 2:
+                return (np.zeros(p.shape[:-1] + (1,), p.dtype), np.zeros(p.shape[:-2] + (1, p.shape[-1]), p.dtype),
+                        None)
+            return None, None, np.zeros_like(p)
+
+        rv, cv, v = (list(x) for x in zip(*[state(p) for p in ps]))
+        ref = [p.copy() for p in ps]
+        rrv, rcv, rv_ = (list(x) for x in zip(*[state(p) for p in ps]))
+        F.adafactor(ps, gs, rv, cv, v, step=1)
+        R.adafactor(ref, gs, rrv, rcv, rv_, step=1)
+        for k, (p, q) in enumerate(zip(ps, ref)):
+            _check(p, q, f"{label}: parameter {k}")
+        impls: Dict[str, Callable[[], object]] = {
+            "deepoptim": lambda: F.adafactor(ps, gs, rv, cv, v, step=2),
+            "probe": lambda: _core.probe([gs], [ps], []),
+        }
+        if sum(int(np.prod(s)) for s in shapes) <= _NUMPY_MAX:
+            impls["numpy"] = lambda: R.adafactor(ref, gs, rrv, rcv, rv_, step=2)
+        if torch is not None:
+            for name, foreach in (("torch", None), ("torch foreach", True)):
+                tps = [torch.from_numpy(p.copy()) for p in ps]
+                for t, g in zip(tps, gs):
+                    t.grad = torch.from_numpy(g)
+                impls[name] = torch.optim.Adafactor(tps, foreach=foreach).step
+        return impls
+
+    return Case(label, "adafactor", sum(int(np.prod(s)) for s in shapes), 12, setup)
+
+
 def gpt2_small_block_matrices() -> List[Tuple[int, int]]:
     """The 2-D matrices of one GPT-2 small block (what Muon optimizes; the model has 12 such
     blocks, 85M of its 124M parameters; its embeddings go to AdamW)."""
@@ -618,6 +662,7 @@ def suite(quick: bool = False) -> List[Case]:
             _bn_case((8, 16, 8, 8), 1, "NCHW(8,16,8,8)"),
             _dropout_case(100_000),
             _muon_case("muon/(256,384)+(384,256)", [(256, 384), (384, 256)]),
+            _adafactor_case("adafactor/(256,384)+(384,)", [(256, 384), (384,)]),
         ]
     cases = [_optim_case("adam", 1, n, True) for n in (1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)]
     cases.append(_optim_case("adam", 1000, 10_000, True))
@@ -627,6 +672,7 @@ def suite(quick: bool = False) -> List[Case]:
     cases.append(_overhead_case())
     cases += [_lowp_case(mode, n) for mode in _LOWP_MODES for n in (10_000_000, 100_000_000)]
     cases.append(_muon_case("muon/gpt2-small-block", gpt2_small_block_matrices()))
+    cases += [_adafactor_case("adafactor/10M", [(2500, 4000)]), _adafactor_case("adafactor/gpt2-small", gpt2_small_shapes())]
     if torch is not None:
         cases += [_torch_overhead_case(), _torch_model_case("torch-adamw/resnet50", resnet50_shapes()),
                   _torch_model_case("torch-adamw/gpt2-small", gpt2_small_shapes())]

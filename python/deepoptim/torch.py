@@ -777,7 +777,79 @@ class LBFGS(torch.optim.Optimizer):
         _Adapter._check_param(p, str(i))
 
 
-class Muon(torch.optim.Optimizer):
+class _ShapedAdapter(torch.optim.Optimizer):
+    """The base of the adapters whose kernels need each parameter's shape (Muon,
+    Adafactor): torch's ``add_param_group`` and ``load_state_dict`` after the checks a
+    subclass defines: ``_check_param`` (one parameter), ``_dry_run`` (a group's
+    hyperparameters, by the kernel itself on empty arrays) and ``_state_shapes`` (the
+    shape of each state tensor a parameter keeps)."""
+
+    @staticmethod
+    def _check_param(p: torch.Tensor, name: str) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def _dry_run(cls, group: Dict[str, Any], where: str) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
+        raise NotImplementedError
+
+    def _with_grads(self, gi: int, group: Dict[str, Any]) -> List[Tuple[str, torch.Tensor, torch.Tensor]]:
+        """(name, parameter, gradient) for each parameter of group ``gi`` that has a
+        gradient, each checked (a dense contiguous CPU gradient of its dtype and shape)."""
+        out = []
+        for i, p in enumerate(group["params"]):
+            if p.grad is None:
+                continue
+            name = f"{gi}.{i}"
+            self._check_param(p, name)
+            g = p.grad
+            if g.is_sparse:
+                raise ValueError(f"parameter {name} has a sparse gradient; {type(self).__name__} takes dense gradients")
+            if g.device.type != "cpu" or g.dtype != p.dtype or g.shape != p.shape or not g.is_contiguous():
+                raise ValueError(f"parameter {name} needs a contiguous CPU gradient of its dtype and shape")
+            out.append((name, p, g))
+        return out
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """torch's ``add_param_group``, after checking the parameters and the group's
+        hyperparameters."""
+        gi = len(self.param_groups)
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        tensors = [p for _, p in params] if params and isinstance(params[0], tuple) else params
+        for i, p in enumerate(tensors):
+            self._check_param(p, f"{gi}.{i}")
+        self._dry_run({k: param_group.get(k, v) for k, v in self.defaults.items()}, f"parameter group {gi}")
+        super().add_param_group(dict(param_group, params=params))
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` (a state_dict of the torch.optim class of the same
+        name loads too), after checking every saved group's hyperparameters and the shape
+        of every saved state tensor."""
+        groups = state_dict.get("param_groups", [])
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer has {len(self.param_groups)}")
+        saved_state = state_dict.get("state", {})
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            where = f"state_dict parameter group {gi}"
+            self._dry_run({k: saved.get(k, v) for k, v in self.defaults.items()}, where)
+            if len(saved.get("params", [])) != len(group["params"]):
+                raise ValueError(f"{where} has {len(saved.get('params', []))} parameters, the optimizer's has "
+                                 f"{len(group['params'])}")
+            for pid, p in zip(saved["params"], group["params"]):
+                st = saved_state.get(pid, {})
+                for k, shape in self._state_shapes(p).items():
+                    t = st.get(k)
+                    if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != shape):
+                        raise ValueError(f"{where}: state {k} of parameter {pid} must be a tensor of shape {shape} "
+                                         f"(from the parameter's shape {tuple(p.shape)})")
+        super().load_state_dict(state_dict)
+
+
+class Muon(_ShapedAdapter):
     """torch.optim.Muon on deepoptim's Muon kernel (:func:`deepoptim.functional.muon`, whose
     docstring has the math): torch 2.13's arguments, defaults, state (``momentum_buffer``
     only, no ``step``, as torch keeps it) and ``state_dict``, so a torch.optim.Muon
@@ -821,17 +893,9 @@ class Muon(torch.optim.Optimizer):
             raise ValueError(f"Muon only supports 2D parameters whereas parameter {name} has size {tuple(p.shape)}; "
                              "optimize biases, norms and embeddings with another optimizer such as AdamW")
 
-    def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        """torch's ``add_param_group``, after checking the parameters (2-D CPU float32 or
-        float64 tensors, contiguous) and the group's hyperparameters."""
-        gi = len(self.param_groups)
-        params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
-        tensors = [p for _, p in params] if params and isinstance(params[0], tuple) else params
-        for i, p in enumerate(tensors):
-            self._check_param(p, f"{gi}.{i}")
-        self._dry_run({k: param_group.get(k, v) for k, v in self.defaults.items()}, f"parameter group {gi}")
-        super().add_param_group(dict(param_group, params=params))
+    @staticmethod
+    def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
+        return {"momentum_buffer": tuple(p.shape)}
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
@@ -845,16 +909,7 @@ class Muon(torch.optim.Optimizer):
             hyper = self._hyper(group)
             self._dry_run(group, f"parameter group {gi}")
             by_dtype: Dict[torch.dtype, Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]] = {}
-            for i, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                name = f"{gi}.{i}"
-                self._check_param(p, name)
-                g = p.grad
-                if g.is_sparse:
-                    raise ValueError(f"parameter {name} has a sparse gradient; Muon takes dense gradients")
-                if g.device.type != "cpu" or g.dtype != p.dtype or g.shape != p.shape or not g.is_contiguous():
-                    raise ValueError(f"parameter {name} needs a contiguous CPU gradient of its dtype and shape")
+            for name, p, g in self._with_grads(gi, group):
                 buf = self.state[p].get("momentum_buffer") if p in self.state else None
                 if buf is None:
                     buf = torch.zeros_like(p, memory_format=torch.contiguous_format)
@@ -878,28 +933,8 @@ class Muon(torch.optim.Optimizer):
             torch.autograd.graph.increment_version(owners)
         return loss
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """torch's ``load_state_dict`` (a torch.optim.Muon state_dict loads too), after
-        checking every saved group's hyperparameters and momentum buffers."""
-        groups = state_dict.get("param_groups", [])
-        if len(groups) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer has {len(self.param_groups)}")
-        saved_state = state_dict.get("state", {})
-        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
-            where = f"state_dict parameter group {gi}"
-            self._dry_run({k: saved.get(k, v) for k, v in self.defaults.items()}, where)
-            if len(saved.get("params", [])) != len(group["params"]):
-                raise ValueError(f"{where} has {len(saved.get('params', []))} parameters, the optimizer's has "
-                                 f"{len(group['params'])}")
-            for pid, p in zip(saved["params"], group["params"]):
-                buf = saved_state.get(pid, {}).get("momentum_buffer")
-                if buf is not None and (not isinstance(buf, torch.Tensor) or tuple(buf.shape) != tuple(p.shape)):
-                    raise ValueError(f"{where}: momentum_buffer of parameter {pid} must be a tensor of the "
-                                     f"parameter's shape {tuple(p.shape)}")
-        super().load_state_dict(state_dict)
 
-
-class Adafactor(torch.optim.Optimizer):
+class Adafactor(_ShapedAdapter):
     """torch.optim.Adafactor on deepoptim's Adafactor kernel
     (:func:`deepoptim.functional.adafactor`, whose docstring has the math): torch 2.13's
     arguments, defaults, state (``step`` as a float32 0-d tensor, ``row_var`` and
@@ -952,18 +987,6 @@ class Adafactor(torch.optim.Optimizer):
             return {"row_var": shape[:-1] + (1,), "col_var": shape[:-2] + (1, shape[-1])}
         return {"variance": shape}
 
-    def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        """torch's ``add_param_group``, after checking the parameters (CPU float32 or
-        float64 tensors, contiguous) and the group's hyperparameters."""
-        gi = len(self.param_groups)
-        params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
-        tensors = [p for _, p in params] if params and isinstance(params[0], tuple) else params
-        for i, p in enumerate(tensors):
-            self._check_param(p, f"{gi}.{i}")
-        self._dry_run({k: param_group.get(k, v) for k, v in self.defaults.items()}, f"parameter group {gi}")
-        super().add_param_group(dict(param_group, params=params))
-
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """One update of every parameter that has a gradient; returns the closure's loss."""
@@ -977,16 +1000,7 @@ class Adafactor(torch.optim.Optimizer):
             hyper = self._hyper(group)
             self._dry_run(group, f"parameter group {gi}")
             calls: Dict[Tuple[torch.dtype, int], Tuple[list, list, list, list, list]] = {}
-            for i, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                name = f"{gi}.{i}"
-                self._check_param(p, name)
-                g = p.grad
-                if g.is_sparse:
-                    raise ValueError(f"parameter {name} has a sparse gradient; Adafactor takes dense gradients")
-                if g.device.type != "cpu" or g.dtype != p.dtype or g.shape != p.shape or not g.is_contiguous():
-                    raise ValueError(f"parameter {name} needs a contiguous CPU gradient of its dtype and shape")
+            for name, p, g in self._with_grads(gi, group):
                 shapes = self._state_shapes(p)
                 state = self.state.get(p, {})
                 if not state:
@@ -1033,29 +1047,6 @@ class Adafactor(torch.optim.Optimizer):
                 self.state[p]["step"] += 1
             torch.autograd.graph.increment_version(ps)
         return loss
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """torch's ``load_state_dict`` (a torch.optim.Adafactor state_dict loads too), after
-        checking every saved group's hyperparameters and state shapes."""
-        groups = state_dict.get("param_groups", [])
-        if len(groups) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer has {len(self.param_groups)}")
-        saved_state = state_dict.get("state", {})
-        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
-            where = f"state_dict parameter group {gi}"
-            self._dry_run({k: saved.get(k, v) for k, v in self.defaults.items()}, where)
-            if len(saved.get("params", [])) != len(group["params"]):
-                raise ValueError(f"{where} has {len(saved.get('params', []))} parameters, the optimizer's has "
-                                 f"{len(group['params'])}")
-            for pid, p in zip(saved["params"], group["params"]):
-                st = saved_state.get(pid, {})
-                if not st:
-                    continue
-                for k, s in self._state_shapes(p).items():
-                    t = st.get(k)
-                    if not isinstance(t, torch.Tensor) or tuple(t.shape) != s:
-                        raise ValueError(f"{where}: state {k} of parameter {pid} must be a tensor of shape {s}")
-        super().load_state_dict(state_dict)
 
 
 for _name, _cls in _np.REGISTRY.items():

@@ -20,9 +20,12 @@
 // Threads take whole rows, whole column ranges or whole blocks, so the bits never depend
 // on the thread count.
 //
-// Passes over a matrix: |p|^2 (reads p); row sums (g); column sums (g); |u|^2 (g); the
-// update (p, g; u recomputed, cheaper than storing it). A vector: |p|^2; variance and
-// |u|^2 together (g, variance); the update.
+// Passes over a matrix: |p|^2 (reads p); row sums (g); column sums (g, rows in memory
+// order, a range of columns per thread); u and |u|^2 (reads g, writes u to a scratch
+// array: two divisions and a square root per element are the costly part, done once);
+// the update (u, p). A vector: |p|^2; variance, u and |u|^2 together; the update. The
+// scratch array (the size of the largest parameter, kept per calling thread) is the
+// memory cost; torch allocates its var_estimate of that size every step.
 #pragma once
 
 #include <cstdint>

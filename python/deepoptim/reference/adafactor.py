@@ -94,7 +94,8 @@ def _check_tensors(params: Any, grads: Any, row_vars: Any, col_vars: Any, varian
                             else f"{name} must be an array or None like params, not a list")
         if list_form and len(x) != n:
             raise ValueError(f"{name} has {len(x)} entries but params has {n}")
-    rows, spans = [], []
+    rows: List[Tuple[Any, ...]] = []
+    spans: List[Tuple[int, int, bool, str]] = []
     for t in range(n):
         pn = _name("params", t, list_form)
         p = _checks.array(_entry(params, t, list_form), pn)
