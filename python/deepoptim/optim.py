@@ -1494,27 +1494,30 @@ class Adafactor(Optimizer):
                                       eps=tuple(eps) if isinstance(eps, (tuple, list)) else eps, d=d,
                                       weight_decay=weight_decay, maximize=maximize), **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["row_var", "col_var", "variance"]
 
-    def _state_shape(self, g, name, p):
+    def _state_shape(self, g: Mapping[str, Any], name: str, p: Array) -> Tuple[int, ...]:
         shape = tuple(p.shape)
         if len(shape) >= 2:
             return {"row_var": shape[:-1] + (1,), "col_var": shape[:-2] + (1, shape[-1])}.get(name, (0,))
         return shape if name == "variance" else (0,)
 
-    def _init_state(self, g, name, p):
+    def _init_state(self, g: Mapping[str, Any], name: str, p: Array) -> Array:
         return np.zeros(self._state_shape(g, name, p), p.dtype)
 
-    def _check_lowp(self, g, where):
+    def _check_lowp(self, g: Mapping[str, Any], where: str) -> None:
         super()._check_lowp(g, where)
         if g["params"][0].dtype in _16BIT or g["state_dtype"] in ("bfloat16", "int8"):
             raise ValueError(f"{where}: Adafactor takes float32/float64 parameters and state_dtype None or "
                              f"'float32' for now, got {g['params'][0].dtype} parameters and "
                              f"state_dtype={g['state_dtype']!r}")
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
-        rv, cv, v = [], [], []
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
+        rv: List[Optional[Array]] = []
+        cv: List[Optional[Array]] = []
+        v: List[Optional[Array]] = []
         for p, a, b, c in zip(params, states["row_var"], states["col_var"], states["variance"]):
             factored = p.ndim >= 2
             rv.append(a if factored else None)

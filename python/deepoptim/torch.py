@@ -945,7 +945,7 @@ class Adafactor(_ShapedAdapter):
     every group's hyperparameters, gradients and state were checked (a step that raises
     has changed nothing)."""
 
-    def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8,
+    def __init__(self, params: ParamsT, lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: Tuple[Optional[float], float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0, *,
                  foreach: Optional[bool] = None, maximize: bool = False) -> None:
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
@@ -994,12 +994,14 @@ class Adafactor(_ShapedAdapter):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plans: list = []
+        plans: List[Tuple[Dict[str, Any], int, List[torch.Tensor], List[torch.Tensor], List[Optional[torch.Tensor]],
+                          List[Optional[torch.Tensor]], List[Optional[torch.Tensor]]]] = []
         pending: Dict[torch.Tensor, Dict[str, torch.Tensor]] = {}
         for gi, group in enumerate(self.param_groups):
             hyper = self._hyper(group)
             self._dry_run(group, f"parameter group {gi}")
-            calls: Dict[Tuple[torch.dtype, int], Tuple[list, list, list, list, list]] = {}
+            calls: Dict[Tuple[torch.dtype, int], Tuple[List[torch.Tensor], List[torch.Tensor], List[Optional[torch.Tensor]],
+                                                      List[Optional[torch.Tensor]], List[Optional[torch.Tensor]]]] = {}
             for name, p, g in self._with_grads(gi, group):
                 shapes = self._state_shapes(p)
                 state = self.state.get(p, {})
