@@ -43,7 +43,7 @@ OUT = ROOT / "build" / "variants"
 PARITY_TESTS = [
     "tests/test_optim_equivalence.py", "tests/test_reduce.py", "tests/test_norm.py",
     "tests/test_dropout.py", "tests/test_layers.py", "tests/test_optim_list_and_threads.py",
-    "tests/test_lowp_optim.py", "tests/test_lowp_int8.py",
+    "tests/test_lowp_optim.py", "tests/test_lowp_int8.py", "tests/test_optim_adafactor.py",
 ]
 SANITIZE_TESTS = PARITY_TESTS + [
     "tests/test_optim_errors.py", "tests/test_optim_atomic.py", "tests/test_optim_api.py",
@@ -196,6 +196,13 @@ for dtype in (np.float32, np.float64):
             opt.step([rng.standard_normal(p.shape).astype(dtype) for p in params])
         eat(f"{name}/{d}", *params)
         walk(f"{name}/{d}", opt.state_dict())
+    rng = np.random.default_rng(17)  # Adafactor: row, column and blocked sums, matrices and vectors
+    params = [rng.standard_normal(s).astype(dtype) for s in ((7,), (33, 5), (3, 40, 70), (300, 350), (70001,))]
+    opt = optim.Adafactor(params, weight_decay=0.1)
+    for _ in range(3):
+        opt.step([rng.standard_normal(p.shape).astype(dtype) for p in params])
+    eat(f"Adafactor/{d}", *params)
+    walk(f"Adafactor/{d}", opt.state_dict())
     rng = np.random.default_rng(11)
     g = [rng.standard_normal(n).astype(dtype) for n in (5, 4097, 70001)]
     eat(f"norms/{d}", np.array([F.norms(g, t) for t in (1.0, 2.0, float("inf"))]))

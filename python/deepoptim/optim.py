@@ -183,6 +183,10 @@ class Optimizer:
     """
 
     _kernel_decouples = False
+    #: True where the kernel takes float32/float64 arrays only (Muon, Adafactor): a group of
+    #: bfloat16/float16 parameters is stepped on float32 working copies (or the master
+    #: weights) with float32 state, then rounded back (:meth:`_widened_step`).
+    _widened = False
     _nonnegative_state: Tuple[str, ...] = ()
     #: names of per-parameter state that is one number, kept as a 0-d float32 array (torch
     #: keeps it as a 0-d tensor of its default dtype): NAdam's mu_product, ASGD's eta and mu.
@@ -371,6 +375,29 @@ class Optimizer:
             return {"stochastic_rounding": (key, g["step"] + 1)}
         return {}
 
+    def _widened_step(self, g: Mapping[str, Any], gi: int, hp: Dict[str, Any], idx: List[int], params: List[Array],
+                      grads: List[Array], states: Dict[str, List[Array]], lr: float, step: int) -> Any:
+        """A step of a ``_widened`` optimizer on 16-bit parameters: "widen, run the float32
+        step, round", the definition the elementwise kernels compute in one pass
+        (:mod:`deepoptim.reference._lowp`), here with float32 copies::
+
+            p32 = master (master_weights) or float32(p);  g32 = float32(g)
+            <the float32 kernel on p32, g32 and the float32 state>
+            p = round_nearest_even(p32), or round_stochastic(p32) (stochastic_rounding)
+
+        The stochastic draws are keyed by (seed, group, first parameter, step), element j
+        of the call using draw j (:func:`deepoptim.functional.cast_stochastic`)."""
+        master = self._uses_master(g)
+        work = list(states["master_param"]) if master else [p.astype(np.float32) for p in params]
+        kernel_states = {k: v for k, v in states.items() if k != "master_param"}
+        result = self._kernel(hp, idx, work, [a.astype(np.float32) for a in grads], kernel_states, lr, step)
+        if g["stochastic_rounding"] and not master:
+            key = self._lowp_args(g, gi, idx, states)["stochastic_rounding"]
+            F.cast_stochastic(work, params, seed=(key[0] + 0xD1B54A32D192ED03 * key[1]) % 2**64)
+        else:
+            F.cast(work, params)
+        return result
+
     def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
                 states: Dict[str, List[Array]], lr: float, step: int) -> Any:
         """One kernel call updating ``params`` (the parameters ``idx`` of a group) in place."""
@@ -432,7 +459,7 @@ class Optimizer:
         if not (math.isfinite(lr) and lr >= 0):
             raise ValueError(f"{where}: learning rate must be finite and >= 0, got {lr!r}")
         pdt = g["params"][0].dtype
-        empty = np.empty(0, pdt)
+        empty = np.empty(0, np.float32 if self._widened and pdt in _16BIT else pdt)
         self._check_lowp(g, where)
         names = self._all_state_names(g)
         if "_state" in g and set(g["_state"]) != set(names):
@@ -479,6 +506,9 @@ class Optimizer:
             raise ValueError(f"{where}: seed must be an int in [0, 2**64), got {g['seed']!r}")
         if not (_is_int(g["int8_min_size"]) and g["int8_min_size"] >= 0):
             raise ValueError(f"{where}: int8_min_size must be an int >= 0, got {g['int8_min_size']!r}")
+        if self._widened and sd in ("bfloat16", "int8"):
+            raise ValueError(f"{where}: {type(self).__name__} keeps float32 state (state_dtype None or 'float32'), "
+                             f"got state_dtype={sd!r}; its parameters may be bfloat16 or float16")
         if pdt in _16BIT:
             wd = g.get("weight_decay", 0.0)
             if g["decoupled_weight_decay"] and wd and not self._kernel_decouples:
@@ -631,8 +661,12 @@ class Optimizer:
             if g["l1"] and g["l1_mode"] == "subgradient":
                 gs = self._penalized(g, idx, gs)
             states = {name: [arrs[i] for i in idx] for name, arrs in g["_state"].items()}
-            hp["_lowp"] = self._lowp_args(g, gi, idx, states)
-            self._after_kernel(g, idx, self._kernel(hp, idx, params, gs, states, lr, t))
+            if self._widened and params[0].dtype in _16BIT:
+                result = self._widened_step(g, gi, hp, idx, params, gs, states, lr, t)
+            else:
+                hp["_lowp"] = self._lowp_args(g, gi, idx, states)
+                result = self._kernel(hp, idx, params, gs, states, lr, t)
+            self._after_kernel(g, idx, result)
             if g["l1"] and g["l1_mode"] == "proximal":
                 F.soft_threshold(params, threshold=lr * g["l1"])
             for i in idx:
@@ -1409,7 +1443,9 @@ class Muon(Optimizer):
     is refused with a ValueError naming it; optimize biases, norms and embeddings with
     another optimizer (``AdamW``), as torch's documentation advises. The deepoptim options
     of :class:`Optimizer` (``l1``, ``skip_nonfinite``, ``grad_norm_ratio``) are
-    keyword-only; the decay is always decoupled.
+    keyword-only; the decay is always decoupled. Parameters may be bfloat16 or float16
+    (float32 state, ``master_weights`` and ``stochastic_rounding`` as for every
+    optimizer; the step runs on float32 copies, see :meth:`Optimizer._widened_step`).
 
     Example:
       >>> import numpy as np
@@ -1422,6 +1458,7 @@ class Muon(Optimizer):
 
     torch_name, example = "Muon", dict(lr=0.02)
     _kernel_decouples = True  # Muon's decay is decoupled by definition
+    _widened = True
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, weight_decay: float = 0.1,
                  momentum: float = 0.95, nesterov: bool = True,
@@ -1467,8 +1504,10 @@ class Adafactor(Optimizer):
 
     A state a parameter does without (``variance`` of a matrix, the factors of a vector)
     is an empty array of shape (0,) in :meth:`state_dict`. The decay is decoupled
-    (``p *= 1 - lr*weight_decay``, torch's). Float32 or float64 parameters and state (the
-    low-precision options are refused for now). The deepoptim options of
+    (``p *= 1 - lr*weight_decay``, torch's). Float32 or float64 parameters, or bfloat16 /
+    float16 ones with float32 state (``master_weights`` and ``stochastic_rounding`` as for
+    every optimizer; the step runs on float32 copies, see :meth:`Optimizer._widened_step`;
+    eps1 is then float32's epsilon, the precision the math runs in). The deepoptim options of
     :class:`Optimizer` (``l1``, ``skip_nonfinite``, ``grad_norm_ratio``) are keyword-only.
 
     Example:
@@ -1484,6 +1523,7 @@ class Adafactor(Optimizer):
 
     torch_name, example = "Adafactor", dict(lr=1e-2)
     _kernel_decouples = True  # Adafactor's decay is its own (p *= 1 - lr*weight_decay)
+    _widened = True
     _nonnegative_state = ("row_var", "col_var", "variance")
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, beta2_decay: float = -0.8,
@@ -1505,13 +1545,6 @@ class Adafactor(Optimizer):
 
     def _init_state(self, g: Mapping[str, Any], name: str, p: Array) -> Array:
         return np.zeros(self._state_shape(g, name, p), p.dtype)
-
-    def _check_lowp(self, g: Mapping[str, Any], where: str) -> None:
-        super()._check_lowp(g, where)
-        if g["params"][0].dtype in _16BIT or g["state_dtype"] in ("bfloat16", "int8"):
-            raise ValueError(f"{where}: Adafactor takes float32/float64 parameters and state_dtype None or "
-                             f"'float32' for now, got {g['params'][0].dtype} parameters and "
-                             f"state_dtype={g['state_dtype']!r}")
 
     def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
                 states: Dict[str, List[Array]], lr: float, step: int) -> None:
@@ -1763,6 +1796,50 @@ def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: _FlatSpace)
                  prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
 
 
+class _LBFGSSpace:
+    """The parameters as one vector, for :func:`_lbfgs_step`: ``views`` are NumPy arrays
+    over the parameters' memory, ``evaluate()`` runs the closure, ``flat_grads()`` returns
+    the gradients as one vector. bfloat16/float16 parameters are iterated in float32
+    copies and written back rounded to nearest even after every move, so the closure sees
+    the rounded point while the directions, step sizes and history stay float32 (in
+    float16 the curvature pairs' ``1 / y's`` overflows, as torch's does: NaN weights).
+    ``moved()`` is called after every write (torch's version counters)."""
+
+    def __init__(self, views: List[Array], evaluate: Callable[[], Any], flat_grads: Callable[[], Array],
+                 moved: Callable[[], None] = lambda: None) -> None:
+        self.views, self._evaluate, self._flat, self._moved = views, evaluate, flat_grads, moved
+        self.lowp = views[0].dtype in _16BIT
+        self.dtype = np.dtype(np.float32) if self.lowp else views[0].dtype
+        self.work = [v.astype(np.float32) for v in views] if self.lowp else views
+
+    def evaluate(self) -> Any:
+        return self._evaluate()
+
+    def flat_grad(self) -> Array:
+        return self._flat().astype(self.dtype, copy=False)
+
+    def _written(self) -> None:
+        if self.lowp:
+            F.cast(self.work, self.views)
+        self._moved()
+
+    def add(self, t: float, d: Array) -> None:
+        off = 0
+        for w in self.work:
+            n = w.size
+            w += (t * d[off:off + n]).reshape(w.shape)
+            off += n
+        self._written()
+
+    def clone(self) -> List[Array]:
+        return [w.copy() for w in self.work]
+
+    def restore(self, x: List[Array]) -> None:
+        for w, a in zip(self.work, x):
+            np.copyto(w, a)
+        self._written()
+
+
 class LBFGS:
     r"""L-BFGS (Liu & Nocedal, 1989, "On the limited memory BFGS method for large scale
     optimization"; Nocedal & Wright, "Numerical Optimization", algorithm 7.4), as
@@ -1778,8 +1855,10 @@ class LBFGS:
     first one ``min(1, 1/|g|_1) * lr``).
 
     Args:
-      params: a list or dict of float32/float64 arrays (one dtype; one group: L-BFGS
-        treats all parameters as one vector), updated in place.
+      params: a list or dict of arrays of one dtype (one group: L-BFGS treats all
+        parameters as one vector), updated in place. bfloat16/float16 parameters are
+        iterated in float32 (directions, steps and history), each move written back
+        rounded to nearest even, so the closure evaluates the rounded point.
       lr: the step size, as torch.optim.LBFGS's.
       max_iter: iterations per :meth:`step`, as torch.optim.LBFGS's.
       max_eval: closure evaluations per :meth:`step` (default ``max_iter * 5 // 4``), as
@@ -1851,39 +1930,16 @@ class LBFGS:
         hp = _lbfgs_hyper(*(g[k] for k in ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change",
                                             "history_size", "line_search_fn")))
         params = g["params"]
-        dtype = params[0].dtype
         box: Dict[str, Any] = {}
 
-        class _Space:
-            @staticmethod
-            def evaluate() -> Any:
-                loss, grads = closure()
-                box["grads"] = self._grads(grads)
-                return loss
+        def evaluate() -> Any:
+            loss, grads = closure()
+            box["grads"] = self._grads(grads)
+            return loss
 
-            @staticmethod
-            def flat_grad() -> Array:
-                return np.concatenate([a.reshape(-1) for a in box["grads"]]).astype(dtype, copy=False)
-
-            @staticmethod
-            def add(t: float, d: Array) -> None:
-                off = 0
-                for p in params:
-                    n = p.size
-                    p += (t * d[off:off + n]).reshape(p.shape)
-                    off += n
-
-            @staticmethod
-            def clone() -> List[Array]:
-                return [p.copy() for p in params]
-
-            @staticmethod
-            def restore(x: List[Array]) -> None:
-                for p, a in zip(params, x):
-                    np.copyto(p, a)
-
+        space = _LBFGSSpace(params, evaluate, lambda: np.concatenate([a.reshape(-1) for a in box["grads"]]))
         try:
-            _lbfgs_step(self.state, hp, _Space)
+            _lbfgs_step(self.state, hp, space)
         finally:
             loss = self.state.pop("_loss", None)
         return cast(float, loss)  # the closure's first loss (set before anything could fail)

@@ -688,7 +688,8 @@ class LBFGS(torch.optim.Optimizer):
     with the same iterations, line search and stopping rules, and torch's state names
     and ``state_dict`` layout (kept in the state of the first parameter), so a
     torch.optim.LBFGS state_dict loads here and the reverse. One parameter group; CPU
-    tensors of one dtype, float32 or float64."""
+    tensors of one dtype: float32 or float64, or bfloat16/float16 iterated in float32
+    (each move written back rounded, see :class:`deepoptim.optim.LBFGS`)."""
 
     def __init__(self, params: ParamsT, lr: float = 1, max_iter: int = 20, max_eval: Optional[int] = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
@@ -730,42 +731,16 @@ class LBFGS(torch.optim.Optimizer):
         params = self._params
         for i, p in enumerate(params):
             self._check_param(p, i)
-        views = [_view(p) for p in params]
         locals_ = [_local(p) for p in params]
-        owner = self
-
-        class _Space:
-            @staticmethod
-            def evaluate() -> Any:
-                return closure()
-
-            @staticmethod
-            def flat_grad() -> np.ndarray:
-                return np.concatenate([owner._grad_view(p, i) for i, p in enumerate(params)])
-
-            @staticmethod
-            def add(t: float, d: np.ndarray) -> None:
-                off = 0
-                for v in views:
-                    n = v.size
-                    v += (t * d[off:off + n]).reshape(v.shape)
-                    off += n
-                torch.autograd.graph.increment_version(locals_)
-
-            @staticmethod
-            def clone() -> List[np.ndarray]:
-                return [v.copy() for v in views]
-
-            @staticmethod
-            def restore(x: List[np.ndarray]) -> None:
-                for v, a in zip(views, x):
-                    np.copyto(v, a)
-                torch.autograd.graph.increment_version(locals_)
+        space = _np._LBFGSSpace(
+            [_view(p) for p in params], closure,
+            lambda: np.concatenate([self._grad_view(p, i) for i, p in enumerate(params)]),
+            lambda: torch.autograd.graph.increment_version(locals_))
 
         state = self.state[params[0]]
         work = {k: _state_to_numpy(v) for k, v in state.items()}
         try:
-            _np._lbfgs_step(work, hp, _Space)
+            _np._lbfgs_step(work, hp, space)
         finally:
             loss = work.pop("_loss", None)
             state.clear()
@@ -795,6 +770,27 @@ class _ShapedAdapter(torch.optim.Optimizer):
     @staticmethod
     def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
         raise NotImplementedError
+
+    @staticmethod
+    def _state_dtype(p: torch.Tensor) -> torch.dtype:
+        """float32 state for bfloat16/float16 parameters (the math runs in float32), the
+        parameter's dtype otherwise."""
+        return torch.float32 if p.dtype in (torch.bfloat16, torch.float16) else p.dtype
+
+    @staticmethod
+    def _run(kernel: Callable[[List[np.ndarray], List[np.ndarray]], None], ps: List[torch.Tensor],
+             gs: List[torch.Tensor]) -> None:
+        """kernel(params, grads) on the tensors' own memory; for bfloat16/float16 ones on
+        float32 copies, the parameters then rounded back to nearest even ("widen, run the
+        float32 step, round", as deepoptim.optim does)."""
+        if ps and ps[0].dtype in (torch.bfloat16, torch.float16):
+            work = [p.float() for p in ps]
+            kernel([_view(w) for w in work], [_view(g.float()) for g in gs])
+            for p, w in zip(ps, work):
+                p.copy_(w)
+        else:
+            kernel([_view(p) for p in ps], [_view(g) for g in gs])
+        torch.autograd.graph.increment_version(ps)
 
     def _with_grads(self, gi: int, group: Dict[str, Any]) -> List[Tuple[str, torch.Tensor, torch.Tensor]]:
         """(name, parameter, gradient) for each parameter of group ``gi`` that has a
@@ -853,10 +849,12 @@ class Muon(_ShapedAdapter):
     """torch.optim.Muon on deepoptim's Muon kernel (:func:`deepoptim.functional.muon`, whose
     docstring has the math): torch 2.13's arguments, defaults, state (``momentum_buffer``
     only, no ``step``, as torch keeps it) and ``state_dict``, so a torch.optim.Muon
-    state_dict loads here and the reverse. 2-D CPU tensors, float32 or float64; anything
-    else is refused naming the parameter. A step is one GIL-free kernel call per group
-    and dtype on the tensors' own memory, after every group's hyperparameters and
-    gradients were checked (a step that raises has changed nothing)."""
+    state_dict loads here and the reverse. 2-D CPU tensors, float32 or float64, or
+    bfloat16/float16 with a float32 momentum buffer (the step runs on float32 copies, the
+    parameters rounded back to nearest even); anything else is refused naming the
+    parameter. A step is one GIL-free kernel call per group and dtype on the tensors' own
+    memory, after every group's hyperparameters and gradients were checked (a step that
+    raises has changed nothing)."""
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: Tuple[float, float, float] = (3.4445, -4.775, 2.0315),
@@ -908,29 +906,33 @@ class Muon(_ShapedAdapter):
         for gi, group in enumerate(self.param_groups):
             hyper = self._hyper(group)
             self._dry_run(group, f"parameter group {gi}")
-            by_dtype: Dict[torch.dtype, Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]] = {}
+            by_dtype: Dict[torch.dtype, Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]] = {}
             for name, p, g in self._with_grads(gi, group):
                 buf = self.state[p].get("momentum_buffer") if p in self.state else None
+                sdt = self._state_dtype(p)
                 if buf is None:
-                    buf = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    buf = torch.zeros_like(p, dtype=sdt, memory_format=torch.contiguous_format)
                     pending[p] = buf
-                elif buf.dtype != p.dtype or buf.shape != p.shape or not buf.is_contiguous():
+                elif buf.dtype != sdt or buf.shape != p.shape or not buf.is_contiguous():
                     if buf.shape != p.shape:
                         raise ValueError(f"parameter {name} changed shape from {tuple(buf.shape)} to "
                                          f"{tuple(p.shape)}; its momentum buffer no longer fits")
-                    buf = buf.to(dtype=p.dtype).contiguous()  # the state follows its parameter
+                    buf = buf.to(dtype=sdt).contiguous()  # the state follows its parameter
                     pending[p] = buf
-                lists = by_dtype.setdefault(p.dtype, ([], [], [], []))
-                for lst, t in zip(lists, (p, g, buf, p)):
+                lists = by_dtype.setdefault(p.dtype, ([], [], []))
+                for lst, t in zip(lists, (p, g, buf)):
                     lst.append(t)
-            for ps, gs, bs, owners in by_dtype.values():
-                plans.append((hyper, ps, gs, bs, owners))
+            for ps, gs, bs in by_dtype.values():
+                plans.append((hyper, ps, gs, bs))
         # Nothing below can fail: every check the kernel makes was made above.
         for p, buf in pending.items():
             self.state[p]["momentum_buffer"] = buf
-        for hyper, ps, gs, bs, owners in plans:
-            F.muon([_view(p) for p in ps], [_view(g) for g in gs], [_view(b) for b in bs], **hyper)
-            torch.autograd.graph.increment_version(owners)
+        for hyper, ps, gs, bs in plans:
+            def muon(pv: List[np.ndarray], gv: List[np.ndarray], bs: List[torch.Tensor] = bs,
+                     hyper: Dict[str, Any] = hyper) -> None:
+                F.muon(pv, gv, [_view(b) for b in bs], **hyper)
+
+            self._run(muon, ps, gs)
         return loss
 
 
@@ -940,7 +942,9 @@ class Adafactor(_ShapedAdapter):
     arguments, defaults, state (``step`` as a float32 0-d tensor, ``row_var`` and
     ``col_var`` for a parameter of two or more dimensions, ``variance`` for a vector) and
     ``state_dict``, so a torch.optim.Adafactor state_dict loads here and the reverse. CPU
-    tensors, float32 or float64 (``foreach`` is accepted and ignored). A step is one
+    tensors, float32 or float64, or bfloat16/float16 with float32 state (the step runs on
+    float32 copies, the parameters rounded back to nearest even; torch would keep the
+    state in the parameter's dtype); ``foreach`` is accepted and ignored. A step is one
     GIL-free kernel call per group, dtype and step count on the tensors' own memory, after
     every group's hyperparameters, gradients and state were checked (a step that raises
     has changed nothing)."""
@@ -977,8 +981,6 @@ class Adafactor(_ShapedAdapter):
     @staticmethod
     def _check_param(p: torch.Tensor, name: str) -> None:
         _Adapter._check_param(p, name)
-        if _local(p).dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"parameter {name} has dtype {_local(p).dtype}; Adafactor takes float32 or float64")
 
     @staticmethod
     def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
@@ -1005,9 +1007,10 @@ class Adafactor(_ShapedAdapter):
             for name, p, g in self._with_grads(gi, group):
                 shapes = self._state_shapes(p)
                 state = self.state.get(p, {})
+                sdt = self._state_dtype(p)
                 if not state:
                     state = {"step": torch.tensor(0.0, dtype=torch.float32),
-                             **{k: torch.zeros(s, dtype=p.dtype) for k, s in shapes.items()}}
+                             **{k: torch.zeros(s, dtype=sdt) for k, s in shapes.items()}}
                     pending[p] = state
                 else:
                     fixed = dict(state)
@@ -1016,8 +1019,8 @@ class Adafactor(_ShapedAdapter):
                         if not isinstance(t, torch.Tensor) or tuple(t.shape) != s:
                             raise ValueError(f"parameter {name}: state {k} must be a tensor of shape {s} "
                                              f"(from the parameter's shape {tuple(p.shape)})")
-                        if t.dtype != p.dtype or not t.is_contiguous() or t.device.type != "cpu":
-                            fixed[k] = t.to(device="cpu", dtype=p.dtype).contiguous()  # the state follows its parameter
+                        if t.dtype != sdt or not t.is_contiguous() or t.device.type != "cpu":
+                            fixed[k] = t.to(device="cpu", dtype=sdt).contiguous()  # the state follows its parameter
                     step_t = state.get("step")
                     if not isinstance(step_t, torch.Tensor) or step_t.numel() != 1:
                         raise ValueError(f"parameter {name}: state step must be a one-element tensor")
@@ -1043,11 +1046,15 @@ class Adafactor(_ShapedAdapter):
         for p, state in pending.items():
             self.state[p].update(state)
         for hyper, step, ps, gs, rvs, cvs, vs in plans:
-            F.adafactor([_view(p) for p in ps], [_view(g) for g in gs], [view(t) for t in rvs],
-                        [view(t) for t in cvs], [view(t) for t in vs], step=step, **hyper)
+            def adafactor(pv: List[np.ndarray], gv: List[np.ndarray], rvs: List[Optional[torch.Tensor]] = rvs,
+                          cvs: List[Optional[torch.Tensor]] = cvs, vs: List[Optional[torch.Tensor]] = vs,
+                          step: int = step, hyper: Dict[str, Any] = hyper) -> None:
+                F.adafactor(pv, gv, [view(t) for t in rvs], [view(t) for t in cvs], [view(t) for t in vs], step=step,
+                            **hyper)
+
+            self._run(adafactor, ps, gs)
             for p in ps:
                 self.state[p]["step"] += 1
-            torch.autograd.graph.increment_version(ps)
         return loss
 
 

@@ -1,0 +1,245 @@
+"""Low-precision parameters for the optimizers whose kernels take float32/float64 only
+(Muon, Adafactor; issues 11 and 13): a group of bfloat16/float16 parameters is stepped as
+"widen, run the float32 step, round" (deepoptim.optim.Optimizer._widened_step), the
+definition the elementwise kernels compute in one pass. Held here to that definition bit
+for bit, in deepoptim.optim and deepoptim.torch, with master weights, stochastic
+rounding and state_dict round trips; the state is float32 (bfloat16/8-bit state refused).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from deepoptim import functional as F
+from deepoptim.optim import Adafactor, Muon
+from kernels import assert_same_bits
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F16 = np.dtype(np.float16)
+CASES = [(Adafactor, [(8, 5), (7,), (2, 3, 4)], dict(lr=0.05, weight_decay=0.1)),
+         (Muon, [(8, 5), (6, 6)], dict(lr=0.05, weight_decay=0.1))]
+IDS = ["Adafactor", "Muon"]
+
+
+def _same(a, b, what=""):
+    """Bit for bit; 16-bit arrays by their bits (their NaNs come from one rounding rule)."""
+    if a.dtype.itemsize == 2:
+        assert a.dtype == b.dtype and a.shape == b.shape, what
+        np.testing.assert_array_equal(a.view(np.uint16), b.view(np.uint16), err_msg=what)
+    else:
+        assert_same_bits(a, b, what)
+
+
+def _grads(rng, shapes, dtype):
+    return [rng.standard_normal(s).astype(np.float32).astype(dtype) for s in shapes]
+
+
+@pytest.mark.parametrize("dtype", [BF16, F16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("cls,shapes,hp", CASES, ids=IDS)
+def test_round_to_nearest_is_widen_step_round(cls, shapes, hp, dtype):
+    """Each step equals: widen the 16-bit parameters, one float32 step (with the same
+    float32 state), round to nearest even."""
+    rng = np.random.default_rng(0)
+    ps = _grads(rng, shapes, dtype)
+    opt = cls(ps, **hp)
+    ref_ps = [p.astype(np.float32) for p in ps]
+    ref = cls(ref_ps, **hp)
+    for _ in range(4):
+        gs = _grads(rng, shapes, dtype)
+        opt.step(gs)
+        ref.step([g.astype(np.float32) for g in gs])
+        for p, r in zip(ps, ref_ps):
+            _same(p, r.astype(dtype), "params")
+            np.copyto(r, p.astype(np.float32))  # the next float32 step starts from the rounded values
+        for name, arrs in opt.state_dict()["state"][0].items():
+            if name != "step":
+                for a, b in zip(arrs, ref.state_dict()["state"][0][name]):
+                    assert a.dtype == np.float32
+                    assert_same_bits(a, b, name)
+
+
+@pytest.mark.parametrize("cls,shapes,hp", CASES, ids=IDS)
+def test_master_weights_are_the_float32_trajectory(cls, shapes, hp):
+    """With master weights the float32 copies follow the float32 optimizer's trajectory
+    exactly, and the parameters are their rounding."""
+    rng = np.random.default_rng(1)
+    ps = _grads(rng, shapes, BF16)
+    opt = cls(ps, master_weights=True, **hp)
+    ref_ps = [p.astype(np.float32) for p in ps]
+    ref = cls(ref_ps, **hp)
+    for _ in range(5):
+        gs = _grads(rng, shapes, BF16)
+        opt.step(gs)
+        ref.step([g.astype(np.float32) for g in gs])
+    masters = opt.state_dict()["state"][0]["master_param"]
+    for p, m, r in zip(ps, masters, ref_ps):
+        assert_same_bits(m, r, "master")
+        _same(p, r.astype(BF16), "params")
+
+
+@pytest.mark.parametrize("cls,shapes,hp", CASES, ids=IDS)
+def test_stochastic_rounding_resumes_bit_for_bit_and_is_keyed_by_seed(cls, shapes, hp):
+    rng = np.random.default_rng(2)
+    p0 = _grads(rng, shapes, BF16)
+    gs = [_grads(rng, shapes, BF16) for _ in range(6)]
+
+    def run(seed, split):
+        ps = [p.copy() for p in p0]
+        opt = cls(ps, stochastic_rounding=True, seed=seed, **hp)
+        for g in gs[:split]:
+            opt.step(g)
+        if split < len(gs):
+            sd = copy.deepcopy(opt.state_dict())
+            ps = [p.copy() for p in ps]
+            opt = cls(ps, stochastic_rounding=True, seed=seed, **hp)
+            opt.load_state_dict(sd)
+            for g in gs[split:]:
+                opt.step(g)
+        return ps
+
+    whole, resumed, other = run(7, 6), run(7, 3), run(8, 6)
+    for a, b in zip(whole, resumed):
+        _same(a, b, "resumed")
+    assert any(not np.array_equal(a.view(np.uint16), b.view(np.uint16)) for a, b in zip(whole, other)), "the seed changes nothing"
+    # Each parameter is one of the two bfloat16 neighbours of the float32 step's result.
+    ps = [p.copy() for p in p0]
+    opt = cls(ps, stochastic_rounding=True, seed=7, **hp)
+    ref_ps = [p.astype(np.float32) for p in p0]
+    cls(ref_ps, **hp).step([g.astype(np.float32) for g in gs[0]])
+    opt.step(gs[0])
+    for p, r in zip(ps, ref_ps):
+        lo = r.astype(BF16).astype(np.float32)
+        up = np.nextafter(lo.astype(BF16), np.where(r > lo, np.inf, -np.inf).astype(BF16)).astype(np.float32)
+        got = p.astype(np.float32)
+        assert np.all((got == lo) | (got == up))
+
+
+@pytest.mark.parametrize("cls,shapes,hp", CASES, ids=IDS)
+@pytest.mark.parametrize("kw,match", [(dict(state_dtype="bfloat16"), "keeps float32 state"),
+                                      (dict(state_dtype="int8"), "keeps float32 state")])
+def test_low_precision_state_is_refused(cls, shapes, hp, kw, match):
+    ps = [np.ones(s, BF16) for s in shapes]
+    with pytest.raises(ValueError, match=match):
+        cls(ps, **kw, **hp)
+
+
+@pytest.mark.parametrize("cls,shapes,hp", CASES, ids=IDS)
+def test_refusals_of_the_base_class_hold(cls, shapes, hp):
+    with pytest.raises(ValueError, match="stochastic_rounding"):
+        cls([np.ones(s, F16) for s in shapes], stochastic_rounding=True, **hp)
+    with pytest.raises(ValueError, match="master_weights"):
+        cls([np.ones(s, np.float32) for s in shapes], master_weights=True, **hp)
+
+
+@pytest.mark.parametrize("cls,shapes,hp", CASES, ids=IDS)
+def test_a_missing_gradient_skips_its_16bit_parameter(cls, shapes, hp):
+    rng = np.random.default_rng(3)
+    ps = _grads(rng, shapes, BF16)
+    before = [p.copy() for p in ps]
+    opt = cls(ps, master_weights=True, **hp)
+    gs = _grads(rng, shapes, BF16)
+    gs[1] = None
+    opt.step(gs)
+    _same(ps[1], before[1])
+    assert not np.array_equal(ps[0].view(np.uint16), before[0].view(np.uint16))
+    assert opt.state_dict()["state"][0]["step"] == [1, 0] + [1] * (len(shapes) - 2)
+
+
+def test_functional_kernels_still_refuse_16bit():
+    p = np.ones((4, 4), BF16)
+    with pytest.raises(TypeError, match="params"):
+        F.muon(p, p.copy(), np.zeros((4, 4), np.float32))
+    with pytest.raises(TypeError, match="params"):
+        F.adafactor(p, p.copy(), np.zeros((4, 1), np.float32), np.zeros((1, 4), np.float32), None, step=1)
+
+
+# ------------------------------------------------------------------ torch
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("name,shapes", [("Adafactor", [(8, 5), (7,)]), ("Muon", [(8, 5), (6, 6)])])
+def test_torch_adapters_take_16bit_parameters(name, shapes, dtype):
+    """deepoptim.torch.Muon/Adafactor on bfloat16/float16 tensors: the same bits as
+    deepoptim.optim's class (float32 state, widen, step, round to nearest)."""
+    import deepoptim.torch as dt
+    from deepoptim import optim
+
+    tdt = getattr(torch, dtype)
+    ndt = BF16 if dtype == "bfloat16" else F16
+    rng = np.random.default_rng(4)
+    p0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    tps = [torch.tensor(p).to(tdt) for p in p0]
+    nps = [p.astype(ndt) for p in p0]
+    topt = getattr(dt, name)(tps, lr=0.05)
+    nopt = getattr(optim, name)(nps, lr=0.05)
+    for _ in range(3):
+        gs = [rng.standard_normal(s).astype(np.float32).astype(ndt) for s in shapes]
+        for t, g in zip(tps, gs):
+            t.grad = torch.tensor(g.astype(np.float32)).to(tdt)
+        topt.step()
+        nopt.step(gs)
+    for t, p in zip(tps, nps):
+        assert t.dtype == tdt
+        np.testing.assert_array_equal(t.view(torch.int16).numpy().view(np.uint16), p.view(np.uint16))
+    assert all(v.dtype == torch.float32 for v in topt.state[tps[0]].values())
+    # a torch.optim state_dict (its state in the parameter's dtype) loads, as float32
+    theirs = getattr(torch.optim, name)([t.detach().clone() for t in tps], lr=0.05)
+    for t in theirs.param_groups[0]["params"]:
+        t.grad = torch.ones_like(t)
+    theirs.step()
+    topt.load_state_dict(theirs.state_dict())
+    for t in tps:
+        t.grad = torch.ones_like(t)
+    topt.step()
+    assert all(v.dtype == torch.float32 for v in topt.state[tps[0]].values())
+
+
+# ------------------------------------------------------------------ L-BFGS
+@pytest.mark.parametrize("dtype", [BF16, F16], ids=["bf16", "f16"])
+def test_lbfgs_iterates_in_float32_and_writes_rounded_points(dtype):
+    """A 16-bit L-BFGS run equals the float32 run whose closure evaluates at the rounded
+    point: the same float32 directions, steps and history, the parameters their rounding."""
+    from deepoptim.optim import LBFGS
+
+    rng = np.random.default_rng(5)
+    a = rng.uniform(0.5, 3.0, 40).astype(np.float32)
+    x0 = rng.standard_normal(40).astype(np.float32).astype(dtype)
+    x = x0.copy()
+    y = x0.astype(np.float32)
+
+    def loss_grad(z):
+        return float(0.5 * np.dot(a * z, z)), [a * z]
+
+    ox = LBFGS([x], line_search_fn="strong_wolfe", history_size=5)
+    oy = LBFGS([y], line_search_fn="strong_wolfe", history_size=5)
+    for _ in range(3):
+        lx = ox.step(lambda: loss_grad(x.astype(np.float32)))
+        ly = oy.step(lambda: loss_grad(y.astype(dtype).astype(np.float32)))
+        assert lx == ly
+        _same(x, y.astype(dtype), "params")
+        y[...] = x.astype(np.float32)  # each step starts from the stored (rounded) point
+    assert np.isfinite(x.astype(np.float32)).all() and lx < 1e-3 * loss_grad(x0.astype(np.float32))[0]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_torch_lbfgs_on_16bit_tensors_converges(dtype):
+    """torch.optim.LBFGS on float16 turns the weights into NaN (1 / y's overflows); ours
+    iterates in float32."""
+    import deepoptim.torch as dt
+
+    t = torch.tensor([3.0, -2.0, 1.0, 0.5], dtype=getattr(torch, dtype), requires_grad=True)
+    opt = dt.LBFGS([t], line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (t.float() ** 2 * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert torch.isfinite(t).all() and float(t.detach().float().abs().max()) < 1e-2
