@@ -67,6 +67,25 @@ def test_kernel_matches_twin(shape, dtype, hp):
             _same(a, b, f"{name}, step {step}")
 
 
+@pytest.mark.parametrize("shape,dtype", [((1, 4100, 4100), np.float32), ((16_777_217,), np.float32),
+                                         ((2900, 2900), np.float64), ((8_388_609,), np.float64)],
+                         ids=["f32-matrix", "f32-vector", "f64-matrix", "f64-vector"])
+def test_parameters_above_the_kept_scratch_compute_u_twice_with_the_same_bits(shape, dtype):
+    """Above 64 MiB of u the kernel computes u again in the update pass instead of
+    keeping it (bounded memory): the same bits as the twin."""
+    rng = np.random.default_rng(8)
+    p_t = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+    p_k = p_t.copy()
+    st_t, st_k = _state(p_t), _state(p_k)
+    for step in (1, 2):
+        g = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+        R.adafactor(p_t, g, *st_t, step=step, weight_decay=0.1, maximize=step == 2)
+        F.adafactor(p_k, g, *st_k, step=step, weight_decay=0.1, maximize=step == 2)
+    assert_same_bits(p_k, p_t, "params")
+    for a, b in zip(st_k, st_t):
+        _same(a, b, "state")
+
+
 def test_list_form_equals_single_calls():
     rng = np.random.default_rng(5)
     ps = [np.array(rng.standard_normal(s), np.float32) for s in SHAPES]
@@ -381,10 +400,6 @@ def test_optimizer_refusals(kw):
     p = np.ones((4, 3), np.float32)
     with pytest.raises((ValueError, TypeError)):
         Adafactor([p], **kw)
-    import ml_dtypes
-
-    with pytest.raises(ValueError, match="Adafactor takes float32/float64"):
-        Adafactor([np.ones((4, 3), ml_dtypes.bfloat16)])
 
 
 @needs_torch
@@ -425,8 +440,8 @@ def test_torch_adapter_refusals_change_nothing():
     p = torch.ones(4, 3)
     with pytest.raises(ValueError, match="beta2_decay"):
         dt.Adafactor([p], beta2_decay=0.5)
-    with pytest.raises(TypeError, match="Adafactor takes float32 or float64"):
-        dt.Adafactor([torch.ones(4, 3, dtype=torch.bfloat16)])
+    with pytest.raises(TypeError, match="dtype torch.int64"):
+        dt.Adafactor([torch.ones(4, 3, dtype=torch.int64)])
     q = torch.ones(5)
     opt = dt.Adafactor([p, q])
     p.grad = torch.ones(4, 3)

@@ -121,8 +121,9 @@ DEEPOPTIM_INLINE void factored_u(const Factored<T>& a, std::int64_t b, std::int6
   }
 }
 
-// The vector case for [b, e): variance = lerp(variance, g*g, w), and u into out.
-template <class T>
+// The vector case for [b, e): variance = lerp(variance, g*g, w) (unless it was updated
+// already: the update pass of a large parameter recomputes u), and u into out.
+template <class T, bool UPDATE_VARIANCE>
 DEEPOPTIM_INLINE void vector_u(const T* __restrict g, T* __restrict v, std::int64_t b, std::int64_t e, Lerp<T> l,
                                T e1sq, bool neg, T* __restrict out) {
   const std::int64_t n = e - b;
@@ -131,8 +132,8 @@ DEEPOPTIM_INLINE void vector_u(const T* __restrict g, T* __restrict v, std::int6
 #pragma omp simd
   for (std::int64_t j = 0; j < n; ++j) {
     const T gj = neg ? -g[j] : g[j];
-    const T vj = lerp(v[j], gj * gj, l);
-    v[j] = vj;
+    const T vj = UPDATE_VARIANCE ? lerp(v[j], gj * gj, l) : v[j];
+    if (UPDATE_VARIANCE) v[j] = vj;
     out[j] = inv_sqrt_times(vj, e1sq, gj);
   }
 }
@@ -158,28 +159,44 @@ DEEPOPTIM_INLINE void apply(T* __restrict p, const T* __restrict u, std::int64_t
                                 std::int64_t len, Lerp<T> l, double* acc) {                                    \
     columns_impl(g, cv, R, C, c0, len, l, acc);                                                                \
   }                                                                                                            \
+  /* u of [b, e) into u + b (kept: u spans the parameter), or into a block on the stack    */             \
+  /* (u null: recomputed by the update); returns the block's partial of |u|^2.              */             \
   DEEPOPTIM_CLONES double factored_block(const Factored<T>& a, T* u, std::int64_t b, std::int64_t e) {        \
-    factored_u(a, b, e, u + b);                                                                                \
-    return sumsq_impl(u + b, e - b);                                                                           \
+    alignas(64) T local[parallel::kBlock];                                                                     \
+    T* out = u ? u + b : local;                                                                                \
+    factored_u(a, b, e, out);                                                                                  \
+    return sumsq_impl(out, e - b);                                                                             \
   }                                                                                                            \
   DEEPOPTIM_CLONES double vector_block(const T* g, T* v, T* u, std::int64_t b, std::int64_t e, Lerp<T> l,      \
                                        T e1sq, bool neg) {                                                     \
-    vector_u(g, v, b, e, l, e1sq, neg, u + b);                                                                 \
-    return sumsq_impl(u + b, e - b);                                                                           \
+    alignas(64) T local[parallel::kBlock];                                                                     \
+    T* out = u ? u + b : local;                                                                                \
+    vector_u<T, true>(g, v, b, e, l, e1sq, neg, out);                                                          \
+    return sumsq_impl(out, e - b);                                                                             \
   }                                                                                                            \
+  /* p = p*decay + scale*u over [b, e), u kept (u + b) or recomputed (u null).              */             \
   DEEPOPTIM_CLONES void update_block(T* p, const T* u, std::int64_t b, std::int64_t e, T decay, T scale,       \
-                                     bool has_decay) {                                                         \
-    apply(p, u + b, b, e, decay, scale, has_decay);                                                            \
+                                     bool has_decay, const Factored<T>* a, const T* g, const T* v, T e1sq,     \
+                                     bool neg) {                                                               \
+    alignas(64) T local[parallel::kBlock];                                                                     \
+    if (u == nullptr) {                                                                                        \
+      if (a) factored_u(*a, b, e, local);                                                                      \
+      else vector_u<T, false>(g, const_cast<T*>(v), b, e, Lerp<T>{}, e1sq, neg, local);                        \
+    }                                                                                                          \
+    apply(p, u ? u + b : local, b, e, decay, scale, has_decay);                                                \
   }
 DEEPOPTIM_FOR_FLOATS(DEEPOPTIM_ADAFACTOR_CLONES)
 #undef DEEPOPTIM_ADAFACTOR_CLONES
 
 // Scratch kept per thread and only ever grown: a step allocates nothing once the largest
-// parameter has been seen. Use tells the block partials, the divisors, the update u (the
-// size of the largest parameter: computing u is the costly part, two divisions and a
-// square root per element, so it is kept between the pass that takes its norm and the
-// update instead of being computed twice; torch allocates a tensor of that size every
-// step) and the column sums of a task apart.
+// parameter has been seen. Use tells the block partials, the divisors, the update u and
+// the column sums of a task apart. Computing u is the costly part (two divisions and a
+// square root per element), so it is kept between the pass that takes its norm and the
+// update, for parameters up to kKeepBytes of u (torch allocates its var_estimate, the
+// parameter's size, every step); a larger one computes u twice instead, so that the
+// memory kept stays bounded (measured, 10M float32 on one thread: 15 ms kept, 21 ms
+// computed twice).
+constexpr std::size_t kKeepBytes = std::size_t{64} << 20;
 enum class Use { Partials, Divisors, Update, Columns };
 template <class T, Use U>
 std::vector<T>& scratch() {
@@ -215,10 +232,16 @@ void adafactor_one(const Tensor<T>& t, const Hyper& h, double w, double rho) {
   const T decay = T(1.0 - h.lr * h.weight_decay);
   const bool has_decay = h.weight_decay != 0.0;
 
-  std::vector<T>& uws = scratch<T, Use::Update>();
-  if (uws.size() < std::size_t(size)) uws.resize(std::size_t(size));
-  T* const u = uws.data();
+  T* u = nullptr;  // null: u is computed twice (a parameter above kKeepBytes)
+  if (std::size_t(size) * sizeof(T) <= kKeepBytes) {
+    std::vector<T>& uws = scratch<T, Use::Update>();
+    if (uws.size() < std::size_t(size)) uws.resize(std::size_t(size));
+    u = uws.data();
+  }
   double uu = 0.0;
+  const Factored<T>* fa = nullptr;
+  std::vector<T>& den = scratch<T, Use::Divisors>();
+  Factored<T> a{};
   if (t.variance != nullptr) {
     uu = blocked(size, [&](std::int64_t b, std::int64_t e) {
       return vector_block(t.grad, t.variance, u, b, e, l, e1sq, h.maximize);
@@ -242,20 +265,20 @@ void adafactor_one(const Tensor<T>& t, const Hyper& h, double w, double rho) {
       columns(t.grad + b * R * C, t.col_var + b * C, R, C, c0, std::min(width, C - c0), l, acc.data());
     });
     // Each matrix's divisor max(mean(row_var), eps1).
-    std::vector<T>& den = scratch<T, Use::Divisors>();
     den.resize(std::size_t(B));
     const T e1t = T(e1);
     for (std::int64_t b = 0; b < B; ++b) {
       const T mean = T(lane_sum(t.row_var + b * R, R) / double(R));
       den[std::size_t(b)] = mean < e1t ? e1t : mean;  // a NaN mean stays NaN
     }
-    const Factored<T> a{t.grad, t.row_var, t.col_var, den.data(), R, C, e1sq, h.maximize};
+    a = Factored<T>{t.grad, t.row_var, t.col_var, den.data(), R, C, e1sq, h.maximize};
+    fa = &a;
     uu = blocked(size, [&](std::int64_t b, std::int64_t e) { return factored_block(a, u, b, e); });
   }
   const double denom = std::max(1.0, std::sqrt(uu) / (root_n * h.d));
   const T scale = T(-alpha / denom);
   parallel::for_each_block(1, [&](std::int64_t) { return size; }, [&](std::int64_t, std::int64_t b, std::int64_t e) {
-    update_block(t.param, u, b, e, decay, scale, has_decay);
+    update_block(t.param, u, b, e, decay, scale, has_decay, fa, t.grad, t.variance, e1sq, h.maximize);
   });
 }
 

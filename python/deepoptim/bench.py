@@ -30,7 +30,7 @@ import re
 import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Type, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Type, Union
 
 import ml_dtypes
 import numpy as np
@@ -101,8 +101,8 @@ _MULTIPASS: Dict[str, Tuple[int, Callable[[Arrays, Arrays, List[ProbeArg]], obje
 
 
 def _optimizers() -> List[Type[optim.Optimizer]]:
-    """The classes of ``optim.REGISTRY`` (typed there as plain ``type``)."""
-    return [cast(Type[optim.Optimizer], c) for c in optim.REGISTRY.values()]
+    """The classes of ``optim.REGISTRY``."""
+    return list(optim.REGISTRY.values())
 
 
 def _spec(name: str) -> Tuple[Type[optim.Optimizer], List[bool], bool, List[Optional[float]]]:

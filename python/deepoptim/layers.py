@@ -72,10 +72,14 @@ class BatchNorm(_Layer):
     :func:`deepoptim.reference.batch_norm`.
 
     Attributes:
-      weight, bias: (C,) parameters (None without ``affine``); grad_weight, grad_bias:
-        their gradients after :meth:`backward`.
-      running_mean, running_var, num_batches_tracked: buffers (None without
-        ``track_running_stats``, in which case batch statistics are used in eval too).
+      weight: (C,) parameter (None without ``affine``).
+      bias: (C,) parameter (None without ``affine``).
+      grad_weight: the gradient of ``weight`` after :meth:`backward`.
+      grad_bias: the gradient of ``bias`` after :meth:`backward`.
+      running_mean: buffer (None without ``track_running_stats``, in which case batch
+        statistics are used in eval too).
+      running_var: buffer (None without ``track_running_stats``).
+      num_batches_tracked: buffer (None without ``track_running_stats``).
 
     Example:
       >>> import numpy as np
@@ -174,7 +178,8 @@ class Dropout(_Layer):
     masks and a layer restored from :meth:`state_dict` continues the same sequence.
 
     Args:
-      p: drop probability in [0, 1]. seed: int in [0, 2**64).
+      p: drop probability in [0, 1].
+      seed: int in [0, 2**64).
       store_mask: keep the packed mask (1 bit per element) for the backward; False keeps
         nothing and regenerates the mask from (seed, offset) in :meth:`backward`.
     """

@@ -27,7 +27,7 @@ import functools
 import math
 import threading
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Type, TypeVar, Union, cast
 
 import ml_dtypes
 import numpy as np
@@ -39,11 +39,16 @@ from deepoptim.reference._lowp import Blockwise8, quantize
 Array = np.ndarray
 Params = Union[Sequence[Array], Mapping[str, Array], Sequence[Mapping[str, Any]]]
 Schedule = Callable[[int], float]
+#: Gradients in the structure of the params: a list (None for a parameter without a
+#: gradient this step), a dict name -> array, or one such list or dict per group.
+Grads = Union[Sequence[Optional[Array]], Mapping[str, Optional[Array]],
+              Sequence[Union[Sequence[Optional[Array]], Mapping[str, Optional[Array]]]]]
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+BFLOAT16: np.dtype = np.dtype(ml_dtypes.bfloat16)
 _PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), BFLOAT16, np.dtype(np.float16))
 _16BIT = (BFLOAT16, np.dtype(np.float16))
-_STATE_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": BFLOAT16, "int8": np.dtype(np.uint8)}
+_STATE_DTYPES: Dict[str, np.dtype] = {"float32": np.dtype(np.float32), "bfloat16": BFLOAT16, "int8": np.dtype(np.uint8)}
 #: With state_dtype="int8", tensors smaller than this keep float32 state (as bitsandbytes:
 #: their state is small, and their blocks would be mostly padding).
 INT8_MIN_SIZE = 4096
@@ -55,25 +60,25 @@ _GROUP_META = ("params", "names", "keyed", "step")
 
 #: Every optimizer class by name, in definition order: what benchmarks, adapters and
 #: tests iterate over, so a new optimizer needs no code of its own there.
-REGISTRY: Dict[str, type] = {}
+REGISTRY: Dict[str, Type[Optimizer]] = {}
 
 
 class NonFiniteGradients(UserWarning):
     """Reported (as a warning) when the non-finite guard skips a step."""
 
 
-def _locked(method):
+def _locked(method: _F) -> _F:
     """Runs the method under the optimizer's lock (one thread at a time)."""
 
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             return method(self, *args, **kwargs)
 
-    return wrapper
+    return cast(_F, wrapper)
 
 
-def _is_group_list(params) -> bool:
+def _is_group_list(params: object) -> bool:
     return isinstance(params, (list, tuple)) and len(params) > 0 and all(isinstance(g, Mapping) for g in params)
 
 
@@ -94,7 +99,7 @@ def _state_copy(a: Any) -> Any:
     return a.copy()
 
 
-def _check_param(a, name: str) -> Array:
+def _check_param(a: object, name: str) -> Array:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"parameter {name} must be a numpy.ndarray, got {type(a).__name__}")
     if isinstance(a, np.ma.MaskedArray):
@@ -110,11 +115,11 @@ def _check_param(a, name: str) -> Array:
     return a
 
 
-def _is_int(x) -> bool:
+def _is_int(x: object) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
-def _is_real(x) -> bool:
+def _is_real(x: object) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
@@ -231,7 +236,8 @@ class Optimizer:
         self.state: Dict[str, Any] = {"skipped_steps": 0, "prev_grad_sq_norm": None}
         self._written: Tuple[List[int], List[int], List[str]] = ([], [], [])
         self._structure = "groups" if _is_group_list(params) else ("dict" if isinstance(params, Mapping) else "list")
-        groups = list(params) if self._structure == "groups" else [{"params": params}]
+        groups = (cast("List[Mapping[str, Any]]", list(params)) if self._structure == "groups"
+                  else [{"params": params}])
         if not groups:
             raise ValueError("params is empty")
         for g in groups:
@@ -332,7 +338,8 @@ class Optimizer:
     @staticmethod
     def _is_int8(group: Mapping[str, Any], param: Array) -> bool:
         """Whether a parameter's state is kept in 8 bits (state_dtype="int8", large enough)."""
-        return group["state_dtype"] == "int8" and param.size >= group["int8_min_size"]
+        int8: bool = group["state_dtype"] == "int8" and param.size >= group["int8_min_size"]
+        return int8
 
     @staticmethod
     def _uses_master(group: Mapping[str, Any]) -> bool:
@@ -342,7 +349,7 @@ class Optimizer:
         """The optimizer's state names, and ``master_param`` where master weights are kept."""
         return self._state_names(group) + (["master_param"] if self._uses_master(group) else [])
 
-    def _new_state(self, group: Mapping[str, Any], name: str, param: Array) -> Array:
+    def _new_state(self, group: Mapping[str, Any], name: str, param: Array) -> Union[Array, Blockwise8]:
         """The initial value of a state array, in the state's dtype (a per-tensor scalar
         state stays a 0-d float32 array; a master copy is the float32 parameter)."""
         if name == "master_param":
@@ -413,7 +420,7 @@ class Optimizer:
         # Each hyperparameter keeps the kind of its default: a flag stays a bool, a
         # number a (non-bool) real, a name a str; the kernel's dry run checks the ranges.
         for k, default in self.defaults.items():
-            v = h.get(k)
+            v: Any = h.get(k)  # anything a user set
             if k == "lr":
                 if not callable(v) and not (_is_real(v) and math.isfinite(v) and v >= 0):
                     raise ValueError(f"{where}: lr must be a finite number >= 0 or a schedule, got {v!r}")
@@ -531,7 +538,7 @@ class Optimizer:
         return float(lr(step - 1)) if callable(lr) else float(lr)
 
     # ------------------------------------------------------------ stepping
-    def _grads_by_group(self, grads) -> List[List[Optional[Array]]]:
+    def _grads_by_group(self, grads: Grads) -> List[List[Optional[Array]]]:
         """Grads in the params' structure -> one list per group (None: no gradient this
         step). Checks every gradient as the kernels will (type, shape, dtype, contiguity,
         alignment, no overlap with any array a step writes) before anything is updated,
@@ -595,7 +602,7 @@ class Optimizer:
         return out
 
     @_locked
-    def step(self, grads) -> bool:
+    def step(self, grads: Grads) -> bool:
         """Applies one update to every parameter that has a gradient. ``grads`` has the
         structure of the params (list, dict, or one list/dict per group; with named groups
         also one flat dict); ``None`` for a parameter's gradient skips it this step (its
@@ -648,7 +655,7 @@ class Optimizer:
         wd = g["weight_decay"] if "weight_decay" in g else 0.0
         for t, idx in by_step.items():
             params = [g["params"][i] for i in idx]
-            gs = [grads[i] for i in idx]
+            gs = cast("List[Array]", [grads[i] for i in idx])  # idx: the parameters that have a gradient
             if g["decoupled_weight_decay"] and wd and not self._kernel_decouples:
                 F.decay(params, lr=lr, weight_decay=wd)
             if g["l1"] and g["l1_mode"] == "subgradient":
@@ -686,7 +693,8 @@ class Optimizer:
             for name, arrs in g["_state"].items():
                 for p, a in zip(g["params"], arrs):
                     new = self._new_state(g, name, p)
-                    if isinstance(a, Blockwise8):
+                    if isinstance(a, Blockwise8):  # and so is new: the state's kind follows the group
+                        new = cast(Blockwise8, new)
                         a.codes[...], a.absmax[...] = new.codes, new.absmax
                     else:
                         a[...] = new
@@ -874,14 +882,15 @@ class SGD(Optimizer):
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
-                 maximize: bool = False, momentum_form: str = "torch", **common) -> None:
+                 maximize: bool = False, momentum_form: str = "torch", **common: Any) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov, maximize=maximize, momentum_form=momentum_form), **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["momentum_buffer"] if (g["momentum"] != 0.0 or g["momentum_form"] != "torch") else []
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         F.sgd(params, grads, states.get("momentum_buffer"), lr=lr, momentum=hp["momentum"],
               dampening=hp["dampening"], weight_decay=hp["weight_decay"], nesterov=hp["nesterov"],
               maximize=hp["maximize"], first_step=step == 1, momentum_form=hp["momentum_form"], **hp.get("_lowp", {}))
@@ -897,18 +906,19 @@ class Adagrad(Optimizer):
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0, eps: float = 1e-10, *,
-                 maximize: bool = False, **common) -> None:
+                 maximize: bool = False, **common: Any) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       maximize=maximize), **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["sum"]
 
-    def _init_state(self, g, name, p):
+    def _init_state(self, g: Mapping[str, Any], name: str, p: Array) -> Array:
         return np.full_like(p, g["initial_accumulator_value"])
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         F.adagrad(params, grads, states["sum"], step=step, lr=lr, lr_decay=hp["lr_decay"],
                   weight_decay=hp["weight_decay"], initial_accumulator_value=hp["initial_accumulator_value"],
                   eps=hp["eps"], maximize=hp["maximize"], **hp.get("_lowp", {}))
@@ -924,14 +934,15 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
-                 maximize: bool = False, **common) -> None:
+                 maximize: bool = False, **common: Any) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                                       centered=centered, maximize=maximize), **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["square_avg"] + (["grad_avg"] if g["centered"] else []) + (["momentum_buffer"] if g["momentum"] > 0 else [])
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         F.rmsprop(params, grads, states["square_avg"], states.get("grad_avg"), states.get("momentum_buffer"), lr=lr,
                   alpha=hp["alpha"], eps=hp["eps"], weight_decay=hp["weight_decay"], momentum=hp["momentum"],
                   centered=hp["centered"], maximize=hp["maximize"], **hp.get("_lowp", {}))
@@ -949,17 +960,19 @@ class Adam(Optimizer):
     _kernel_decouples = True
     _nonnegative_state = ("exp_avg_sq", "max_exp_avg_sq")
 
-    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
-                 bias_correction: bool = True, eps_inside_sqrt: bool = False, **common) -> None:
+                 bias_correction: bool = True, eps_inside_sqrt: bool = False, **common: Any) -> None:
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize, bias_correction=bias_correction,
                                       eps_inside_sqrt=eps_inside_sqrt), **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if g["amsgrad"] else [])
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         F.adam(params, grads, states["exp_avg"], states["exp_avg_sq"], states.get("max_exp_avg_sq"), step=step, lr=lr,
                betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"], amsgrad=hp["amsgrad"],
                maximize=hp["maximize"], decoupled_weight_decay=hp["decoupled_weight_decay"],
@@ -972,8 +985,9 @@ class AdamW(Adam):
 
     kernel, torch_name, example = "adamw", "AdamW", {}
 
-    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, **kw) -> None:
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, **kw: Any) -> None:
         kw["decoupled_weight_decay"] = True
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, **kw)
 
@@ -986,15 +1000,17 @@ class Adamax(Optimizer):
     kernel, torch_name, example = "adamax", "Adamax", {}
     _nonnegative_state = ("exp_inf",)
 
-    def __init__(self, params: Params, lr: Union[float, Schedule] = 2e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, maximize: bool = False, **common) -> None:
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 2e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False, **common: Any) -> None:
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       maximize=maximize), **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["exp_avg", "exp_inf"]
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         F.adamax(params, grads, states["exp_avg"], states["exp_inf"], step=step, lr=lr, betas=tuple(hp["betas"]),
                  eps=hp["eps"], weight_decay=hp["weight_decay"], maximize=hp["maximize"], **hp.get("_lowp", {}))
 
@@ -1009,16 +1025,18 @@ class RAdam(Optimizer):
     _kernel_decouples = True
     _nonnegative_state = ("exp_avg_sq",)
 
-    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False,
-                 **common) -> None:
+                 **common: Any) -> None:
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       maximize=maximize), decoupled_weight_decay=decoupled_weight_decay, **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["exp_avg", "exp_avg_sq"]
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         F.radam(params, grads, states["exp_avg"], states["exp_avg_sq"], step=step, lr=lr, betas=tuple(hp["betas"]),
                 eps=hp["eps"], weight_decay=hp["weight_decay"], decoupled_weight_decay=hp["decoupled_weight_decay"],
                 maximize=hp["maximize"], **hp.get("_lowp", {}))
@@ -1033,13 +1051,14 @@ class Adadelta(Optimizer):
     _nonnegative_state = ("square_avg", "acc_delta")
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0, *, maximize: bool = False, **common) -> None:
+                 weight_decay: float = 0.0, *, maximize: bool = False, **common: Any) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize), **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["square_avg", "acc_delta"]
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         F.adadelta(params, grads, states["square_avg"], states["acc_delta"], lr=lr, rho=hp["rho"], eps=hp["eps"],
                    weight_decay=hp["weight_decay"], maximize=hp["maximize"], **hp.get("_lowp", {}))
 
@@ -1054,18 +1073,20 @@ class Rprop(Optimizer):
     kernel, torch_name, example = "rprop", "Rprop", {}
     _nonnegative_state = ("step_size",)
 
-    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0),
-                 *, maximize: bool = False, **common) -> None:
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, etas: Tuple[float, float] = (0.5, 1.2),
+                 step_sizes: Tuple[float, float] = (1e-6, 50.0),
+                 *, maximize: bool = False, **common: Any) -> None:
         super().__init__(params, dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes), weight_decay=0.0,
                                       maximize=maximize), **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["prev", "step_size"]
 
-    def _init_state(self, g, name, p):
+    def _init_state(self, g: Mapping[str, Any], name: str, p: Array) -> Array:
         return np.full_like(p, self._group_lr(g, 1)) if name == "step_size" else np.zeros_like(p)
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         F.rprop(params, grads, states["prev"], states["step_size"], etas=tuple(hp["etas"]),
                 step_sizes=tuple(hp["step_sizes"]), maximize=hp["maximize"], **hp.get("_lowp", {}))
 
@@ -1085,20 +1106,22 @@ class NAdam(Optimizer):
     _nonnegative_state = ("exp_avg_sq", "mu_product")
     _scalar_state = ("mu_product",)
 
-    def __init__(self, params: Params, lr: Union[float, Schedule] = 2e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 2e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *,
-                 maximize: bool = False, **common) -> None:
+                 maximize: bool = False, **common: Any) -> None:
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay, maximize=maximize),
                          decoupled_weight_decay=decoupled_weight_decay, **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["mu_product", "exp_avg", "exp_avg_sq"]
 
-    def _init_state(self, g, name, p):
+    def _init_state(self, g: Mapping[str, Any], name: str, p: Array) -> Array:
         return np.ones((), np.float32) if name == "mu_product" else np.zeros_like(p)
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         F.nadam(params, grads, states["exp_avg"], states["exp_avg_sq"], states["mu_product"], step=step, lr=lr,
                 betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"],
                 momentum_decay=hp["momentum_decay"], decoupled_weight_decay=hp["decoupled_weight_decay"],
@@ -1121,19 +1144,20 @@ class ASGD(Optimizer):
     _scalar_state = ("eta", "mu")
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
-                 t0: float = 1e6, weight_decay: float = 0.0, *, maximize: bool = False, **common) -> None:
+                 t0: float = 1e6, weight_decay: float = 0.0, *, maximize: bool = False, **common: Any) -> None:
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
                                       maximize=maximize), **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["eta", "mu", "ax"]
 
-    def _init_state(self, g, name, p):
+    def _init_state(self, g: Mapping[str, Any], name: str, p: Array) -> Array:
         if name == "eta":  # torch starts eta at the group's lr
             return np.array(self._group_lr(g, 1), np.float32)
         return np.ones((), np.float32) if name == "mu" else np.zeros_like(p)
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         F.asgd(params, grads, states["ax"], states["mu"], states["eta"], step=step, lr=lr, lambd=hp["lambd"],
                alpha=hp["alpha"], t0=hp["t0"], weight_decay=hp["weight_decay"], maximize=hp["maximize"], **hp.get("_lowp", {}))
 
@@ -1147,16 +1171,17 @@ class Lion(Optimizer):
     kernel, torch_name, example = "lion", None, dict(weight_decay=1e-2)
     _kernel_decouples = True  # Lion's decay is decoupled by definition
 
-    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-4, betas=(0.9, 0.99),
-                 weight_decay: float = 0.0, *, maximize: bool = False, **common) -> None:
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-4, betas: Tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0, *, maximize: bool = False, **common: Any) -> None:
         common.setdefault("decoupled_weight_decay", True)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize),
                          **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["exp_avg"]
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         F.lion(params, grads, states["exp_avg"], lr=lr, betas=tuple(hp["betas"]), weight_decay=hp["weight_decay"],
                maximize=hp["maximize"], **hp.get("_lowp", {}))
 
@@ -1176,8 +1201,9 @@ def _math_values(a: Any) -> Array:
     """The values a step computes on: a float32 or float64 array itself, a 16-bit one
     widened to float32 (exact), an 8-bit state dequantized."""
     if isinstance(a, Blockwise8):
-        return a.dequantize()
-    return a.astype(np.float32) if a.dtype in _16BIT else a
+        out: Array = a.dequantize()
+        return out
+    return a.astype(np.float32) if a.dtype in _16BIT else a  # type: ignore[no-any-return]
 
 
 def _store_(dst: Any, src: Array) -> None:
@@ -1255,17 +1281,18 @@ class ScheduleFreeAdamW(Optimizer):
     #: the per-group values each step moves on (the reference's names and starting values)
     _GROUP_STATE = (("k", 0), ("lr_max", -1.0), ("weight_sum", 0.0), ("train_mode", True))
 
-    def __init__(self, params: Params, lr: Union[float, Schedule] = 0.0025, betas=(0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 0.0025,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0,
-                 **common) -> None:
+                 **common: Any) -> None:
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
                                       **dict(self._GROUP_STATE)), **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["z", "exp_avg_sq"]
 
-    def _init_state(self, g, name, p):
+    def _init_state(self, g: Mapping[str, Any], name: str, p: Array) -> Array:
         return p.copy() if name == "z" else np.zeros_like(p)
 
     @staticmethod
@@ -1291,19 +1318,21 @@ class ScheduleFreeAdamW(Optimizer):
         ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
         return lr_t, ckp1, dict(k=int(k) + 1, lr_max=lr_max, weight_sum=weight_sum)
 
-    def _advance(self, g, lr):
+    def _advance(self, g: Mapping[str, Any], lr: float) -> Dict[str, Any]:
         return self._schedule(g, lr)[2]
 
-    def _refuse_step(self, groups):
+    def _refuse_step(self, groups: Sequence[Mapping[str, Any]]) -> None:
         for gi, g in enumerate(groups):
             if not g.get("train_mode", True):
                 raise RuntimeError(f"parameter group {gi} is in eval mode (the parameters hold the average x): "
                                    "call train() before step()")
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         lr_t, ckp1, _ = self._schedule(hp, lr)
         if step == 1:  # a parameter's first step: z starts where the parameter is now
-            masters = states.get("master_param") or [None] * len(params)
+            masters: List[Optional[Array]] = (list(states["master_param"]) if "master_param" in states
+                                               else [None] * len(params))
             for p, z, master in zip(params, states["z"], masters):
                 _store_(z, p if master is None else master)
         F.schedule_free_adamw(params, grads, states["z"], states["exp_avg_sq"], step=hp["k"] + 1, lr=lr_t,
@@ -1325,7 +1354,8 @@ class ScheduleFreeAdamW(Optimizer):
             if bool(g["train_mode"]) != to_train:
                 moves.append((g, self._switch_weight(g, to_train)))
         for g, w in moves:
-            masters = g["_state"].get("master_param") or [None] * len(g["params"])
+            masters: List[Optional[Array]] = (list(g["_state"]["master_param"]) if "master_param" in g["_state"]
+                                               else [None] * len(g["params"]))
             for i, (p, z, master) in enumerate(zip(g["params"], g["_state"]["z"], masters)):
                 if g["_steps"][i] > 0:  # z exists once the parameter has taken a step
                     _switch_(p, z, w, master)
@@ -1356,18 +1386,18 @@ class _TrustRatio(Optimizer):
     parameters out of them and of weight decay."""
 
     def __init__(self, params: Params, defaults: Dict[str, Any],
-                 exclude: Optional[Callable[[str, Array], bool]], **common) -> None:
+                 exclude: Optional[Callable[[str, Array], bool]], **common: Any) -> None:
         if exclude is not None and not callable(exclude):
             raise TypeError(f"exclude must be a callable (name, array) -> bool or None, got {type(exclude).__name__}")
         self._exclude = exclude
         super().__init__(params, defaults, **common)
 
-    def _prepare_group(self, g):
+    def _prepare_group(self, g: Dict[str, Any]) -> None:
         ex = self._exclude
         g["adapt"] = [not (ex is not None and ex(n, p)) for n, p in zip(g["names"], g["params"])]
         g["trust_ratio"] = np.ones(len(g["params"]))
 
-    def _after_kernel(self, g, idx, result):
+    def _after_kernel(self, g: Dict[str, Any], idx: List[int], result: Any) -> None:
         if idx:
             g["trust_ratio"][idx] = result
 
@@ -1395,16 +1425,18 @@ class LAMB(_TrustRatio):
 
     _nonnegative_state = ("exp_avg_sq",)
 
-    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6,
+    def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0, *, bias_correction: bool = True,
-                 exclude: Optional[Callable[[str, Array], bool]] = None, **common) -> None:
+                 exclude: Optional[Callable[[str, Array], bool]] = None, **common: Any) -> None:
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       bias_correction=bias_correction), exclude, **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["exp_avg", "exp_avg_sq"]
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> Any:
         return F.lamb(params, grads, states["exp_avg"], states["exp_avg_sq"], step=step, lr=lr,
                       betas=tuple(hp["betas"]), eps=hp["eps"], weight_decay=hp["weight_decay"],
                       bias_correction=hp["bias_correction"], adapt=[hp["adapt"][i] for i in idx],
@@ -1426,14 +1458,15 @@ class LARS(_TrustRatio):
 
     def __init__(self, params: Params, lr: Union[float, Schedule] = 1e-3, momentum: float = 0.9,
                  weight_decay: float = 0.0, trust_coefficient: float = 1e-3, eps: float = 0.0, *,
-                 exclude: Optional[Callable[[str, Array], bool]] = None, **common) -> None:
+                 exclude: Optional[Callable[[str, Array], bool]] = None, **common: Any) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       trust_coefficient=trust_coefficient, eps=eps), exclude, **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["momentum_buffer"] if g["momentum"] != 0.0 else []
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> Any:
         return F.lars(params, grads, states.get("momentum_buffer"), lr=lr, momentum=hp["momentum"],
                       weight_decay=hp["weight_decay"], trust_coefficient=hp["trust_coefficient"], eps=hp["eps"],
                       adapt=[hp["adapt"][i] for i in idx], **hp.get("_lowp", {}))
@@ -1480,19 +1513,20 @@ class Muon(Optimizer):
                                       ns_coefficients=coeffs, eps=eps, ns_steps=ns_steps,
                                       adjust_lr_fn=adjust_lr_fn), **common)
 
-    def _prepare_group(self, g):
+    def _prepare_group(self, g: Dict[str, Any]) -> None:
         for n, p in zip(g["names"], g["params"]):
             if p.ndim != 2:
                 raise ValueError(f"Muon only supports 2-D parameters (it orthogonalizes matrices): parameter {n} "
                                  f"has shape {p.shape}; optimize biases, norms and embeddings with another "
                                  "optimizer such as AdamW")
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["momentum_buffer"]
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
         # The base class's dry run (hyperparameter checks) passes zero-size 1-D stand-ins.
-        def mats(xs):
+        def mats(xs: List[Array]) -> List[Array]:
             return [a if a.ndim == 2 else a.reshape(0, 0) for a in xs]
 
         F.muon(mats(params), mats(grads), mats(states["momentum_buffer"]), lr=lr, weight_decay=hp["weight_decay"],
@@ -1543,20 +1577,23 @@ class Adafactor(Optimizer):
                                       eps=tuple(eps) if isinstance(eps, (tuple, list)) else eps, d=d,
                                       weight_decay=weight_decay, maximize=maximize), **common)
 
-    def _state_names(self, g):
+    def _state_names(self, g: Mapping[str, Any]) -> List[str]:
         return ["row_var", "col_var", "variance"]
 
-    def _state_shape(self, g, name, p):
+    def _state_shape(self, g: Mapping[str, Any], name: str, p: Array) -> Tuple[int, ...]:
         shape = tuple(p.shape)
         if len(shape) >= 2:
             return {"row_var": shape[:-1] + (1,), "col_var": shape[:-2] + (1, shape[-1])}.get(name, (0,))
         return shape if name == "variance" else (0,)
 
-    def _init_state(self, g, name, p):
+    def _init_state(self, g: Mapping[str, Any], name: str, p: Array) -> Array:
         return np.zeros(self._state_shape(g, name, p), p.dtype)
 
-    def _kernel(self, hp, idx, params, grads, states, lr, step):
-        rv, cv, v = [], [], []
+    def _kernel(self, hp: Mapping[str, Any], idx: List[int], params: List[Array], grads: List[Array],
+                states: Dict[str, List[Array]], lr: float, step: int) -> None:
+        rv: List[Optional[Array]] = []
+        cv: List[Optional[Array]] = []
+        v: List[Optional[Array]] = []
         for p, a, b, c in zip(params, states["row_var"], states["col_var"], states["variance"]):
             factored = p.ndim >= 2
             rv.append(a if factored else None)
@@ -1568,7 +1605,8 @@ class Adafactor(Optimizer):
 
 
 # -------------------------------------------------------------------------- L-BFGS
-def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+def _cubic_interpolate(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float,
+                       bounds: Optional[Tuple[float, float]] = None) -> float:
     """The minimizer of the cubic through (x1, f1, g1) and (x2, f2, g2), clamped to
     ``bounds`` (default: the interval); the midpoint where the cubic has none (Nocedal &
     Wright, "Numerical Optimization", 2nd ed., eq. 3.59). As torch.optim.lbfgs's."""
@@ -1579,7 +1617,7 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
     d2_square = d1**2 - g1 * g2
     if d2_square >= 0:
-        d2 = np.sqrt(d2_square)
+        d2: float = np.sqrt(d2_square)
         if x1 <= x2:
             min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
         else:
@@ -1588,7 +1626,9 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     return (xmin_bound + xmax_bound) / 2.0
 
 
-def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
+def _strong_wolfe(obj_func: Callable[[List[Array], float, Array], Tuple[float, Array]], x: List[Array], t: float,
+                  d: Array, f: float, g: Array, gtd: float, c1: float = 1e-4, c2: float = 0.9,
+                  tolerance_change: float = 1e-9, max_ls: int = 25) -> Tuple[float, Array, float, int]:
     """A line search along ``d`` for a step ``t`` meeting the strong Wolfe conditions
     (sufficient decrease ``c1``, curvature ``c2``; Nocedal & Wright, algorithms 3.5 and
     3.6): bracketing, then zooming by cubic interpolation, as torch.optim.lbfgs's
@@ -1598,6 +1638,7 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
     f_new, g_new = obj_func(x, t, d)
     ls_func_evals = 1
     gtd_new = g_new.dot(d)
+    t_prev: float
     t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
     done = False
     ls_iter = 0
@@ -1659,10 +1700,12 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
     return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_func_evals
 
 
-def _lbfgs_hyper(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size, line_search_fn):
+def _lbfgs_hyper(lr: float, max_iter: int, max_eval: Optional[float], tolerance_grad: float,
+                 tolerance_change: float, history_size: int, line_search_fn: Optional[str]) -> Dict[str, Any]:
     """L-BFGS's hyperparameters, checked; ``max_eval=None`` is ``max_iter * 5 // 4``."""
     if not (_is_real(lr) and math.isfinite(lr) and lr >= 0):
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    v: float  # ints first, then reals
     for name, v in (("max_iter", max_iter), ("history_size", history_size)):
         if not (_is_int(v) and v >= 1):
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
@@ -1680,7 +1723,17 @@ def _lbfgs_hyper(lr, max_iter, max_eval, tolerance_grad, tolerance_change, histo
                 line_search_fn=line_search_fn)
 
 
-def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: Any) -> None:
+class _FlatSpace(Protocol):
+    """The parameters as one vector, as :func:`_lbfgs_step` uses them."""
+
+    def evaluate(self) -> Any: ...
+    def flat_grad(self) -> Array: ...
+    def add(self, t: float, d: Array) -> None: ...
+    def clone(self) -> List[Array]: ...
+    def restore(self, x: List[Array]) -> None: ...
+
+
+def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: _FlatSpace) -> None:
     """One L-BFGS step (up to ``max_iter`` iterations; Nocedal & Wright, algorithm 7.4,
     the two-loop recursion, with torch's initial step, stopping rules and optional
     strong-Wolfe line search), as torch.optim.LBFGS.step computes it, on flat vectors in
@@ -1715,6 +1768,9 @@ def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: Any) -> Non
             old_dirs, old_stps, ro = [], [], []
             H_diag = 1
         else:
+            # Set by an earlier iteration (this step's, or a previous step's in ``state``).
+            d, old_dirs, old_stps, ro = (cast(Array, d), cast("List[Array]", old_dirs), cast("List[Array]", old_stps),
+                                         cast("List[float]", ro))
             y = flat_grad - prev_flat_grad
             s = d * t
             ys = y.dot(s)
@@ -1752,7 +1808,7 @@ def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: Any) -> Non
         if line_search_fn is not None:
             x_init = space.clone()
 
-            def obj_func(x, t, d):
+            def obj_func(x: List[Array], t: float, d: Array) -> Tuple[float, Array]:
                 space.add(t, d)
                 f = float(space.evaluate())
                 g = space.flat_grad()
@@ -1846,8 +1902,14 @@ class LBFGS:
         parameters as one vector), updated in place. bfloat16/float16 parameters are
         iterated in float32 (directions, steps and history), each move written back
         rounded to nearest even, so the closure evaluates the rounded point.
-      lr, max_iter, max_eval (default ``max_iter * 5 // 4``), tolerance_grad,
-        tolerance_change, history_size, line_search_fn: as torch.optim.LBFGS.
+      lr: the step size, as torch.optim.LBFGS's.
+      max_iter: iterations per :meth:`step`, as torch.optim.LBFGS's.
+      max_eval: closure evaluations per :meth:`step` (default ``max_iter * 5 // 4``), as
+        torch.optim.LBFGS's.
+      tolerance_grad: as torch.optim.LBFGS's.
+      tolerance_change: as torch.optim.LBFGS's.
+      history_size: as torch.optim.LBFGS's.
+      line_search_fn: None or ``"strong_wolfe"``, as torch.optim.LBFGS's.
 
     Example:
       >>> import numpy as np
@@ -1869,8 +1931,10 @@ class LBFGS:
         if isinstance(params, np.ndarray):
             raise TypeError("params must be a list or dict of arrays, not a single array (wrap it in a list)")
         self._keyed = isinstance(params, Mapping)
-        names = [str(k) for k in params] if self._keyed else [str(i) for i in range(len(params))]
-        arrays = list(params.values()) if self._keyed else list(params)
+        if isinstance(params, Mapping):
+            names, arrays = [str(k) for k in params], list(params.values())
+        else:
+            names, arrays = [str(i) for i in range(len(params))], list(params)
         if not arrays:
             raise ValueError("params is empty")
         arrays = [_check_param(a, n) for a, n in zip(arrays, names)]
@@ -1881,7 +1945,7 @@ class LBFGS:
         self.state: Dict[str, Any] = {}
         self._lock = threading.RLock()
 
-    def _grads(self, grads) -> List[Array]:
+    def _grads(self, grads: Any) -> List[Array]:
         g = self.param_groups[0]
         if self._keyed:
             if not isinstance(grads, Mapping) or set(grads) != set(g["names"]):
@@ -1921,7 +1985,7 @@ class LBFGS:
             _lbfgs_step(self.state, hp, space)
         finally:
             loss = self.state.pop("_loss", None)
-        return loss
+        return cast(float, loss)  # the closure's first loss (set before anything could fail)
 
     def state_dict(self) -> Dict[str, Any]:
         """Copies of the hyperparameters and the state (torch's names)."""

@@ -1,12 +1,14 @@
-r"""Regularization: which parameters to decay, and the penalties of the source documents.
+r"""Regularization: which parameters to decay, and the penalties of the source articles
+(the articles on training deep networks that deepoptim started from).
 
 - L2, coupled (torch's ``weight_decay``): every optimizer's ``weight_decay``, ``g += wd*p``.
 - Decoupled weight decay (AdamW-style) for any optimizer: ``decoupled_weight_decay=True``,
   ``p *= 1 - lr*wd`` before the update.
-- L1 and elastic net (seed 003): the optimizers' ``l1`` option, as a subgradient
-  (``g += l1*sign(p)``, kernel :func:`deepoptim.functional.add_penalty`) or as a proximal
-  step (``l1_mode="proximal"``: ``p = sign(p)*max(|p| - lr*l1, 0)`` after the update,
-  kernel :func:`deepoptim.functional.soft_threshold`). Elastic net = ``l1`` plus ``weight_decay``.
+- L1 and elastic net (as seed 003 of the source articles writes them): the optimizers'
+  ``l1`` option, as a subgradient (``g += l1*sign(p)``, kernel
+  :func:`deepoptim.functional.add_penalty`) or as a proximal step (``l1_mode="proximal"``:
+  ``p = sign(p)*max(|p| - lr*l1, 0)`` after the update, kernel
+  :func:`deepoptim.functional.soft_threshold`). Elastic net = ``l1`` plus ``weight_decay``.
 
 Biases and normalization parameters are usually excluded; :func:`param_groups` builds
 the two parameter groups from a name or mask filter.

@@ -321,7 +321,8 @@ class linear(_Pure):
 
     Args:
       lr: the base rate, >= 0.
-      start_factor, end_factor: the factors at step 0 and from step T on, >= 0.
+      start_factor: the factor at step 0, >= 0.
+      end_factor: the factor from step T on, >= 0.
       total_steps: T, >= 1.
     """
 
@@ -681,7 +682,11 @@ class ReduceOnPlateau:
 
     Attributes:
       lr: the current learning rate (what ``step`` returns).
-      best, num_bad_steps, cooldown_counter, steps: the state, also in ``state_dict()``.
+      best: the best metric so far (state, also in ``state_dict()``).
+      num_bad_steps: the bad steps counted toward the next reduction (state, also in
+        ``state_dict()``).
+      cooldown_counter: steps of cooldown left (state, also in ``state_dict()``).
+      steps: calls of ``step`` so far (state, also in ``state_dict()``).
 
     Args:
       lr: the initial rate, >= 0.
@@ -820,7 +825,10 @@ class RestartOnThreshold:
 
     Attributes:
       lr: ``schedule(steps_since_restart)``, the current rate.
-      restarts, steps_since_restart, threshold, steps: the state, also in ``state_dict()``.
+      restarts: restarts so far (state, also in ``state_dict()``).
+      steps_since_restart: steps since the last restart (state, also in ``state_dict()``).
+      threshold: the current threshold (state, also in ``state_dict()``).
+      steps: calls of ``step`` so far (state, also in ``state_dict()``).
 
     Args:
       schedule: any callable step -> lr (usually a decaying one).

@@ -35,7 +35,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, DefaultDict, Dict, List, Optional, Tuple, Type
 
 try:
     import torch
@@ -47,11 +47,15 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
 
 import ml_dtypes
 import numpy as np
+import numpy.typing as npt
 
 from deepoptim import _core, clip
 from deepoptim import functional as F
 from deepoptim import optim as _np
 from deepoptim.reference._lowp import QBLOCK, Blockwise8
+
+if TYPE_CHECKING:  # torch's type of an optimizer's params (torch >= 2.2)
+    from torch.optim.optimizer import ParamsT
 
 _TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 _FLOATS = (torch.float32, torch.float64)
@@ -90,10 +94,10 @@ class _Adapter(torch.optim.Optimizer):
     the :mod:`deepoptim.optim` class it adapts (``_np_cls``); that class says which state
     it keeps and which kernel it calls."""
 
-    _np_cls: type = _np.Optimizer
+    _np_cls: Type[_np.Optimizer] = _np.Optimizer
     _signature: inspect.Signature
 
-    def __init__(self, params, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, params: ParamsT, *args: Any, **kwargs: Any) -> None:
         bound = self._signature.bind(self, params, *args, **kwargs)
         bound.apply_defaults()
         given = dict(bound.arguments)
@@ -126,8 +130,8 @@ class _Adapter(torch.optim.Optimizer):
         # Lion, LARS) keeps one then, so that a resumed run draws as the original would.
         self._has_step = (uses_step or self._np_cls.torch_name not in (None, "SGD")
                           or bool(given.get("stochastic_rounding")))
-        self._views: Dict[int, Any] = {}
-        self._fast: Dict[int, Any] = {}
+        self._views: Dict[int, Dict[str, Any]] = {}
+        self._fast: Dict[int, Dict[str, Any]] = {}
         self._prev_grad_sq_norm: Optional[float] = None
         defaults = dict(self._spec.defaults)
         defaults.update({k: v for k, v in flags.items()})
@@ -210,7 +214,7 @@ class _Adapter(torch.optim.Optimizer):
             return Blockwise8(_view(st[n]), _view(st[n + "_absmax"]), n not in self._spec._nonnegative_state)
         return _view(st[n])
 
-    def _np_group_stub(self, hyper: Dict[str, Any], dtype) -> Dict[str, Any]:
+    def _np_group_stub(self, hyper: Dict[str, Any], dtype: npt.DTypeLike) -> Dict[str, Any]:
         g = dict(hyper, params=[np.zeros(1, dtype)], names=["0"], keyed=False, step=0)
         self._spec._prepare_group(g)
         return g
@@ -409,7 +413,7 @@ class _Adapter(torch.optim.Optimizer):
                     params=[_view(p) for p in params])
         self._spec._prepare_group(stub)
         names = self._spec._all_state_names(stub)
-        states = [self.state.get(p) for p in params]
+        states: List[Any] = [self.state.get(p) for p in params]  # torch's state values are untyped dicts
         if (names or self._has_step) and not all(states):
             return
         steps = {int(st["step"]) for st in states if st and "step" in st} if self._has_step else {1}
@@ -421,7 +425,7 @@ class _Adapter(torch.optim.Optimizer):
         sizes = [p.numel() for p in params]
         dname = _RAW_NAME[params[0].dtype]
 
-        def raw(ts):
+        def raw(ts: List[torch.Tensor]) -> _core.RawTensors:
             return _core.RawTensors(_RAW_NAME[ts[0].dtype] if ts else dname, [t.data_ptr() for t in ts], sizes, ts)
 
         buf = None
@@ -452,7 +456,7 @@ class _Adapter(torch.optim.Optimizer):
             scan = _core.torch_pointers(params)  # None: a missing, sparse or strided gradient
             if scan is None or scan[0] != fc["pptrs"]:  # or a parameter moved: the general path
                 return False
-            _, gptrs, grads = scan
+            _, gptrs, gtensors = scan
             hyper = self._hyper(group)
             if hyper["l1"]:
                 return False
@@ -462,7 +466,7 @@ class _Adapter(torch.optim.Optimizer):
                 self._spec._check_group(g, f"parameter group {gi}")
                 fc["checked"] = hyper
             lr = float(hyper["lr"])
-            plans.append((fc, g, _core.RawTensors(fc["dname"], gptrs, fc["sizes"], grads), lr,
+            plans.append((fc, g, _core.RawTensors(fc["dname"], gptrs, fc["sizes"], gtensors), lr,
                           group, self._spec._advance(g, lr)))
         # Nothing below can fail: checked above, and _core checks the pointers first.
         everyone = []
@@ -473,7 +477,8 @@ class _Adapter(torch.optim.Optimizer):
             n = len(fc["sizes"])
             hp = self._spec._kernel_hyper(g)
             hp["_lowp"] = self._spec._lowp_args(g, fc["gi"], list(range(n)), fc["states"])
-            self._spec._kernel(hp, list(range(n)), fc["params"], grads, fc["states"], lr, t)
+            # RawTensors (the tensors' pointers) where the kernels also take lists of arrays:
+            self._spec._kernel(hp, list(range(n)), fc["params"], grads, fc["states"], lr, t)  # type: ignore[arg-type]
             fc["step"] = t
             if fc["buf"] is not None:
                 fc["buf"].add_(1.0)
@@ -577,6 +582,15 @@ class _EvalPoint:
     in each mode (Schedule-Free: y in train mode, the average x in eval mode); the weights
     of the switch come from the :mod:`deepoptim.optim` class."""
 
+    if TYPE_CHECKING:  # from _Adapter, the other base of every class that uses this one
+        param_groups: List[Dict[str, Any]]
+        state: DefaultDict[torch.Tensor, Any]
+        _spec: _np.ScheduleFreeAdamW
+
+        def _hyper(self, group: Dict[str, Any]) -> Dict[str, Any]: ...
+
+        def _state_value(self, hyper: Dict[str, Any], p: torch.Tensor, st: Dict[str, Any], n: str) -> Any: ...
+
     def _set_mode(self, to_train: bool) -> None:
         moves = []
         for group in self.param_groups:  # every check first: a switch that raises has moved nothing
@@ -606,7 +620,7 @@ class _EvalPoint:
         self._set_mode(False)
 
 
-def _make(np_cls: type) -> type:
+def _make(np_cls: Type[_np.Optimizer]) -> type:
     """The torch.optim.Optimizer subclass for a deepoptim.optim class: torch's signature
     (when torch has the optimizer) plus deepoptim's extra options, keyword-only."""
     ours = inspect.signature(np_cls.__init__)
@@ -638,7 +652,7 @@ def _make(np_cls: type) -> type:
     positional = [p for p in params if p.kind is not p.KEYWORD_ONLY]
     keyword = [p for p in params if p.kind is p.KEYWORD_ONLY]
     sig = inspect.Signature(positional + keyword)
-    def __init__(self, params, *args: Any, **kwargs: Any) -> None:
+    def __init__(self: _Adapter, params: ParamsT, *args: Any, **kwargs: Any) -> None:
         _Adapter.__init__(self, params, *args, **kwargs)
 
     __init__.__signature__ = sig  # type: ignore[attr-defined]
@@ -681,7 +695,7 @@ class LBFGS(torch.optim.Optimizer):
     tensors of one dtype: float32 or float64, or bfloat16/float16 iterated in float32
     (each move written back rounded, see :class:`deepoptim.optim.LBFGS`)."""
 
-    def __init__(self, params, lr: float = 1, max_iter: int = 20, max_eval: Optional[int] = None,
+    def __init__(self, params: ParamsT, lr: float = 1, max_iter: int = 20, max_eval: Optional[int] = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
                  line_search_fn: Optional[str] = None) -> None:
         if isinstance(lr, torch.Tensor):
@@ -846,7 +860,7 @@ class Muon(_ShapedAdapter):
     memory, after every group's hyperparameters and gradients were checked (a step that
     raises has changed nothing)."""
 
-    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
+    def __init__(self, params: ParamsT, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: Tuple[float, float, float] = (3.4445, -4.775, 2.0315),
                  eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None) -> None:
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
@@ -896,7 +910,7 @@ class Muon(_ShapedAdapter):
         for gi, group in enumerate(self.param_groups):
             hyper = self._hyper(group)
             self._dry_run(group, f"parameter group {gi}")
-            by_dtype: Dict[torch.dtype, Tuple[list, list, list, list]] = {}
+            by_dtype: Dict[torch.dtype, Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]] = {}
             for name, p, g in self._with_grads(gi, group):
                 buf = self.state[p].get("momentum_buffer") if p in self.state else None
                 sdt = self._state_dtype(p)
@@ -918,7 +932,11 @@ class Muon(_ShapedAdapter):
         for p, buf in pending.items():
             self.state[p]["momentum_buffer"] = buf
         for hyper, ps, gs, bs in plans:
-            self._run(lambda pv, gv, bs=bs, hyper=hyper: F.muon(pv, gv, [_view(b) for b in bs], **hyper), ps, gs)
+            def muon(pv: List[np.ndarray], gv: List[np.ndarray], bs: List[torch.Tensor] = bs,
+                     hyper: Dict[str, Any] = hyper) -> None:
+                F.muon(pv, gv, [_view(b) for b in bs], **hyper)
+
+            self._run(muon, ps, gs)
         return loss
 
 
@@ -935,7 +953,7 @@ class Adafactor(_ShapedAdapter):
     every group's hyperparameters, gradients and state were checked (a step that raises
     has changed nothing)."""
 
-    def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8,
+    def __init__(self, params: ParamsT, lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: Tuple[Optional[float], float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0, *,
                  foreach: Optional[bool] = None, maximize: bool = False) -> None:
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
@@ -982,12 +1000,14 @@ class Adafactor(_ShapedAdapter):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plans: list = []
+        plans: List[Tuple[Dict[str, Any], int, List[torch.Tensor], List[torch.Tensor], List[Optional[torch.Tensor]],
+                          List[Optional[torch.Tensor]], List[Optional[torch.Tensor]]]] = []
         pending: Dict[torch.Tensor, Dict[str, torch.Tensor]] = {}
         for gi, group in enumerate(self.param_groups):
             hyper = self._hyper(group)
             self._dry_run(group, f"parameter group {gi}")
-            calls: Dict[Tuple[torch.dtype, int], Tuple[list, list, list, list, list]] = {}
+            calls: Dict[Tuple[torch.dtype, int], Tuple[List[torch.Tensor], List[torch.Tensor], List[Optional[torch.Tensor]],
+                                                      List[Optional[torch.Tensor]], List[Optional[torch.Tensor]]]] = {}
             for name, p, g in self._with_grads(gi, group):
                 shapes = self._state_shapes(p)
                 state = self.state.get(p, {})
@@ -1030,8 +1050,13 @@ class Adafactor(_ShapedAdapter):
         for p, state in pending.items():
             self.state[p].update(state)
         for hyper, step, ps, gs, rvs, cvs, vs in plans:
-            self._run(lambda pv, gv, rvs=rvs, cvs=cvs, vs=vs, step=step, hyper=hyper: F.adafactor(
-                pv, gv, [view(t) for t in rvs], [view(t) for t in cvs], [view(t) for t in vs], step=step, **hyper), ps, gs)
+            def adafactor(pv: List[np.ndarray], gv: List[np.ndarray], rvs: List[Optional[torch.Tensor]] = rvs,
+                          cvs: List[Optional[torch.Tensor]] = cvs, vs: List[Optional[torch.Tensor]] = vs,
+                          step: int = step, hyper: Dict[str, Any] = hyper) -> None:
+                F.adafactor(pv, gv, [view(t) for t in rvs], [view(t) for t in cvs], [view(t) for t in vs], step=step,
+                            **hyper)
+
+            self._run(adafactor, ps, gs)
             for p in ps:
                 self.state[p]["step"] += 1
         return loss

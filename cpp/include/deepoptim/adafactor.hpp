@@ -24,8 +24,9 @@
 // order, a range of columns per thread); u and |u|^2 (reads g, writes u to a scratch
 // array: two divisions and a square root per element are the costly part, done once);
 // the update (u, p). A vector: |p|^2; variance, u and |u|^2 together; the update. The
-// scratch array (the size of the largest parameter, kept per calling thread) is the
-// memory cost; torch allocates its var_estimate of that size every step.
+// scratch array (the size of the largest parameter up to 64 MiB, kept per calling
+// thread) is the memory cost; torch allocates its var_estimate of that size every step.
+// A parameter whose u would take more computes u again in the update pass instead.
 #pragma once
 
 #include <cstdint>

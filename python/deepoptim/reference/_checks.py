@@ -6,11 +6,14 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar, cast
 
 import numpy as np
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+# (first byte, one past the last byte, written, label) of an array a kernel reads or writes.
+_Span = Tuple[int, int, bool, str]
 
 
 def _is_list_like(x: Any) -> bool:
@@ -69,7 +72,7 @@ def operands(
 
     rows: List[List[Optional[np.ndarray]]] = []
     labels: List[List[str]] = []
-    spans = []
+    spans: List[_Span] = []
     lead_dtype = None
     lead_owner = ""
     for t in range(n):
@@ -122,7 +125,7 @@ def operands(
     return rows, list_form
 
 
-def _check_aliasing(spans: list) -> None:
+def _check_aliasing(spans: List[_Span]) -> None:
     # Two arrays may share memory only if neither is written (two reads of one grad).
     spans.sort(key=lambda s: s[0])
     reach_any = reach_written = None
@@ -169,10 +172,10 @@ def step(s: int) -> int:
     return int(s)
 
 
-def eps_representable(name: str, eps: float, rows: list) -> None:
+def eps_representable(name: str, eps: float, rows: Sequence[Sequence[Optional[np.ndarray]]]) -> None:
     """An eps that rounds to 0 in the dtype the math runs in (that of the checked
     ``rows``, see :func:`operands`) would turn 0/0 into NaN."""
-    if rows and rows[0][0].dtype == np.float32 and eps > 0.0 and np.float32(eps) == 0.0:
+    if rows and cast(np.ndarray, rows[0][0]).dtype == np.float32 and eps > 0.0 and np.float32(eps) == 0.0:
         raise ValueError(f"{name} must not round to 0 in float32 (the parameters' dtype), got {float(eps)!r}")
 
 
@@ -278,13 +281,13 @@ def writeable(a: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} is read-only, but it is updated in place")
 
 
-def add_span(spans: list, a: np.ndarray, written: bool, name: str) -> None:
+def add_span(spans: List[_Span], a: np.ndarray, written: bool, name: str) -> None:
     if a.nbytes:
         start = a.__array_interface__["data"][0]
         spans.append((start, start + a.nbytes, written, name))
 
 
-def aliasing(spans: list) -> None:
+def aliasing(spans: List[_Span]) -> None:
     _check_aliasing(spans)
 
 
@@ -292,13 +295,13 @@ def uint64(x: Any, name: str) -> int:
     """An int in [0, 2**64), as the C++ bindings take seeds and offsets."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(x).__name__}")
-    x = int(x)
-    if not 0 <= x < 2**64:
-        raise ValueError(f"{name} must be in [0, 2**64), got {x}")
-    return x
+    value = int(x)
+    if not 0 <= value < 2**64:
+        raise ValueError(f"{name} must be in [0, 2**64), got {value}")
+    return value
 
 
-def scalar_states(spec: Sequence[Tuple[str, bool, bool, Optional[str]]], rows: list, list_form: bool,
+def scalar_states(spec: Sequence[Tuple[str, bool, bool, Optional[str]]], rows: Sequence[Sequence[Optional[np.ndarray]]], list_form: bool,
                   scalars: Sequence[Tuple[str, Any]]) -> List[List[np.ndarray]]:
     """Check per-tensor scalar state arguments (NAdam's ``mu_products``, ASGD's ``mus``
     and ``etas``; torch keeps them as 0-d tensors): per tensor one array holding exactly
@@ -312,7 +315,7 @@ def scalar_states(spec: Sequence[Tuple[str, bool, bool, Optional[str]]], rows: l
         spec, rows = step.checked
     lead = spec[0][0]
     n = len(rows)
-    spans: list = []
+    spans: List[_Span] = []
     for t, row in enumerate(rows):
         for (name, written, _used, _why), a in zip(spec, row):
             if isinstance(a, _lowp.Blockwise8):  # an 8-bit state: its codes and absmax

@@ -185,8 +185,10 @@ def cast_stochastic(src: ArrayOrList, out: ArrayOrList, *, seed: int, offset: in
     largest bfloat16 may round up to inf, as rounding up there means.
 
     Args:
-      src, out: float32 and bfloat16 arrays of the same shape, or lists of them.
-      seed, offset: ints in [0, 2**64); offset + (total size) must stay below 2**64.
+      src: a float32 array, or a list of them.
+      out: a bfloat16 array of the shape of ``src``, or a list of them (one per ``src``).
+      seed: an int in [0, 2**64).
+      offset: an int in [0, 2**64); offset + (total size) must stay below 2**64.
     """
     seed = _checks.uint64(seed, "seed")
     offset = _checks.uint64(offset, "offset")

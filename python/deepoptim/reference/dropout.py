@@ -33,7 +33,8 @@ def philox4x32_10(counter: Sequence[Union[int, np.ndarray]], key: Sequence[int])
     1, 2, 3", SC 2011), vectorized over counters.
 
     Args:
-      counter: four words (ints or uint32 arrays of one shape). key: two ints.
+      counter: four words (ints or uint32 arrays of one shape).
+      key: two ints.
     Returns:
       The four output words as uint32 arrays.
 
@@ -146,8 +147,10 @@ def dropout(
     or inf (torch's multiply would give NaN there).
 
     Args:
-      x: float32 or float64, C-contiguous. p: drop probability in [0, 1].
-      seed, offset: ints in [0, 2**64) selecting the mask; a call covers the elements
+      x: float32 or float64, C-contiguous.
+      p: drop probability in [0, 1].
+      seed: an int in [0, 2**64), the stream the mask is drawn from.
+      offset: an int in [0, 2**64); a call covers the elements
         ``offset .. offset + x.size - 1`` of the stream ``seed``.
       return_mask: False skips building the mask (use ``dropout_backward`` with the seed).
       out: where to write y (x's shape and dtype; may be x itself for in-place dropout).

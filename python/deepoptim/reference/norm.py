@@ -24,10 +24,13 @@ class BatchNormCache:
 
     Attributes:
       x: the forward's input (a reference, not a copy: do not modify it in between).
-      mean, invstd: float64 (C,), the mean and :math:`1/\\sqrt{\\sigma^2 + \\epsilon}`
-        used to normalize (batch statistics in training, running ones in eval).
-      weight: the scale :math:`\\gamma` or None. has_bias: whether a shift was given.
-      training: whether the statistics came from the batch. channel_axis: 1 or -1.
+      mean: float64 (C,), the mean used to normalize (batch statistics in training,
+        running ones in eval).
+      invstd: float64 (C,), the :math:`1/\\sqrt{\\sigma^2 + \\epsilon}` used to normalize.
+      weight: the scale :math:`\\gamma` or None.
+      has_bias: whether a shift was given.
+      training: whether the statistics came from the batch.
+      channel_axis: 1 or -1.
     """
 
     x: np.ndarray
@@ -96,13 +99,18 @@ def batch_norm(
     Args:
       x: (N, C, ...) with ``channel_axis=1``, or channels-last (N, ..., C) with
         ``channel_axis=-1``; float32 or float64, C-contiguous.
-      running_mean, running_var: (C,) of x's dtype, updated in place in training; both
-        may be None in training (no tracking, like ``track_running_stats=False``).
-      weight, bias: (C,) affine parameters, or None (1 and 0).
+      running_mean: (C,) of x's dtype, updated in place in training; may be None in
+        training, together with ``running_var`` (no tracking, like
+        ``track_running_stats=False``).
+      running_var: (C,) of x's dtype, updated in place in training; None exactly when
+        ``running_mean`` is.
+      weight: (C,) scale, or None (1).
+      bias: (C,) shift, or None (0).
       training: batch statistics (and running updates) or running statistics.
       momentum: in [0, 1], or None for a cumulative average.
-      eps: > 0, added to the variance. num_batches_tracked: int64 array of one value,
-        incremented in place in training when running statistics are tracked.
+      eps: > 0, added to the variance.
+      num_batches_tracked: int64 array of one value, incremented in place in training
+        when running statistics are tracked.
 
     Returns:
       ``(y, cache)``: y like x; the cache for :func:`batch_norm_backward`.

@@ -13,9 +13,10 @@ per tensor), and validates everything before it touches anything.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from deepoptim.reference import _checks, _lowp
 from deepoptim.reference._parallel import blocked_sum
@@ -27,6 +28,9 @@ def _ieee() -> np.errstate:
 
 ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]
 OptArrayOrList = Optional[ArrayOrList]
+if TYPE_CHECKING:
+    # What _checks.operands returns when every operand is used: no None in the rows.
+    _Rows = Tuple[List[List[np.ndarray]], bool]
 
 _FORMS = ("torch", "classical", "ema")
 
@@ -59,11 +63,13 @@ def sgd(
         d = g + mu * b if nesterov else b      (d = g when momentum == 0)
         p = p - lr * d
 
-    ``"classical"`` (seed 001, Polyak's heavy ball with the learning rate inside)::
+    ``"classical"`` (Polyak's heavy ball with the learning rate inside, momentum as seed 001 of the
+    source articles writes it)::
 
         v = mu * v + lr * g;   p = p - v
 
-    ``"ema"`` (seed 004, momentum as an exponential moving average)::
+    ``"ema"`` (momentum as an exponential moving average, as seed 004 of the source articles
+    writes it)::
 
         v = mu * v + (1 - mu) * g;   p = p - lr * v
 
@@ -71,18 +77,22 @@ def sgd(
     take no ``dampening`` or ``nesterov``, and need buffers even when ``momentum == 0``.
 
     Args:
-      params, grads: the parameters (updated) and their gradients.
+      params: the parameters (updated).
+      grads: their gradients.
       momentum_buffers: :math:`b` or :math:`v` (updated); may be None for the torch form
         with ``momentum == 0``.
-      lr: learning rate, >= 0. momentum: :math:`\mu`, >= 0 (<= 1 for ``"ema"``).
-      dampening: :math:`\tau` in [0, 1]. weight_decay: :math:`\lambda` >= 0 (coupled, L2).
+      lr: learning rate, >= 0.
+      momentum: :math:`\mu`, >= 0 (<= 1 for ``"ema"``).
+      dampening: :math:`\tau` in [0, 1].
+      weight_decay: :math:`\lambda` >= 0 (coupled, L2).
       nesterov: Nesterov momentum; needs momentum > 0 and dampening == 0.
       maximize: ascend instead of descend.
       first_step: torch form only: the buffers hold no history, so :math:`b = g` is written
         (torch's first step). Set it on the first call after creating the buffers.
       momentum_form: ``"torch"``, ``"classical"`` or ``"ema"``.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
@@ -124,6 +134,7 @@ def sgd(
     )
     with _ieee():
         for p, g, buf in rows:
+            assert p is not None and g is not None  # buf is None when no buffer is used
             d = -g if maximize else g
             if weight_decay != 0.0:
                 d = d + weight_decay * p
@@ -170,12 +181,19 @@ def adagrad(
     ``initial_accumulator_value``, which is how torch initializes the state.
 
     Args:
-      params, grads: parameters (updated) and gradients. state_sums: :math:`s` (updated).
-      step: the number of this update, counting from 1. lr: >= 0. lr_decay: >= 0.
-      weight_decay: :math:`\lambda` >= 0. initial_accumulator_value: >= 0.
-      eps: > 0, added outside the square root. maximize: ascend instead of descend.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      params: parameters (updated).
+      grads: gradients.
+      state_sums: :math:`s` (updated).
+      step: the number of this update, counting from 1.
+      lr: >= 0.
+      lr_decay: >= 0.
+      weight_decay: :math:`\lambda` >= 0.
+      initial_accumulator_value: >= 0.
+      eps: > 0, added outside the square root.
+      maximize: ascend instead of descend.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     step = _checks.step(step)
@@ -188,10 +206,10 @@ def adagrad(
     _checks.finite_ge("weight_decay", weight_decay, 0.0)
     _checks.finite_ge("initial_accumulator_value", init, 0.0)
     _checks.finite_gt("eps", eps, 0.0)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("state_sums", True, True, None)],
         [params, grads, state_sums],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     clr = lr / (1.0 + (step - 1) * lr_decay)
     with _ieee():
@@ -236,13 +254,19 @@ def rmsprop(
     below zero is clamped to 0 instead of producing NaN.
 
     Args:
-      params, grads: parameters (updated) and gradients.
-      square_avgs: :math:`s` (updated). grad_avgs: :math:`a`, needed when ``centered``.
+      params: parameters (updated).
+      grads: gradients.
+      square_avgs: :math:`s` (updated).
+      grad_avgs: :math:`a`, needed when ``centered``.
       momentum_buffers: :math:`b`, needed when ``momentum > 0``.
-      lr: >= 0. alpha: smoothing constant in [0, 1]. eps: > 0, outside the square root.
-      weight_decay: :math:`\lambda` >= 0. momentum: :math:`\mu` >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      lr: >= 0.
+      alpha: smoothing constant in [0, 1].
+      eps: > 0, outside the square root.
+      weight_decay: :math:`\lambda` >= 0.
+      momentum: :math:`\mu` >= 0.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     lr, alpha, eps = _checks.real("lr", lr), _checks.real("alpha", alpha), _checks.real("eps", eps)
@@ -266,6 +290,7 @@ def rmsprop(
     _checks.eps_representable("eps", eps, rows)
     with _ieee():
         for p, g, sq, ga, buf in rows:
+            assert p is not None and g is not None and sq is not None  # ga, buf: None when unused
             d = -g if maximize else g
             if weight_decay != 0.0:
                 d = d + weight_decay * p
@@ -322,18 +347,24 @@ def adam(
 
     Warning:
       Where eps goes is a convention. torch, optax and the paper put it outside the square
-      root (the default). Seed 000 of this project writes ``p -= lr * m / sqrt(v + eps)``
-      without bias correction: that is ``bias_correction=False, eps_inside_sqrt=True``.
+      root (the default). The article on vanishing and exploding gradients (seed 000 of the
+      source articles) writes ``p -= lr * m / sqrt(v + eps)`` without bias correction: that
+      is ``bias_correction=False, eps_inside_sqrt=True``.
 
     Args:
-      params, grads: parameters (updated) and gradients.
-      exp_avgs, exp_avg_sqs: :math:`m` and :math:`v` (updated; zeros for a fresh start).
+      params: parameters (updated).
+      grads: gradients.
+      exp_avgs: :math:`m` (updated; zeros for a fresh start).
+      exp_avg_sqs: :math:`v` (updated; zeros for a fresh start).
       max_exp_avg_sqs: :math:`v_{max}` (updated), needed when ``amsgrad``.
       step: the number of this update, counting from 1 (the same for every tensor).
-      lr: >= 0. betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0.
+      lr: >= 0.
+      betas: :math:`(b_1, b_2)`, each in [0, 1).
+      eps: > 0.
       weight_decay: :math:`\lambda` >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
@@ -366,6 +397,7 @@ def adam(
     decoupled = weight_decay != 0.0 and decoupled_weight_decay
     with _ieee():
         for p, g, m, v, vmax in rows:
+            assert p is not None and g is not None and m is not None and v is not None  # vmax: amsgrad only
             d = -g if maximize else g
             pi = p * (1.0 - lr * weight_decay) if decoupled else p
             if coupled:
@@ -409,8 +441,9 @@ def adamw(
     ``weight_decay=1e-2``. See :func:`adam` for the update and the arguments.
 
     Args:
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     adam(
@@ -445,12 +478,18 @@ def adamax(
         p = p - ((lr / (1 - b1**step)) * m) / u
 
     Args:
-      params, grads: parameters (updated) and gradients.
-      exp_avgs, exp_infs: :math:`m` and :math:`u` (updated; zeros for a fresh start).
-      step: the number of this update, counting from 1. lr: >= 0.
-      betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      params: parameters (updated).
+      grads: gradients.
+      exp_avgs: :math:`m` (updated; zeros for a fresh start).
+      exp_infs: :math:`u` (updated; zeros for a fresh start).
+      step: the number of this update, counting from 1.
+      lr: >= 0.
+      betas: :math:`(b_1, b_2)`, each in [0, 1).
+      eps: > 0.
+      weight_decay: >= 0.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
@@ -462,11 +501,11 @@ def adamax(
       array([0.9, 1.1])
     """
     step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
          ("exp_infs", True, True, None)],
         [params, grads, exp_avgs, exp_infs],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     clr = lr / (1.0 - b1**step)
     with _ieee():
@@ -519,16 +558,17 @@ def radam(
       array([0.9, 1.2])
 
     Args:
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
          ("exp_avg_sqs", True, True, None)],
         [params, grads, exp_avgs, exp_avg_sqs],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     bc1, bc2 = 1.0 - b1**step, 1.0 - b2**step
     rho_inf = 2.0 / (1.0 - b2) - 1.0
@@ -586,8 +626,9 @@ def lion(
       array([0.9, 1.1, 1. ])
 
     Args:
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     lr = _checks.real("lr", lr)
@@ -595,10 +636,10 @@ def lion(
     weight_decay = _checks.real("weight_decay", weight_decay)
     _checks.finite_ge("lr", lr, 0.0)
     _checks.finite_ge("weight_decay", weight_decay, 0.0)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None)],
         [params, grads, exp_avgs],
-    )
+    ))
     with _ieee():
         for p, g, m in rows:
             d = -g if maximize else g
@@ -642,7 +683,8 @@ def schedule_free_adamw(
     :math:`x_{t+1} = (1 - c) x_t + c z_{t+1}` rewritten in :math:`y`.
 
     Args:
-      params, grads: :math:`y` (updated) and the gradients at :math:`y`.
+      params: :math:`y` (updated).
+      grads: the gradients at :math:`y`.
       zs: :math:`z` (updated; a copy of the parameters for a fresh start).
       exp_avg_sqs: :math:`v` (updated; zeros for a fresh start).
       step: the number of this update, counting from 1 (bias correction of :math:`v`).
@@ -650,9 +692,12 @@ def schedule_free_adamw(
       ckp1: the averaging weight :math:`c_{t+1} = w_t / \sum_{i \le t} w_i` in [0, 1],
         with :math:`w_t = t^r \, \max_{i \le t}(\gamma_i)^{p}` (``r``, ``weight_lr_power``
         :math:`p`; :class:`deepoptim.optim.ScheduleFreeAdamW` keeps the sums).
-      betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      betas: :math:`(b_1, b_2)`, each in [0, 1).
+      eps: > 0.
+      weight_decay: >= 0.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
@@ -666,11 +711,11 @@ def schedule_free_adamw(
     step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
     ckp1 = _checks.real("ckp1", ckp1)
     _checks.in_range("ckp1", ckp1, 0.0, 1.0, True)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("zs", True, True, None),
          ("exp_avg_sqs", True, True, None)],
         [params, grads, zs, exp_avg_sqs],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     bc2 = 1.0 - b2**step
     y_coef = lr * (b1 * (1.0 - ckp1) - 1.0)
@@ -721,8 +766,9 @@ def adadelta(
       array([0.996838])
 
     Args:
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     lr, rho = _checks.real("lr", lr), _checks.real("rho", rho)
@@ -731,11 +777,11 @@ def adadelta(
     _checks.in_range("rho", rho, 0.0, 1.0, True)
     _checks.finite_gt("eps", eps, 0.0)
     _checks.finite_ge("weight_decay", weight_decay, 0.0)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("square_avgs", True, True, None),
          ("acc_deltas", True, True, None)],
         [params, grads, square_avgs, acc_deltas],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     with _ieee():
         for p, g, sq, acc in rows:
@@ -771,10 +817,11 @@ def rprop(
         prev = g
 
     Args:
-      etas: (etaminus, etaplus), 0 < etaminus < 1 < etaplus. step_sizes: (min_step,
-        max_step), 0 <= min_step <= max_step.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      etas: (etaminus, etaplus), 0 < etaminus < 1 < etaplus.
+      step_sizes: (min_step, max_step), 0 <= min_step <= max_step.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
     """
     etaminus, etaplus = _pair("etas", etas, "etaminus", "etaplus")
@@ -783,11 +830,11 @@ def rprop(
         raise ValueError(f"etas must satisfy 0 < etaminus < 1 < etaplus (finite), got ({etaminus!r}, {etaplus!r})")
     _checks.finite_ge("min_step", step_min, 0.0)
     _checks.finite_ge("max_step", step_max, step_min)
-    rows, _ = _checks.operands(
+    rows, _ = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("prevs", True, True, None),
          ("state_step_sizes", True, True, None)],
         [params, grads, prevs, state_step_sizes],
-    )
+    ))
     with _ieee():
         for p, g, prev, step in rows:
             t = p.dtype.type
@@ -836,16 +883,22 @@ def nadam(
         p = p + ((-lr * mu_t1 / (1 - mu_product * mu_t1)) * m) / denom
 
     Args:
-      params, grads: parameters (updated) and gradients.
-      exp_avgs, exp_avg_sqs: :math:`m` and :math:`v` (updated; zeros for a fresh start).
+      params: parameters (updated).
+      grads: gradients.
+      exp_avgs: :math:`m` (updated; zeros for a fresh start).
+      exp_avg_sqs: :math:`v` (updated; zeros for a fresh start).
       mu_products: per tensor, one array of one float32 or float64 element (torch's 0-d
         state): the product of the momentum caches of the earlier steps, 1 for a fresh
         start (updated).
-      step: the number of this update, counting from 1. lr: >= 0.
-      betas: :math:`(b_1, b_2)`, each in [0, 1). eps: > 0. weight_decay: >= 0.
+      step: the number of this update, counting from 1.
+      lr: >= 0.
+      betas: :math:`(b_1, b_2)`, each in [0, 1).
+      eps: > 0.
+      weight_decay: >= 0.
       momentum_decay: :math:`\psi`, >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
@@ -861,7 +914,7 @@ def nadam(
     _checks.finite_ge("momentum_decay", momentum_decay, 0.0)
     spec = [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
             ("exp_avg_sqs", True, True, None)]
-    rows, list_form = _checks.operands(spec, [params, grads, exp_avgs, exp_avg_sqs])
+    rows, list_form = cast("_Rows", _checks.operands(spec, [params, grads, exp_avgs, exp_avg_sqs]))
     (mps,) = _checks.scalar_states(spec, rows, list_form, [("mu_products", mu_products)])
     _checks.eps_representable("eps", eps, rows)
     mu = b1 * (1.0 - 0.5 * 0.96 ** (float(step) * momentum_decay))
@@ -921,15 +974,22 @@ def asgd(
     its default dtype), then stored in their arrays' own dtype.
 
     Args:
-      params, grads: parameters (updated) and gradients.
+      params: parameters (updated).
+      grads: gradients.
       axs: the averaged parameters :math:`\bar{p}` (updated; zeros for a fresh start).
-      mus, etas: per tensor, one array of one float32 or float64 element (torch's 0-d
-        state; updated): the averaging weight (1 for a fresh start) and the step size
-        (lr for a fresh start).
-      step: the number of this update, counting from 1. lr, lambd, alpha, t0,
-        weight_decay: each a finite number >= 0.
-      master_params, stochastic_rounding: for bfloat16/float16 ``params`` (and bfloat16 state):
-        float32 master copies updated in place, or ``(seed, step)`` to round bfloat16 params
+      mus: per tensor, one array of one float32 or float64 element (torch's 0-d state;
+        updated): the averaging weight (1 for a fresh start).
+      etas: per tensor, one array of one float32 or float64 element (torch's 0-d state;
+        updated): the step size (lr for a fresh start).
+      step: the number of this update, counting from 1.
+      lr: a finite number >= 0.
+      lambd: a finite number >= 0.
+      alpha: a finite number >= 0.
+      t0: a finite number >= 0.
+      weight_decay: a finite number >= 0.
+      master_params: for bfloat16/float16 ``params`` (and bfloat16 state): their float32
+        master copies, updated in place; see :mod:`deepoptim.reference._lowp`.
+      stochastic_rounding: for bfloat16 ``params``: ``(seed, step)`` to round them
         stochastically; see :mod:`deepoptim.reference._lowp`.
 
     Example:
@@ -953,7 +1013,7 @@ def asgd(
     _checks.finite_ge("t0", t0, 0.0)
     _checks.finite_ge("weight_decay", weight_decay, 0.0)
     spec = [("params", True, True, None), ("grads", False, True, None), ("axs", True, True, None)]
-    rows, list_form = _checks.operands(spec, [params, grads, axs])
+    rows, list_form = cast("_Rows", _checks.operands(spec, [params, grads, axs]))
     mu_arrs, eta_arrs = _checks.scalar_states(spec, rows, list_form, [("mus", mus), ("etas", etas)])
     s = float(step)
     with np.errstate(over="ignore"):  # IEEE, as the kernel's std::pow: a huge alpha gives inf, eta 0
@@ -973,13 +1033,13 @@ def asgd(
             mu_a[...] = mu_next
 
 
-def _pair(name: str, x, first: str, second: str) -> Tuple[float, float]:
+def _pair(name: str, x: Any, first: str, second: str) -> Tuple[float, float]:
     if not (isinstance(x, (tuple, list)) and len(x) == 2):
         raise TypeError(f"{name} must be a pair ({first}, {second}), got {x!r}")
     return _checks.real(first, x[0]), _checks.real(second, x[1])
 
 
-def _adapt_flags(adapt, n: int, list_form: bool):
+def _adapt_flags(adapt: Union[None, bool, Sequence[bool]], n: int, list_form: bool) -> List[bool]:
     if adapt is None:
         return [True] * n
     if not list_form:
@@ -996,7 +1056,7 @@ def _adapt_flags(adapt, n: int, list_form: bool):
     return list(adapt)
 
 
-def _trust_result(trust, list_form: bool):
+def _trust_result(trust: List[float], list_form: bool) -> Union[float, npt.NDArray[np.float64]]:
     return np.array(trust, dtype=np.float64) if list_form else float(trust[0])
 
 
@@ -1017,10 +1077,10 @@ def lamb(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     bias_correction: bool = True,
-    adapt=None,
+    adapt: Union[None, bool, Sequence[bool]] = None,
     master_params: OptArrayOrList = None,
     stochastic_rounding: Optional[Tuple[int, int]] = None,
-):
+) -> Union[float, npt.NDArray[np.float64]]:
     r"""LAMB (You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
     minutes", ICLR 2020), in place. Per tensor::
 
@@ -1048,17 +1108,17 @@ def lamb(
       The trust ratios: a float for one array, a float64 array for a list.
     """
     step, lr, b1, b2, eps, weight_decay = _checks.adam_like(step, lr, betas, eps, weight_decay)
-    rows, list_form = _checks.operands(
+    rows, list_form = cast("_Rows", _checks.operands(
         [("params", True, True, None), ("grads", False, True, None), ("exp_avgs", True, True, None),
          ("exp_avg_sqs", True, True, None)],
         [params, grads, exp_avgs, exp_avg_sqs],
-    )
+    ))
     _checks.eps_representable("eps", eps, rows)
     flags = _adapt_flags(adapt, len(rows), list_form)
     bc1 = 1.0 - b1**step if bias_correction else 1.0
     bc2 = 1.0 - b2**step if bias_correction else 1.0
     inv_bc1, inv_bc2 = 1.0 / bc1, 1.0 / bc2
-    trust = []
+    trust: List[float] = []
     with _ieee():
         for (p, g, m, v), on in zip(rows, flags):
             wd = weight_decay if on else 0.0
@@ -1084,10 +1144,10 @@ def lars(
     weight_decay: float = 0.0,
     trust_coefficient: float = 1e-3,
     eps: float = 0.0,
-    adapt=None,
+    adapt: Union[None, bool, Sequence[bool]] = None,
     master_params: OptArrayOrList = None,
     stochastic_rounding: Optional[Tuple[int, int]] = None,
-):
+) -> Union[float, npt.NDArray[np.float64]]:
     r"""LARS (You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks",
     2017), in place. Per tensor::
 
@@ -1126,9 +1186,10 @@ def lars(
         [params, grads, momentum_buffers],
     )
     flags = _adapt_flags(adapt, len(rows), list_form)
-    trust = []
+    trust: List[float] = []
     with _ieee():
         for (p, g, buf), on in zip(rows, flags):
+            assert p is not None and g is not None  # buf is None when momentum == 0
             pn, gn = math.sqrt(_sq_norm(p)), math.sqrt(_sq_norm(g))
             local = trust_coefficient * pn / (gn + weight_decay * pn + eps) if (on and pn > 0.0 and gn > 0.0) else 1.0
             wd = weight_decay if on else 0.0
@@ -1144,17 +1205,18 @@ def lars(
 
 def add_penalty(grads: ArrayOrList, params: ArrayOrList, *, l1: float = 0.0, l2: float = 0.0) -> None:
     r"""Adds the gradient of the elastic-net penalty :math:`l_1 \|p\|_1 + \frac{l_2}{2}\|p\|_2^2`
-    to ``grads``, in place (seed 003's L1, L2 and elastic-net regularization)::
+    to ``grads``, in place (the L1, L2 and elastic-net regularization of seed 003 of the
+    source articles)::
 
         g = g + l1 * sign(p) + l2 * p          (sign(0) = 0)
 
-    Seed 003 writes the elastic net as ``lambda/2 * (||p||^2 + ||p||_1)``: that is
+    That article writes the elastic net as ``lambda/2 * (||p||^2 + ||p||_1)``: that is
     ``l2 = lambda, l1 = lambda / 2`` (its code's ``lambda * (p + sign(p))`` doubles the L1 part).
     """
     l1, l2 = _checks.real("l1", l1), _checks.real("l2", l2)
     _checks.finite_ge("l1", l1, 0.0)
     _checks.finite_ge("l2", l2, 0.0)
-    rows, _ = _checks.operands([("grads", True, True, None), ("params", False, True, None)], [grads, params])
+    rows, _ = cast("_Rows", _checks.operands([("grads", True, True, None), ("params", False, True, None)], [grads, params]))
     with _ieee():
         for g, p in rows:
             # sign by comparisons, as in the kernel: sign(NaN) = 0 (np.sign would give NaN)
@@ -1178,7 +1240,7 @@ def soft_threshold(params: ArrayOrList, *, threshold: float) -> None:
     """
     threshold = _checks.real("threshold", threshold)
     _checks.finite_ge("threshold", threshold, 0.0)
-    rows, _ = _checks.operands([("params", True, True, None)], [params])
+    rows, _ = cast("_Rows", _checks.operands([("params", True, True, None)], [params]))
     if rows and rows[0][0].dtype == np.float32 and _rounds_to_inf_in_float32(threshold):
         # inf would make |p| - threshold NaN for an infinite p.
         raise ValueError(f"threshold must be finite in float32 (the params' dtype), got {threshold!r}")
@@ -1201,7 +1263,7 @@ def decay(params: ArrayOrList, *, lr: float, weight_decay: float) -> None:
     lr, weight_decay = _checks.real("lr", lr), _checks.real("weight_decay", weight_decay)
     _checks.finite_ge("lr", lr, 0.0)
     _checks.finite_ge("weight_decay", weight_decay, 0.0)
-    rows, _ = _checks.operands([("params", True, True, None)], [params])
+    rows, _ = cast("_Rows", _checks.operands([("params", True, True, None)], [params]))
     with _ieee():
         for (p,) in rows:
             p[...] = p * (1.0 - lr * weight_decay)
