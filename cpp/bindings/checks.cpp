@@ -103,6 +103,8 @@ Q8Parsed parse_blockwise8(py::handle h, const py::array& param, bool written, Na
   if (!py::isinstance<py::array>(codes_o) || !py::isinstance<py::array>(absmax_o)) {
     throw py::type_error(name() + " (Blockwise8) must hold numpy arrays codes and absmax");
   }
+  refuse_masked(codes_o, name() + ".codes");
+  refuse_masked(absmax_o, name() + ".absmax");
   const auto codes = py::reinterpret_borrow<py::array>(codes_o);
   const auto absmax = py::reinterpret_borrow<py::array>(absmax_o);
   if (!py::isinstance<py::array_t<std::uint8_t>>(codes) || codes.dtype().num() != py::detail::npy_api::NPY_UBYTE_) {

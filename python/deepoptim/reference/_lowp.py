@@ -369,6 +369,8 @@ def check_blockwise8(q: Blockwise8, param: np.ndarray, written: bool, label: str
 
     if not isinstance(q.codes, np.ndarray) or not isinstance(q.absmax, np.ndarray):
         raise TypeError(f"{label} (Blockwise8) must hold numpy arrays codes and absmax")
+    _checks.not_masked(q.codes, f"{label}.codes")
+    _checks.not_masked(q.absmax, f"{label}.absmax")
     if q.codes.dtype != np.uint8:
         raise TypeError(f"{label}.codes must have dtype uint8, got {q.codes.dtype}")
     if q.absmax.dtype != np.float32 or not q.absmax.dtype.isnative:
