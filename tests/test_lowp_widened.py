@@ -3,7 +3,8 @@
 "widen, run the float32 step, round" (deepoptim.optim.Optimizer._widened_step), the
 definition the elementwise kernels compute in one pass. Held here to that definition bit
 for bit, in deepoptim.optim and deepoptim.torch, with master weights, stochastic
-rounding and state_dict round trips; the state is float32 (bfloat16/8-bit state refused).
+rounding, bfloat16 and 8-bit state (widened or dequantized, rounded or quantized back)
+and state_dict round trips.
 """
 
 from __future__ import annotations
@@ -118,13 +119,69 @@ def test_stochastic_rounding_resumes_bit_for_bit_and_is_keyed_by_seed(cls, shape
         assert np.all((got == lo) | (got == up))
 
 
+def _as_float32_run(sd, master):
+    """A copy of a low-precision state_dict as a float32 optimizer's: bfloat16 state
+    widened, 8-bit state dequantized, the master copies as the parameters."""
+    from deepoptim.reference._lowp import Blockwise8
+
+    sd = copy.deepcopy(sd)
+    st = sd["state"][0]
+    masters = st.pop("master_param", None)
+    for name, arrs in st.items():
+        if name != "step":
+            st[name] = [Blockwise8(a["codes"], a["absmax"], a["signed"]).dequantize() if isinstance(a, dict)
+                        else a.astype(np.float32) for a in arrs]
+    grp = sd["param_groups"][0]
+    grp.update(state_dtype=None, master_weights=False, stochastic_rounding=False, dtype="float32")
+    return sd, (masters if master else None)
+
+
+STATE_MODES = {
+    "bf16-params-bf16-state": (BF16, dict(state_dtype="bfloat16")),
+    "f32-params-bf16-state": (np.dtype(np.float32), dict(state_dtype="bfloat16")),
+    "bf16-params-int8-state": (BF16, dict(state_dtype="int8", int8_min_size=0)),
+    "f32-params-int8-state": (np.dtype(np.float32), dict(state_dtype="int8", int8_min_size=0)),
+    "bf16-master-int8-state": (BF16, dict(state_dtype="int8", int8_min_size=0, master_weights=True)),
+    "f16-master-bf16-state": (F16, dict(state_dtype="bfloat16", master_weights=True)),
+}
+
+
+@pytest.mark.parametrize("mode", list(STATE_MODES))
 @pytest.mark.parametrize("cls,shapes,hp", CASES, ids=IDS)
-@pytest.mark.parametrize("kw,match", [(dict(state_dtype="bfloat16"), "keeps float32 state"),
-                                      (dict(state_dtype="int8"), "keeps float32 state")])
-def test_low_precision_state_is_refused(cls, shapes, hp, kw, match):
-    ps = [np.ones(s, BF16) for s in shapes]
-    with pytest.raises(ValueError, match=match):
-        cls(ps, **kw, **hp)
+def test_low_precision_state_is_widen_step_round(cls, shapes, hp, mode):
+    """bfloat16 and 8-bit state: each step equals the float32 step from the widened (or
+    dequantized) state, its result rounded (or quantized) back, as for the elementwise
+    kernels."""
+    from deepoptim.reference._lowp import quantize
+
+    pdt, kw = STATE_MODES[mode]
+    rng = np.random.default_rng(6)
+    ps = _grads(rng, shapes, pdt)
+    opt = cls(ps, **kw, **hp)
+    for _ in range(3):
+        sd32, masters = _as_float32_run(opt.state_dict(), "master_weights" in kw)
+        ref_ps = [m.copy() for m in masters] if masters is not None else [p.astype(np.float32) for p in ps]
+        ref = cls(ref_ps, **hp)
+        ref.load_state_dict(sd32)
+        gs = _grads(rng, shapes, pdt)
+        opt.step(gs)
+        ref.step([g.astype(np.float32) for g in gs])
+        got = opt.state_dict()["state"][0]
+        for name, arrs in ref.state_dict()["state"][0].items():
+            if name == "step":
+                continue
+            for a, r in zip(got[name], arrs):
+                if isinstance(a, dict):
+                    codes, absmax = quantize(r, a["signed"])
+                    np.testing.assert_array_equal(a["codes"], codes, err_msg=name)
+                    assert_same_bits(a["absmax"], absmax, name)
+                else:
+                    _same(a, r.astype(a.dtype), name)
+        for p, r in zip(ps, ref_ps):
+            _same(p, r.astype(p.dtype), "params")
+        if masters is not None:
+            for m, r in zip(got["master_param"], ref_ps):
+                assert_same_bits(m, r, "master")
 
 
 @pytest.mark.parametrize("cls,shapes,hp", CASES, ids=IDS)

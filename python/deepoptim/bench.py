@@ -412,19 +412,19 @@ def _lbfgs_case(n: int) -> Case:
         if torch is not None:
             ta, tx0 = torch.from_numpy(a), torch.from_numpy(x0)
             tx = tx0.clone().requires_grad_(True)
-            topt = torch.optim.LBFGS([tx], **kw)  # type: ignore[arg-type]
+            topt = torch.optim.LBFGS([tx], **kw)  # type: ignore[arg-type, unused-ignore]  # (unused without torch)
 
             def tclosure() -> Any:
                 topt.zero_grad()
                 loss = 0.5 * (ta * tx * tx).sum()
-                loss.backward()  # type: ignore[no-untyped-call]  # (torch's own annotation)
+                loss.backward()  # type: ignore[no-untyped-call, unused-ignore]  # (torch's own annotation)
                 return loss
 
             def theirs() -> object:
                 with torch.no_grad():
                     tx.copy_(tx0)
                 topt.state.clear()
-                return topt.step(tclosure)  # type: ignore[no-untyped-call]  # (torch's own annotation)
+                return topt.step(tclosure)  # type: ignore[no-untyped-call, unused-ignore]  # (torch's own annotation)
 
             ours()
             theirs()

@@ -184,8 +184,8 @@ class Optimizer:
 
     _kernel_decouples = False
     #: True where the kernel takes float32/float64 arrays only (Muon, Adafactor): a group of
-    #: bfloat16/float16 parameters is stepped on float32 working copies (or the master
-    #: weights) with float32 state, then rounded back (:meth:`_widened_step`).
+    #: bfloat16/float16 parameters or bfloat16/8-bit state is stepped on float32 working
+    #: copies (or the master weights), then rounded back (:meth:`_widened_step`).
     _widened = False
     _nonnegative_state: Tuple[str, ...] = ()
     #: names of per-parameter state that is one number, kept as a 0-d float32 array (torch
@@ -377,20 +377,48 @@ class Optimizer:
 
     def _widened_step(self, g: Mapping[str, Any], gi: int, hp: Dict[str, Any], idx: List[int], params: List[Array],
                       grads: List[Array], states: Dict[str, List[Array]], lr: float, step: int) -> Any:
-        """A step of a ``_widened`` optimizer on 16-bit parameters: "widen, run the float32
-        step, round", the definition the elementwise kernels compute in one pass
-        (:mod:`deepoptim.reference._lowp`), here with float32 copies::
+        """A step of a ``_widened`` optimizer on 16-bit parameters or bfloat16/8-bit state:
+        "widen, run the float32 step, round", the definition the elementwise kernels
+        compute in one pass (:mod:`deepoptim.reference._lowp`), here with float32 copies::
 
             p32 = master (master_weights) or float32(p);  g32 = float32(g)
-            <the float32 kernel on p32, g32 and the float32 state>
+            s32 = float32(s) (bfloat16 state) or its dequantized codes (8-bit state)
+            <the float32 kernel on p32, g32 and s32>
+            s = round_nearest_even(s32) or its 8-bit codes (quantize, as the kernels do)
             p = round_nearest_even(p32), or round_stochastic(p32) (stochastic_rounding)
 
         The stochastic draws are keyed by (seed, group, first parameter, step), element j
-        of the call using draw j (:func:`deepoptim.functional.cast_stochastic`)."""
+        of the call using draw j (:func:`deepoptim.functional.cast_stochastic`). The 8-bit
+        state goes through :class:`deepoptim.reference._lowp.Blockwise8`'s dequantize and
+        quantize, the specification the kernels' fused quantizer equals bit for bit."""
         master = self._uses_master(g)
-        work = list(states["master_param"]) if master else [p.astype(np.float32) for p in params]
-        kernel_states = {k: v for k, v in states.items() if k != "master_param"}
-        result = self._kernel(hp, idx, work, [a.astype(np.float32) for a in grads], kernel_states, lr, step)
+        lowp_params = params[0].dtype in _16BIT
+        if master:
+            work = list(states["master_param"])
+        else:
+            work = [p.astype(np.float32) for p in params] if lowp_params else list(params)
+        kernel_states: Dict[str, List[Array]] = {}
+        narrowed: List[Tuple[Any, Array]] = []  # (stored state, its float32 copy)
+        for name, arrs in states.items():
+            if name == "master_param":
+                continue
+            lst = []
+            for a in arrs:
+                if isinstance(a, Blockwise8) or a.dtype == BFLOAT16:
+                    w = a.dequantize() if isinstance(a, Blockwise8) else a.astype(np.float32)
+                    narrowed.append((a, w))
+                    a = w
+                lst.append(a)
+            kernel_states[name] = lst
+        g32 = [a.astype(np.float32) for a in grads] if lowp_params else grads
+        result = self._kernel(hp, idx, work, g32, kernel_states, lr, step)
+        for a, w in narrowed:
+            if isinstance(a, Blockwise8):
+                a.codes[...], a.absmax[...] = quantize(w, a.signed)
+            else:
+                F.cast(w, a)
+        if not lowp_params:
+            return result
         if g["stochastic_rounding"] and not master:
             key = self._lowp_args(g, gi, idx, states)["stochastic_rounding"]
             F.cast_stochastic(work, params, seed=(key[0] + 0xD1B54A32D192ED03 * key[1]) % 2**64)
@@ -478,7 +506,8 @@ class Optimizer:
                                  "state_dtype cannot change after construction")
         try:
             # A zero-size stand-in for parameter 0, so the dtype-dependent checks run too.
-            dry_dt = np.float32 if g["state_dtype"] == "int8" else sdt  # an empty tensor keeps float32
+            # An empty tensor keeps float32 8-bit state; a widened kernel sees float32 state.
+            dry_dt = np.float32 if g["state_dtype"] == "int8" or (self._widened and pdt != np.float64) else sdt
             dry = {n: [self._init_state(g, n, empty) if n in self._scalar_state
                        else np.empty(0, np.float32 if n == "master_param" else dry_dt)] for n in names}
             hp = self._kernel_hyper(g)
@@ -506,9 +535,6 @@ class Optimizer:
             raise ValueError(f"{where}: seed must be an int in [0, 2**64), got {g['seed']!r}")
         if not (_is_int(g["int8_min_size"]) and g["int8_min_size"] >= 0):
             raise ValueError(f"{where}: int8_min_size must be an int >= 0, got {g['int8_min_size']!r}")
-        if self._widened and sd in ("bfloat16", "int8"):
-            raise ValueError(f"{where}: {type(self).__name__} keeps float32 state (state_dtype None or 'float32'), "
-                             f"got state_dtype={sd!r}; its parameters may be bfloat16 or float16")
         if pdt in _16BIT:
             wd = g.get("weight_decay", 0.0)
             if g["decoupled_weight_decay"] and wd and not self._kernel_decouples:
@@ -661,7 +687,7 @@ class Optimizer:
             if g["l1"] and g["l1_mode"] == "subgradient":
                 gs = self._penalized(g, idx, gs)
             states = {name: [arrs[i] for i in idx] for name, arrs in g["_state"].items()}
-            if self._widened and params[0].dtype in _16BIT:
+            if self._widened and (params[0].dtype in _16BIT or g["state_dtype"] in ("bfloat16", "int8")):
                 result = self._widened_step(g, gi, hp, idx, params, gs, states, lr, t)
             else:
                 hp["_lowp"] = self._lowp_args(g, gi, idx, states)
@@ -807,7 +833,7 @@ class Optimizer:
                                      f"({len(g['params'])}), got {len(lst) if isinstance(lst, (list, tuple)) else type(lst).__name__}")
                 for n, p, a in zip(g["names"], g["params"], lst):
                     if name not in self._scalar_state and name != "master_param" and self._is_int8(trial, p):
-                        self._check_int8_state(a, p, name, n, where)
+                        self._check_int8_state(a, p, name, n, where, self._state_shape(trial, name, p))
                         continue
                     if not isinstance(a, np.ndarray) or isinstance(a, np.ma.MaskedArray):
                         raise TypeError(f"{where}: state {name} of {n} must be a numpy.ndarray, got {type(a).__name__}")
@@ -843,9 +869,10 @@ class Optimizer:
                         np.copyto(dst, src)
         self.state = {"skipped_steps": int(skipped), "prev_grad_sq_norm": None if prev is None else float(prev)}
 
-    def _check_int8_state(self, a: Any, p: Array, name: str, n: str, where: str) -> None:
-        """An 8-bit state in a state_dict: {"codes": uint8 of the parameter's shape, "absmax":
-        float32, one per block, never negative, "signed": the code this state uses}."""
+    def _check_int8_state(self, a: Any, p: Array, name: str, n: str, where: str, shape: Tuple[int, ...]) -> None:
+        """An 8-bit state in a state_dict: {"codes": uint8 of the state's shape (the
+        parameter's, or Adafactor's factors'), "absmax": float32, one per block, never
+        negative, "signed": the code this state uses}."""
         from deepoptim.reference._lowp import QBLOCK
 
         signed = name not in self._nonnegative_state
@@ -853,9 +880,9 @@ class Optimizer:
             raise ValueError(f"{where}: state {name} of {n} is kept in 8 bits: it must be a dict with keys "
                              f"codes, absmax, signed, got {type(a).__name__}")
         codes, absmax = a["codes"], a["absmax"]
-        nb = -(-p.size // QBLOCK)
-        if not (isinstance(codes, np.ndarray) and codes.dtype == np.uint8 and codes.shape == p.shape):
-            raise ValueError(f"{where}: state {name} of {n}: codes must be a uint8 array of shape {p.shape}")
+        nb = -(-int(np.prod(shape, dtype=np.int64)) // QBLOCK)
+        if not (isinstance(codes, np.ndarray) and codes.dtype == np.uint8 and codes.shape == shape):
+            raise ValueError(f"{where}: state {name} of {n}: codes must be a uint8 array of shape {shape}")
         if not (isinstance(absmax, np.ndarray) and absmax.dtype == np.float32 and absmax.shape == (nb,)):
             raise ValueError(f"{where}: state {name} of {n}: absmax must be a float32 array of shape ({nb},)")
         if a["signed"] is not signed:
@@ -1486,9 +1513,9 @@ class Muon(Optimizer):
     is refused with a ValueError naming it; optimize biases, norms and embeddings with
     another optimizer (``AdamW``), as torch's documentation advises. The deepoptim options
     of :class:`Optimizer` (``l1``, ``skip_nonfinite``, ``grad_norm_ratio``) are
-    keyword-only; the decay is always decoupled. Parameters may be bfloat16 or float16
-    (float32 state, ``master_weights`` and ``stochastic_rounding`` as for every
-    optimizer; the step runs on float32 copies, see :meth:`Optimizer._widened_step`).
+    keyword-only; the decay is always decoupled. Parameters may be bfloat16 or float16;
+    ``state_dtype``, ``master_weights`` and ``stochastic_rounding`` as for every
+    optimizer (the step runs on float32 copies, see :meth:`Optimizer._widened_step`).
 
     Example:
       >>> import numpy as np
@@ -1548,8 +1575,8 @@ class Adafactor(Optimizer):
     A state a parameter does without (``variance`` of a matrix, the factors of a vector)
     is an empty array of shape (0,) in :meth:`state_dict`. The decay is decoupled
     (``p *= 1 - lr*weight_decay``, torch's). Float32 or float64 parameters, or bfloat16 /
-    float16 ones with float32 state (``master_weights`` and ``stochastic_rounding`` as for
-    every optimizer; the step runs on float32 copies, see :meth:`Optimizer._widened_step`;
+    float16 ones; ``state_dtype``, ``master_weights`` and ``stochastic_rounding`` as for
+    every optimizer (the step runs on float32 copies, see :meth:`Optimizer._widened_step`;
     eps1 is then float32's epsilon, the precision the math runs in). The deepoptim options of
     :class:`Optimizer` (``l1``, ``skip_nonfinite``, ``grad_norm_ratio``) are keyword-only.
 
@@ -1582,6 +1609,8 @@ class Adafactor(Optimizer):
 
     def _state_shape(self, g: Mapping[str, Any], name: str, p: Array) -> Tuple[int, ...]:
         shape = tuple(p.shape)
+        if name not in ("row_var", "col_var", "variance"):  # master_param
+            return shape
         if len(shape) >= 2:
             return {"row_var": shape[:-1] + (1,), "col_var": shape[:-2] + (1, shape[-1])}.get(name, (0,))
         return shape if name == "variance" else (0,)
