@@ -28,6 +28,7 @@ import numpy as np
 
 from deepoptim.reference import _checks
 from deepoptim.reference._parallel import LANES, blocked_sum
+from deepoptim.reference.muon import _lerp  # torch's lerp_ with a scalar weight, in the arrays' dtype
 
 ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]
 OptArrays = Union[None, np.ndarray, Sequence[Optional[np.ndarray]]]
@@ -55,16 +56,6 @@ def column_sums(terms: np.ndarray) -> np.ndarray:
     for r in range(terms.shape[-2]):
         acc = acc + terms[..., r, :]
     return acc
-
-
-def _lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
-    """torch's ``lerp_(a, b, w)`` with a scalar weight, in the arrays' dtype (the weight
-    rounded to it first): ``a + w*(b - a)`` for ``|w| < 0.5``, else
-    ``b - (b - a)*(1 - w)``."""
-    T = a.dtype.type
-    wt = T(w)
-    out: np.ndarray = a + wt * (b - a) if abs(wt) < 0.5 else b - (b - a) * (T(1) - wt)
-    return out
 
 
 def _entry(x: Any, t: int, list_form: bool) -> Any:
