@@ -19,6 +19,7 @@
 #include "deepoptim/dispatch.hpp"
 #include "deepoptim/lowp.hpp"
 #include "deepoptim/parallel.hpp"
+#include "deepoptim/philox.hpp"
 
 // The AVX512-BF16 one-loop bfloat16 Adam runs where the build may use AVX-512: always in the
 // run-time-dispatched build (checked on the CPU), in a pinned or native build only when
@@ -356,8 +357,15 @@ DEEPOPTIM_INLINE void adam_bf16_block_impl(const AdamTensor<float>& t, float* ma
   return adam_bf16_body<P16, S16, MASTER, 0, false>(p, g, m, v, mp, n, c);
 }
 
+// The stochastic rounding of a one-loop step: the draws of the block's element b are
+// those of element j0 of stream (seed, stream) (mixed.hpp). Only the AVX512-BF16 loop
+// takes it; elsewhere a stochastic step runs the chunked path.
+struct SrDraws {
+  std::uint64_t seed, stream, j0;
+};
+
 #define DEEPOPTIM_ADAM_BF16_CLONES(NAME, P16, S16, MASTER) \
-  DEEPOPTIM_CLONES void NAME(const AdamTensor<float>& t, float* mp, std::int64_t b, std::int64_t e, const AdamCoef<float>& c) { adam_bf16_block_impl<P16, S16, MASTER>(t, mp, b, e, c); }
+  DEEPOPTIM_CLONES void NAME(const AdamTensor<float>& t, float* mp, std::int64_t b, std::int64_t e, const AdamCoef<float>& c, const SrDraws*) { adam_bf16_block_impl<P16, S16, MASTER>(t, mp, b, e, c); }
 DEEPOPTIM_ADAM_BF16_CLONES(adam_block_bf16_bf16, true, true, false)
 DEEPOPTIM_ADAM_BF16_CLONES(adam_block_bf16_f32, true, false, false)
 DEEPOPTIM_ADAM_BF16_CLONES(adam_block_f32_bf16, false, true, false)
@@ -365,7 +373,8 @@ DEEPOPTIM_ADAM_BF16_CLONES(adam_block_bf16_master_f32, true, false, true)
 DEEPOPTIM_ADAM_BF16_CLONES(adam_block_bf16_master_bf16, true, true, true)
 #undef DEEPOPTIM_ADAM_BF16_CLONES
 
-using AdamBf16Block = void (*)(const AdamTensor<float>&, float*, std::int64_t, std::int64_t, const AdamCoef<float>&);
+using AdamBf16Block = void (*)(const AdamTensor<float>&, float*, std::int64_t, std::int64_t, const AdamCoef<float>&,
+                               const SrDraws*);
 
 #if DEEPOPTIM_ADAM_BF16_AVX512
 // The same loop with AVX512-BF16 (Zen 4, Sapphire Rapids): vcvtneps2bf16 rounds sixteen
@@ -423,9 +432,32 @@ DEEPOPTIM_BF16_TARGET DEEPOPTIM_INLINE void bf16_store16(__mmask16 live, void* d
   }
 }
 
-template <bool P16, bool S16, bool MASTER, int WD, bool MAXIMIZE, bool FULL>
+// Rounds sixteen floats to bfloat16 stochastically with sixteen 16-bit draws r, as
+// lowp::narrow_stochastic does: (u + r) >> 16 (infinities stay: their low bits are 0),
+// a NaN the quiet NaN of its sign.
+template <bool FULL>
+DEEPOPTIM_BF16_TARGET DEEPOPTIM_INLINE void bf16_store16_stochastic(__mmask16 live, void* dst, __m512 x,
+                                                                    const std::uint16_t* r) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m256i r16 = FULL ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r)) : _mm256_maskz_loadu_epi16(live, r);
+  __m512i bits = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_cvtepu16_epi32(r16)), 16);
+  const __mmask16 nan =
+      _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  bits = _mm512_mask_mov_epi32(
+      bits, nan, _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x8000)), _mm512_set1_epi32(0x7fc0)));
+  const __m256i h = _mm512_cvtepi32_epi16(bits);
+  if (FULL) {
+    _mm256_storeu_si256(static_cast<__m256i*>(dst), h);
+  } else {
+    _mm256_mask_storeu_epi16(dst, live, h);
+  }
+}
+
+// r: the parameters' draws where SR (stochastic rounding), else null.
+template <bool P16, bool S16, bool MASTER, int WD, bool MAXIMIZE, bool FULL, bool SR>
 DEEPOPTIM_BF16_TARGET DEEPOPTIM_INLINE void adam_bf16_vec16(char* p, const char* g, char* m, char* v, float* master,
-                                                            __mmask16 live, const AdamCoef<float>& c) {
+                                                            __mmask16 live, const AdamCoef<float>& c,
+                                                            const std::uint16_t* r) {
   const __m512 gi = P16 ? bf16_load16<FULL>(live, g) : f32_load16<FULL>(live, g);
   __m512 d = MAXIMIZE ? _mm512_xor_ps(gi, _mm512_castsi512_ps(_mm512_set1_epi32(std::int32_t(0x80000000u)))) : gi;
   __m512 pi = MASTER ? f32_load16<FULL>(live, master) : P16 ? bf16_load16<FULL>(live, p) : f32_load16<FULL>(live, p);
@@ -446,36 +478,59 @@ DEEPOPTIM_BF16_TARGET DEEPOPTIM_INLINE void adam_bf16_vec16(char* p, const char*
   const __m512 denom = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), _mm512_set1_ps(c.inv_bc2_sqrt)), _mm512_set1_ps(c.eps));
   const __m512 pn = _mm512_sub_ps(pi, _mm512_mul_ps(_mm512_set1_ps(c.step_size), _mm512_div_ps(mi, denom)));
   if constexpr (MASTER) f32_store16<FULL>(live, master, pn);
-  if constexpr (P16) {
+  if constexpr (SR) {
+    bf16_store16_stochastic<FULL>(live, p, pn, r);
+  } else if constexpr (P16) {
     bf16_store16<FULL>(live, p, pn);
   } else {
     f32_store16<FULL>(live, p, pn);
   }
 }
 
-template <bool P16, bool S16, bool MASTER, int WD, bool MAXIMIZE>
-DEEPOPTIM_BF16_TARGET void adam_bf16_body_avx512(void* pv, const void* gv, void* mv, void* vv, float* master,
-                                                 std::int64_t n, const AdamCoef<float> c) {
+// Elements [i0, i1) of the block; r: the draws of element i0 (SR).
+template <bool P16, bool S16, bool MASTER, int WD, bool MAXIMIZE, bool SR>
+DEEPOPTIM_BF16_TARGET DEEPOPTIM_INLINE void adam_bf16_run_avx512(char* p, const char* g, char* m, char* v, float* master,
+                                                                 std::int64_t i0, std::int64_t i1,
+                                                                 const AdamCoef<float>& c, const std::uint16_t* r) {
   const std::int64_t pe = P16 ? 2 : 4, se = S16 ? 2 : 4;
+  std::int64_t i = i0;
+  for (; i + 16 <= i1; i += 16) {
+    adam_bf16_vec16<P16, S16, MASTER, WD, MAXIMIZE, true, SR>(p + i * pe, g + i * pe, m + i * se, v + i * se,
+                                                              MASTER ? master + i : nullptr, 0xffff, c,
+                                                              SR ? r + (i - i0) : nullptr);
+  }
+  if (i < i1) {
+    adam_bf16_vec16<P16, S16, MASTER, WD, MAXIMIZE, false, SR>(p + i * pe, g + i * pe, m + i * se, v + i * se,
+                                                               MASTER ? master + i : nullptr,
+                                                               __mmask16((1u << (i1 - i)) - 1u), c,
+                                                               SR ? r + (i - i0) : nullptr);
+  }
+}
+
+template <bool P16, bool S16, bool MASTER, int WD, bool MAXIMIZE, bool SR>
+DEEPOPTIM_BF16_TARGET void adam_bf16_body_avx512(void* pv, const void* gv, void* mv, void* vv, float* master,
+                                                 std::int64_t n, const AdamCoef<float> c, const SrDraws* sr) {
   char* p = static_cast<char*>(pv);
   const char* g = static_cast<const char*>(gv);
   char* m = static_cast<char*>(mv);
   char* v = static_cast<char*>(vv);
-  std::int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    adam_bf16_vec16<P16, S16, MASTER, WD, MAXIMIZE, true>(p + i * pe, g + i * pe, m + i * se, v + i * se,
-                                                          MASTER ? master + i : nullptr, 0xffff, c);
-  }
-  if (i < n) {
-    adam_bf16_vec16<P16, S16, MASTER, WD, MAXIMIZE, false>(p + i * pe, g + i * pe, m + i * se, v + i * se,
-                                                           MASTER ? master + i : nullptr,
-                                                           __mmask16((1u << (n - i)) - 1u), c);
+  if constexpr (SR) {
+    // The draws of 256 elements at a time, in L1 (as the chunked path takes them).
+    alignas(64) std::uint16_t draws[256 + 16];
+    for (std::int64_t cb = 0; cb < n; cb += 256) {
+      const std::int64_t len = std::min<std::int64_t>(256, n - cb);
+      const std::uint64_t j0 = sr->j0 + std::uint64_t(cb);
+      philox::fill_draws(draws, j0, std::uint64_t(len), sr->seed, sr->stream);
+      adam_bf16_run_avx512<P16, S16, MASTER, WD, MAXIMIZE, true>(p, g, m, v, master, cb, cb + len, c, draws + (j0 & 7u));
+    }
+  } else {
+    adam_bf16_run_avx512<P16, S16, MASTER, WD, MAXIMIZE, false>(p, g, m, v, master, 0, n, c, nullptr);
   }
 }
 
-template <bool P16, bool S16, bool MASTER>
+template <bool P16, bool S16, bool MASTER, bool SR>
 DEEPOPTIM_BF16_TARGET void adam_bf16_block_avx512(const AdamTensor<float>& t, float* master, std::int64_t b,
-                                                  std::int64_t e, const AdamCoef<float>& c) {
+                                                  std::int64_t e, const AdamCoef<float>& c, const SrDraws* sr) {
   const std::size_t pe = P16 ? 2 : 4, se = S16 ? 2 : 4;
   void* p = reinterpret_cast<char*>(t.param) + std::size_t(b) * pe;
   const void* g = reinterpret_cast<const char*>(t.grad) + std::size_t(b) * pe;
@@ -485,13 +540,13 @@ DEEPOPTIM_BF16_TARGET void adam_bf16_block_avx512(const AdamTensor<float>& t, fl
   const std::int64_t n = e - b;
   const int wd = c.coupled ? 1 : c.decoupled ? 2 : 0;
   if (c.maximize) {
-    if (wd == 1) return adam_bf16_body_avx512<P16, S16, MASTER, 1, true>(p, g, m, v, mp, n, c);
-    if (wd == 2) return adam_bf16_body_avx512<P16, S16, MASTER, 2, true>(p, g, m, v, mp, n, c);
-    return adam_bf16_body_avx512<P16, S16, MASTER, 0, true>(p, g, m, v, mp, n, c);
+    if (wd == 1) return adam_bf16_body_avx512<P16, S16, MASTER, 1, true, SR>(p, g, m, v, mp, n, c, sr);
+    if (wd == 2) return adam_bf16_body_avx512<P16, S16, MASTER, 2, true, SR>(p, g, m, v, mp, n, c, sr);
+    return adam_bf16_body_avx512<P16, S16, MASTER, 0, true, SR>(p, g, m, v, mp, n, c, sr);
   }
-  if (wd == 1) return adam_bf16_body_avx512<P16, S16, MASTER, 1, false>(p, g, m, v, mp, n, c);
-  if (wd == 2) return adam_bf16_body_avx512<P16, S16, MASTER, 2, false>(p, g, m, v, mp, n, c);
-  return adam_bf16_body_avx512<P16, S16, MASTER, 0, false>(p, g, m, v, mp, n, c);
+  if (wd == 1) return adam_bf16_body_avx512<P16, S16, MASTER, 1, false, SR>(p, g, m, v, mp, n, c, sr);
+  if (wd == 2) return adam_bf16_body_avx512<P16, S16, MASTER, 2, false, SR>(p, g, m, v, mp, n, c, sr);
+  return adam_bf16_body_avx512<P16, S16, MASTER, 0, false, SR>(p, g, m, v, mp, n, c, sr);
 }
 #undef DEEPOPTIM_BF16_TARGET
 #pragma GCC diagnostic pop
@@ -506,7 +561,7 @@ bool has_avx512_bf16() {
 
 // The one-loop block function for this call, or null where the chunked path must run.
 AdamBf16Block adam_bf16_block(const AdamTensor<float>* ts, std::int64_t nt, const lowp::Mixed& mx, bool eps_inside) {
-  if (mx.stochastic || eps_inside || nt == 0) return nullptr;
+  if (eps_inside || nt == 0) return nullptr;
   const lowp::Kind pk = mx.kinds[0], sk = mx.kinds[2];
   for (std::int64_t t = 0; t < nt; ++t) {
     const lowp::Kind* k = mx.kinds + t * mx.noperands;
@@ -515,17 +570,24 @@ AdamBf16Block adam_bf16_block(const AdamTensor<float>* ts, std::int64_t nt, cons
   using K = lowp::Kind;
 #if DEEPOPTIM_ADAM_BF16_AVX512
   if (has_avx512_bf16()) {
-    if (mx.masters) {
-      if (pk == K::BF16 && sk == K::F32) return adam_bf16_block_avx512<true, false, true>;
-      if (pk == K::BF16 && sk == K::BF16) return adam_bf16_block_avx512<true, true, true>;
+    if (mx.stochastic) {  // bfloat16 parameters without masters (the bindings' rule)
+      if (pk != K::BF16 || mx.masters) return nullptr;
+      if (sk == K::BF16) return adam_bf16_block_avx512<true, true, false, true>;
+      if (sk == K::F32) return adam_bf16_block_avx512<true, false, false, true>;
       return nullptr;
     }
-    if (pk == K::BF16 && sk == K::BF16) return adam_bf16_block_avx512<true, true, false>;
-    if (pk == K::BF16 && sk == K::F32) return adam_bf16_block_avx512<true, false, false>;
-    if (pk == K::F32 && sk == K::BF16) return adam_bf16_block_avx512<false, true, false>;
+    if (mx.masters) {
+      if (pk == K::BF16 && sk == K::F32) return adam_bf16_block_avx512<true, false, true, false>;
+      if (pk == K::BF16 && sk == K::BF16) return adam_bf16_block_avx512<true, true, true, false>;
+      return nullptr;
+    }
+    if (pk == K::BF16 && sk == K::BF16) return adam_bf16_block_avx512<true, true, false, false>;
+    if (pk == K::BF16 && sk == K::F32) return adam_bf16_block_avx512<true, false, false, false>;
+    if (pk == K::F32 && sk == K::BF16) return adam_bf16_block_avx512<false, true, false, false>;
     return nullptr;
   }
 #endif
+  if (mx.stochastic) return nullptr;
   if (mx.masters) {
     if (pk == K::BF16 && sk == K::F32) return adam_block_bf16_master_f32;
     if (pk == K::BF16 && sk == K::BF16) return adam_block_bf16_master_bf16;
@@ -1155,7 +1217,8 @@ void adam(const AdamTensor<T>* tensors, std::int64_t ntensors, const AdamHyper& 
         parallel::for_each_block(
             ntensors, [&](std::int64_t t) { return tensors[t].size; },
             [&](std::int64_t t, std::int64_t b, std::int64_t e) {
-              block(tensors[t], mixed->masters ? mixed->masters[t] : nullptr, b, e, c);
+              const SrDraws sr{mixed->seed, mixed->stream, mixed->stochastic ? mixed->first[t] + std::uint64_t(b) : 0};
+              block(tensors[t], mixed->masters ? mixed->masters[t] : nullptr, b, e, c, mixed->stochastic ? &sr : nullptr);
             });
         return;
       }
