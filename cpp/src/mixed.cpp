@@ -182,7 +182,7 @@ DEEPOPTIM_CLONES void quantize8_unsigned(const float* x, std::uint8_t* q, float 
 // decided by `small`. An octave without a threshold inside has tnext = NaN, so that
 // |y| = inf (1/absmax overflowed: absmax subnormal) stays in the top decade, as there.
 // The rest is unchanged. Measured on Zen 4, cached data, 1 thread, with the AVX-512
-// absmax below: 0.42 vs 0.65 ns/element for the six compares this replaced.
+// absmax below: 0.39 vs 0.67 ns/element for the six compares this replaced.
 struct OctaveTables {
   alignas(64) float tnext[32];
   alignas(64) std::int32_t dlo[32];
@@ -231,7 +231,7 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) void quantize8_avx
   const __m512i one_i = _mm512_set1_epi32(1), zero_i = _mm512_setzero_si512();
   for (std::int64_t i = 0; i < n; i += 16) {
     const __mmask16 live = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1u);
-    const __m512 v = _mm512_maskz_loadu_ps(live, x + i);
+    const __m512 v = live == 0xffff ? _mm512_loadu_ps(x + i) : _mm512_maskz_loadu_ps(live, x + i);
     const __m512 u = _mm512_abs_ps(v);
     const __m512 y = _mm512_mul_ps(v, inv);
     const __m512 uy = _mm512_abs_ps(y);
@@ -261,7 +261,11 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) void quantize8_avx
       const __mmask16 pos_y = _mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ);
       idx = _mm512_mask_mov_epi32(idx, _knot_mask16(pos_y) | neg, zero_i);
     }
-    _mm512_mask_cvtepi32_storeu_epi8(q + i, live, idx);
+    if (live == 0xffff) {  // AMD's masked stores are slow: only the last, partial vector takes one
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(idx));
+    } else {
+      _mm512_mask_cvtepi32_storeu_epi8(q + i, live, idx);
+    }
   }
 }
 
