@@ -3,6 +3,7 @@
 // of lowp.hpp, cloned per ISA like the kernels.
 #include "deepoptim/mixed.hpp"
 
+#include "deepoptim/avx512_bf16.hpp"
 #include "deepoptim/dispatch.hpp"
 #include "deepoptim/lowp.hpp"
 #include "deepoptim/philox.hpp"
@@ -44,6 +45,47 @@ DEEPOPTIM_CLONES void narrow_f16(const float* __restrict s, float16* __restrict 
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) d[i] = to_float16(s[i]);
 }
+
+#if DEEPOPTIM_AVX512_BF16
+// The bfloat16 conversions of a chunk with AVX512-BF16 (avx512_bf16.hpp): the same bits
+// as the loops above.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+DEEPOPTIM_BF16_TARGET void widen_bf16_avx512(const bfloat16* s, float* d, std::int64_t n) {
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) avx512::f32_store16<true>(0xffff, d + i, avx512::bf16_load16<true>(0xffff, s + i));
+  if (i < n) {
+    const __mmask16 live = __mmask16((1u << (n - i)) - 1u);
+    avx512::f32_store16<false>(live, d + i, avx512::bf16_load16<false>(live, s + i));
+  }
+}
+
+DEEPOPTIM_BF16_TARGET void narrow_bf16_avx512(const float* s, bfloat16* d, std::int64_t n) {
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) avx512::bf16_store16<true>(0xffff, d + i, avx512::f32_load16<true>(0xffff, s + i));
+  if (i < n) {
+    const __mmask16 live = __mmask16((1u << (n - i)) - 1u);
+    avx512::bf16_store16<false>(live, d + i, avx512::f32_load16<false>(live, s + i));
+  }
+}
+
+DEEPOPTIM_BF16_TARGET void narrow_bf16_stochastic_avx512(const float* s, bfloat16* d, std::int64_t n,
+                                                         std::uint64_t seed, std::uint64_t stream, std::uint64_t j0) {
+  alignas(64) std::uint16_t draws[kChunk + 16];
+  philox::fill_draws(draws, j0, std::uint64_t(n), seed, stream);
+  const std::uint16_t* r = draws + (j0 & 7u);
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    avx512::bf16_store16_stochastic<true>(0xffff, d + i, avx512::f32_load16<true>(0xffff, s + i), r + i);
+  }
+  if (i < n) {
+    const __mmask16 live = __mmask16((1u << (n - i)) - 1u);
+    avx512::bf16_store16_stochastic<false>(live, d + i, avx512::f32_load16<false>(live, s + i), r + i);
+  }
+}
+#pragma GCC diagnostic pop
+#endif
 
 DEEPOPTIM_CLONES void narrow_bf16_stochastic(const float* __restrict s, bfloat16* __restrict d, std::int64_t n,
                                              std::uint64_t seed, std::uint64_t stream, std::uint64_t j0) {
@@ -400,17 +442,28 @@ void quantize8(bool is_signed, const float* src, std::uint8_t* q, float* absmax,
 }
 
 void widen(Kind kind, const void* src, float* dst, std::int64_t n) {
+#if DEEPOPTIM_AVX512_BF16
+  if (kind == Kind::BF16 && avx512::has_avx512_bf16()) return widen_bf16_avx512(static_cast<const bfloat16*>(src), dst, n);
+#endif
   if (kind == Kind::BF16) return widen_bf16(static_cast<const bfloat16*>(src), dst, n);
   return widen_f16(static_cast<const float16*>(src), dst, n);
 }
 
 void narrow(Kind kind, const float* src, void* dst, std::int64_t n) {
+#if DEEPOPTIM_AVX512_BF16
+  if (kind == Kind::BF16 && avx512::has_avx512_bf16()) return narrow_bf16_avx512(src, static_cast<bfloat16*>(dst), n);
+#endif
   if (kind == Kind::BF16) return narrow_bf16(src, static_cast<bfloat16*>(dst), n);
   return narrow_f16(src, static_cast<float16*>(dst), n);
 }
 
 void narrow_stochastic(const float* src, void* dst, std::int64_t n, std::uint64_t seed, std::uint64_t stream,
                        std::uint64_t j0) {
+#if DEEPOPTIM_AVX512_BF16
+  if (avx512::has_avx512_bf16()) {
+    return narrow_bf16_stochastic_avx512(src, static_cast<bfloat16*>(dst), n, seed, stream, j0);
+  }
+#endif
   narrow_bf16_stochastic(src, static_cast<bfloat16*>(dst), n, seed, stream, j0);
 }
 

@@ -19,17 +19,8 @@
 #include "deepoptim/dispatch.hpp"
 #include "deepoptim/lowp.hpp"
 #include "deepoptim/parallel.hpp"
+#include "deepoptim/avx512_bf16.hpp"
 #include "deepoptim/philox.hpp"
-
-// The AVX512-BF16 one-loop bfloat16 Adam runs where the build may use AVX-512: always in the
-// run-time-dispatched build (checked on the CPU), in a pinned or native build only when
-// that build's ISA has AVX-512 BW.
-#if defined(__GNUC__) && defined(__x86_64__) && (DEEPOPTIM_HAS_CLONES || defined(__AVX512BW__))
-#define DEEPOPTIM_ADAM_BF16_AVX512 1
-#include <immintrin.h>
-#else
-#define DEEPOPTIM_ADAM_BF16_AVX512 0
-#endif
 
 namespace deepoptim::optim {
 namespace {
@@ -376,82 +367,15 @@ DEEPOPTIM_ADAM_BF16_CLONES(adam_block_bf16_master_bf16, true, true, true)
 using AdamBf16Block = void (*)(const AdamTensor<float>&, float*, std::int64_t, std::int64_t, const AdamCoef<float>&,
                                const SrDraws*);
 
-#if DEEPOPTIM_ADAM_BF16_AVX512
-// The same loop with AVX512-BF16 (Zen 4, Sapphire Rapids): vcvtneps2bf16 rounds sixteen
-// floats to nearest even in one instruction, where the portable rounding takes about
-// twelve, three times per element. It treats subnormal inputs as zero and keeps a NaN's
-// payload, so a vector holding a NaN or a subnormal (vfpclassps finds them) is rounded
-// by the integer definition instead (lowp::to_bfloat16): the same bits for all 2^32
-// floats (checked exhaustively when this was written). The arithmetic is adam_bf16_body's,
-// operation for operation.
+#if DEEPOPTIM_AVX512_BF16
+// The same loop with AVX512-BF16 (Zen 4, Sapphire Rapids), rounding with vcvtneps2bf16
+// (avx512_bf16.hpp: the same bits as lowp::to_bfloat16), three roundings per element; the
+// arithmetic is adam_bf16_body's, operation for operation. Stochastic rounding of the
+// parameters (SR) also runs here.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
-#define DEEPOPTIM_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
-
-// Loads and stores of sixteen elements; FULL: all sixteen live. AMD's masked stores are
-// slow, so only a tensor's last, partial vector is masked.
-template <bool FULL>
-DEEPOPTIM_BF16_TARGET DEEPOPTIM_INLINE __m512 f32_load16(__mmask16 live, const void* src) {
-  return FULL ? _mm512_loadu_ps(src) : _mm512_maskz_loadu_ps(live, src);
-}
-
-template <bool FULL>
-DEEPOPTIM_BF16_TARGET DEEPOPTIM_INLINE void f32_store16(__mmask16 live, void* dst, __m512 x) {
-  if (FULL) {
-    _mm512_storeu_ps(dst, x);
-  } else {
-    _mm512_mask_storeu_ps(dst, live, x);
-  }
-}
-
-template <bool FULL>
-DEEPOPTIM_BF16_TARGET DEEPOPTIM_INLINE __m512 bf16_load16(__mmask16 live, const void* src) {
-  const __m256i h = FULL ? _mm256_loadu_si256(static_cast<const __m256i*>(src)) : _mm256_maskz_loadu_epi16(live, src);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-template <bool FULL>
-DEEPOPTIM_BF16_TARGET DEEPOPTIM_INLINE void bf16_store16(__mmask16 live, void* dst, __m512 x) {
-  const __m256bh fast = _mm512_cvtneps_pbh(x);
-  __m256i r;
-  std::memcpy(&r, &fast, sizeof r);
-  if (__builtin_expect(_mm512_fpclass_ps_mask(x, 0xA1) != 0, 0)) {  // 0xA1: quiet NaN, signalling NaN, subnormal
-    const __m512i u = _mm512_castps_si512(x), hi = _mm512_srli_epi32(u, 16);
-    __m512i v = _mm512_srli_epi32(
-        _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(hi, _mm512_set1_epi32(1))), 16);
-    const __mmask16 nan =
-        _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-    v = _mm512_mask_mov_epi32(v, nan, _mm512_or_si512(_mm512_and_si512(hi, _mm512_set1_epi32(0x8000)), _mm512_set1_epi32(0x7fc0)));
-    r = _mm512_cvtepi32_epi16(v);
-  }
-  if (FULL) {
-    _mm256_storeu_si256(static_cast<__m256i*>(dst), r);
-  } else {
-    _mm256_mask_storeu_epi16(dst, live, r);
-  }
-}
-
-// Rounds sixteen floats to bfloat16 stochastically with sixteen 16-bit draws r, as
-// lowp::narrow_stochastic does: (u + r) >> 16 (infinities stay: their low bits are 0),
-// a NaN the quiet NaN of its sign.
-template <bool FULL>
-DEEPOPTIM_BF16_TARGET DEEPOPTIM_INLINE void bf16_store16_stochastic(__mmask16 live, void* dst, __m512 x,
-                                                                    const std::uint16_t* r) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m256i r16 = FULL ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r)) : _mm256_maskz_loadu_epi16(live, r);
-  __m512i bits = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_cvtepu16_epi32(r16)), 16);
-  const __mmask16 nan =
-      _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  bits = _mm512_mask_mov_epi32(
-      bits, nan, _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x8000)), _mm512_set1_epi32(0x7fc0)));
-  const __m256i h = _mm512_cvtepi32_epi16(bits);
-  if (FULL) {
-    _mm256_storeu_si256(static_cast<__m256i*>(dst), h);
-  } else {
-    _mm256_mask_storeu_epi16(dst, live, h);
-  }
-}
+using namespace avx512;
 
 // r: the parameters' draws where SR (stochastic rounding), else null.
 template <bool P16, bool S16, bool MASTER, int WD, bool MAXIMIZE, bool FULL, bool SR>
@@ -548,15 +472,8 @@ DEEPOPTIM_BF16_TARGET void adam_bf16_block_avx512(const AdamTensor<float>& t, fl
   if (wd == 2) return adam_bf16_body_avx512<P16, S16, MASTER, 2, false, SR>(p, g, m, v, mp, n, c, sr);
   return adam_bf16_body_avx512<P16, S16, MASTER, 0, false, SR>(p, g, m, v, mp, n, c, sr);
 }
-#undef DEEPOPTIM_BF16_TARGET
 #pragma GCC diagnostic pop
 
-bool has_avx512_bf16() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-                         __builtin_cpu_supports("avx512bf16");
-  return ok;
-}
 #endif
 
 // The one-loop block function for this call, or null where the chunked path must run.
@@ -568,7 +485,7 @@ AdamBf16Block adam_bf16_block(const AdamTensor<float>* ts, std::int64_t nt, cons
     if (ts[t].max_exp_avg_sq || k[0] != pk || k[1] != pk || k[2] != sk || k[3] != sk) return nullptr;
   }
   using K = lowp::Kind;
-#if DEEPOPTIM_ADAM_BF16_AVX512
+#if DEEPOPTIM_AVX512_BF16
   if (has_avx512_bf16()) {
     if (mx.stochastic) {  // bfloat16 parameters without masters (the bindings' rule)
       if (pk != K::BF16 || mx.masters) return nullptr;
