@@ -88,7 +88,112 @@ def _view(t: torch.Tensor) -> np.ndarray:
         return t.detach().numpy()
 
 
-class _Adapter(torch.optim.Optimizer):
+class _LowpState:
+    """How deepoptim.torch keeps a parameter's state in the storage the
+    :mod:`deepoptim.optim` class ``self._spec`` asks for (``state_dtype``,
+    ``master_weights``): float32 master copies (``master_param``), float32 or bfloat16
+    state, or 8-bit state as two tensors, ``<name>`` (uint8 codes) and ``<name>_absmax``
+    (float32, one per 256-element block). The values are made by the class itself
+    (``_spec._new_state``) and handed to it as NumPy views of the tensors (or a Blockwise8
+    of them): one definition of each state's storage, in deepoptim.optim. Shared by the
+    elementwise adapters and by Muon and Adafactor."""
+
+    if TYPE_CHECKING:  # from torch.optim.Optimizer and the adapter, the other bases
+        _spec: _np.Optimizer
+        param_groups: List[Dict[str, Any]]
+        state: DefaultDict[torch.Tensor, Any]
+
+    def _state_dtype(self, hyper: Dict[str, Any], p: torch.Tensor, name: str) -> torch.dtype:
+        """The dtype of state tensor ``name`` of parameter ``p``: float32 for a master copy;
+        with ``state_dtype="int8"``, uint8 codes and their float32 ``<name>_absmax`` for a
+        parameter of at least ``int8_min_size`` elements (float32 state for a smaller
+        one); else the group's state dtype (deepoptim.optim's ``state_dtype``: float32 by
+        default for float32/bfloat16/float16 parameters, where torch.optim would keep the
+        parameter's dtype; float64 for float64 parameters)."""
+        t = _local(p)
+        if name == "master_param":
+            return torch.float32
+        if hyper.get("state_dtype") == "int8":
+            if self._int8(hyper, p):
+                return torch.float32 if name.endswith("_absmax") else torch.uint8
+            return torch.float32
+        return _TORCH_DTYPE[self._spec._state_dtype(hyper, _NP_DTYPE[t.dtype])]
+
+    @staticmethod
+    def _int8(hyper: Dict[str, Any], p: torch.Tensor) -> bool:
+        return hyper.get("state_dtype") == "int8" and _local(p).numel() >= hyper.get("int8_min_size", _np.INT8_MIN_SIZE)
+
+    def _state_value(self, hyper: Dict[str, Any], p: torch.Tensor, st: Dict[str, Any], n: str) -> Any:
+        """What the kernel takes for state ``n``: a NumPy view, or for 8-bit state a
+        Blockwise8 of views of the codes and ``<n>_absmax`` tensors."""
+        if n not in self._spec._scalar_state and n != "master_param" and self._int8(hyper, p):
+            return Blockwise8(_view(st[n]), _view(st[n + "_absmax"]), n not in self._spec._nonnegative_state)
+        return _view(st[n])
+
+    @staticmethod
+    def _put_state(st: Dict[str, Any], n: str, value: Any) -> None:
+        """Puts a state value as deepoptim.optim makes it (an array, or a Blockwise8) into
+        the torch state ``st``, as tensors sharing its memory."""
+        if isinstance(value, Blockwise8):
+            st[n] = torch.from_numpy(value.codes)
+            st[n + "_absmax"] = torch.from_numpy(value.absmax)
+        elif value.dtype == np.dtype(ml_dtypes.bfloat16):  # torch reads no ml_dtypes array: the same bits
+            st[n] = torch.from_numpy(value.view(np.int16)).view(torch.bfloat16)
+        else:
+            st[n] = torch.from_numpy(value)
+
+    def _check_saved_state(self, where: str, pid: Any, n: str, st: Dict[str, Any], hyper: Dict[str, Any],
+                           p: torch.Tensor, shape: Tuple[int, ...]) -> None:
+        """State ``n`` of a saved parameter state ``st`` (a state_dict being loaded): a
+        tensor of ``shape``; for 8-bit state uint8 codes and a float ``<n>_absmax`` of
+        one non-negative value per block; else floating point, and never negative where
+        the optimizer keeps a non-negative quantity."""
+        t = st[n]
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+            raise ValueError(f"{where}: state {n} of parameter {pid} must be a tensor of shape {shape} "
+                             f"(from the parameter's shape {tuple(p.shape)})")
+        if n != "master_param" and self._int8(hyper, p):
+            a = st.get(n + "_absmax")
+            nb = -(-math.prod(shape) // QBLOCK)
+            if t.dtype != torch.uint8 or not (isinstance(a, torch.Tensor) and a.is_floating_point()
+                                              and tuple(a.shape) == (nb,)):
+                raise ValueError(f"{where}: state {n} of parameter {pid} is kept in 8 bits: uint8 codes "
+                                 f"and a float tensor {n}_absmax of shape ({nb},)")
+            if bool((_local(a) < 0).any()):
+                raise ValueError(f"{where}: state {n}_absmax of parameter {pid} has negative values")
+            return
+        if not t.is_floating_point():
+            raise ValueError(f"{where}: state {n} of parameter {pid} must be a float tensor, got {t.dtype} "
+                             f"(state_dtype={hyper.get('state_dtype')!r})")
+        if n in self._spec._nonnegative_state and t.numel() and bool((_local(t) < 0).any()):
+            raise ValueError(f"{where}: state {n} of parameter {pid} has negative values, "
+                             "which no training produces")
+
+    def _restore_saved(self, groups: List[Dict[str, Any]], saved_state: Dict[Any, Any],
+                       hypers: List[Dict[str, Any]]) -> None:
+        """After torch.optim's ``load_state_dict``, which casts every floating state tensor
+        to its parameter's dtype (in the base class; no hook is called for it) and would
+        turn float32 state and master weights of bfloat16 parameters into bfloat16, uint8
+        codes into the parameter's dtype, and a 0-d float32 mu_product into the
+        parameter's dtype: each state tensor is set again from the saved tensor itself
+        (not from the cast), in the dtype this optimizer keeps (``hypers``: each group's
+        hyperparameters as deepoptim.optim names them)."""
+        for saved, group, hyper in zip(groups, self.param_groups, hypers):
+            for pid, p in zip(saved["params"], group["params"]):
+                st, mine = saved_state.get(pid), self.state.get(p)
+                if not st or not mine:
+                    continue
+                for n, t in st.items():
+                    if n == "step" or not isinstance(t, torch.Tensor):
+                        continue
+                    if n in self._spec._scalar_state:
+                        want = t.dtype if t.dtype in _FLOATS else _scalar_dtype()
+                    else:
+                        want = self._state_dtype(hyper, p, n)
+                    mine[n] = t.detach().to(dtype=want, memory_format=torch.contiguous_format, copy=True)
+
+
+class _Adapter(_LowpState, torch.optim.Optimizer):
     """The base of every optimizer here: torch.optim's machinery (param groups, state,
     hooks, ``state_dict``, ``zero_grad``) over deepoptim's kernels. A subclass only names
     the :mod:`deepoptim.optim` class it adapts (``_np_cls``); that class says which state
@@ -187,33 +292,6 @@ class _Adapter(torch.optim.Optimizer):
         if t.is_sparse or not t.is_contiguous():
             raise ValueError(f"parameter {name} must be a dense contiguous tensor (it is updated in place)")
 
-    def _state_dtype(self, hyper: Dict[str, Any], p: torch.Tensor, name: str) -> torch.dtype:
-        """The dtype of state tensor ``name`` of parameter ``p``: float32 for a master copy;
-        with ``state_dtype="int8"``, uint8 codes and their float32 ``<name>_absmax`` for a
-        parameter of at least deepoptim.optim.INT8_MIN_SIZE elements (float32 state for a
-        smaller one); else the group's state dtype (deepoptim.optim's ``state_dtype``:
-        float32 by default for float32/bfloat16/float16 parameters, where torch.optim
-        would keep the parameter's dtype; float64 for float64 parameters)."""
-        t = _local(p)
-        if name == "master_param":
-            return torch.float32
-        if hyper.get("state_dtype") == "int8":
-            if self._int8(hyper, p):
-                return torch.float32 if name.endswith("_absmax") else torch.uint8
-            return torch.float32
-        return _TORCH_DTYPE[self._spec._state_dtype(hyper, _NP_DTYPE[t.dtype])]
-
-    @staticmethod
-    def _int8(hyper: Dict[str, Any], p: torch.Tensor) -> bool:
-        return hyper.get("state_dtype") == "int8" and _local(p).numel() >= hyper.get("int8_min_size", _np.INT8_MIN_SIZE)
-
-    def _state_value(self, hyper: Dict[str, Any], p: torch.Tensor, st: Dict[str, Any], n: str) -> Any:
-        """What the kernel takes for state ``n``: a NumPy view, or for 8-bit state a
-        Blockwise8 of views of the codes and ``<n>_absmax`` tensors."""
-        if n not in self._spec._scalar_state and n != "master_param" and self._int8(hyper, p):
-            return Blockwise8(_view(st[n]), _view(st[n + "_absmax"]), n not in self._spec._nonnegative_state)
-        return _view(st[n])
-
     def _np_group_stub(self, hyper: Dict[str, Any], dtype: npt.DTypeLike) -> Dict[str, Any]:
         g = dict(hyper, params=[np.zeros(1, dtype)], names=["0"], keyed=False, step=0)
         self._spec._prepare_group(g)
@@ -279,22 +357,10 @@ class _Adapter(torch.optim.Optimizer):
         st: Dict[str, Any] = {"step": torch.tensor(0.0, dtype=torch.float32)} if self._has_step else {}
         np_p = _view(p)
         for n in state_names:
-            if n == "master_param":  # the float32 copy of a 16-bit parameter
-                st[n] = _local(p).detach().to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-                continue
-            init = self._spec._init_state(hyper, n, np_p)
             if n in self._spec._scalar_state:  # a 0-d tensor of torch's scalar dtype, as torch keeps it
-                st[n] = torch.tensor(float(init), dtype=_scalar_dtype())
-                continue
-            if self._int8(hyper, p):
-                q = Blockwise8.from_float(np.asarray(init, np.float32), n not in self._spec._nonnegative_state)
-                st[n] = torch.from_numpy(q.codes)
-                st[n + "_absmax"] = torch.from_numpy(q.absmax)
-                continue
-            t = torch.zeros(_local(p).shape, dtype=self._state_dtype(hyper, p, n))
-            if np.any(init):
-                _view(t)[...] = init
-            st[n] = t
+                st[n] = torch.tensor(float(self._spec._init_state(hyper, n, np_p)), dtype=_scalar_dtype())
+            else:  # in the storage deepoptim.optim keeps it in (master copy, float, bfloat16 or 8-bit)
+                self._put_state(st, n, self._spec._new_state(hyper, n, np_p))
         return st
 
     # ------------------------------------------------------------ step
@@ -534,42 +600,10 @@ class _Adapter(torch.optim.Optimizer):
                         if not (isinstance(t, torch.Tensor) and t.dim() == 0 and t.dtype in _FLOATS):
                             raise ValueError(f"{where}: state {n} of parameter {pid} must be a 0-d float32 or "
                                              "float64 tensor")
-                    elif not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(p.shape):
-                        raise ValueError(f"{where}: state {n} of parameter {pid} must be a tensor of the "
-                                         f"parameter's shape {tuple(p.shape)}")
-                    elif n != "master_param" and self._int8(trial, p):
-                        a = st.get(n + "_absmax")
-                        nb = -(-_local(p).numel() // QBLOCK)
-                        if t.dtype != torch.uint8 or not (isinstance(a, torch.Tensor) and a.is_floating_point()
-                                                          and tuple(a.shape) == (nb,)):
-                            raise ValueError(f"{where}: state {n} of parameter {pid} is kept in 8 bits: uint8 codes "
-                                             f"and a float tensor {n}_absmax of shape ({nb},)")
-                        if bool((_local(a) < 0).any()):
-                            raise ValueError(f"{where}: state {n}_absmax of parameter {pid} has negative values")
-                        continue
-                    if n in self._spec._nonnegative_state and t.numel() and bool((_local(t) < 0).any()):
-                        raise ValueError(f"{where}: state {n} of parameter {pid} has negative values, "
-                                         "which no training produces")
-        super().load_state_dict(state_dict)
-        # torch.optim's load_state_dict casts every floating state tensor to its
-        # parameter's dtype (in the base class; no hook is called for it), which would turn
-        # float32 state and master weights of bfloat16 parameters into bfloat16, and a
-        # 0-d float32 mu_product into the parameter's dtype. Each is set again from the
-        # saved tensor itself (not from the cast), in the dtype this optimizer keeps.
-        for saved, group in zip(groups, self.param_groups):
-            hyper = self._hyper(group)
-            for pid, p in zip(saved["params"], group["params"]):
-                st, mine = saved_state.get(pid), self.state.get(p)
-                if not st or not mine:
-                    continue
-                for n, t in st.items():
-                    if n == "step" or not isinstance(t, torch.Tensor):
-                        continue
-                    if n in self._spec._scalar_state:
-                        want = t.dtype if t.dtype in _FLOATS else _scalar_dtype()
                     else:
-                        want = self._state_dtype(hyper, p, n)
-                    mine[n] = t.detach().to(dtype=want, memory_format=torch.contiguous_format, copy=True)
+                        self._check_saved_state(where, pid, n, st, trial, p, tuple(p.shape))
+        super().load_state_dict(state_dict)
+        self._restore_saved(groups, saved_state, [self._hyper(group) for group in self.param_groups])
         for group in self.param_groups:
             for k in self._hyper_keys:
                 group.setdefault(k, self.defaults[k])
