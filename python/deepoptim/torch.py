@@ -709,6 +709,16 @@ def _state_to_numpy(v: Any) -> Any:
     return v
 
 
+def _state_as(v: Any, dtype: torch.dtype) -> Any:
+    """A copy of a saved torch.optim.LBFGS state value with every floating tensor in
+    ``dtype`` (lists element-wise)."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().to(dtype=dtype, copy=True) if v.is_floating_point() else v.detach().clone()
+    if isinstance(v, list):
+        return [_state_as(x, dtype) for x in v]
+    return v
+
+
 def _state_to_torch(v: Any) -> Any:
     """The reverse: arrays as tensors sharing their memory, NumPy scalars as 0-d tensors."""
     if isinstance(v, np.ndarray):
@@ -727,18 +737,28 @@ class LBFGS(torch.optim.Optimizer):
     and ``state_dict`` layout (kept in the state of the first parameter), so a
     torch.optim.LBFGS state_dict loads here and the reverse. One parameter group; CPU
     tensors of one dtype: float32 or float64, or bfloat16/float16 iterated in float32
-    (each move written back rounded, see :class:`deepoptim.optim.LBFGS`)."""
+    (each move written back rounded, see :class:`deepoptim.optim.LBFGS`).
+
+    Keyword-only, as :class:`deepoptim.optim.LBFGS` takes them: ``master_weights=True``
+    (bfloat16/float16 tensors) keeps the float32 iterate from step to step, one float32
+    copy per parameter in ``state[params[0]]["master_param"]`` (made at the first step;
+    the parameters are its rounding); ``state_dtype`` takes only None or ``"float32"``
+    (the history keeps the iteration's precision; ``"bfloat16"`` and ``"int8"`` are
+    refused, saying why). ``load_state_dict`` keeps the history and the master copies in
+    float32 for 16-bit tensors, where torch.optim's would cast them to the tensors' dtype
+    (a torch.optim.LBFGS state_dict of bfloat16 history is widened)."""
 
     def __init__(self, params: ParamsT, lr: float = 1, max_iter: int = 20, max_eval: Optional[int] = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
-                 line_search_fn: Optional[str] = None) -> None:
+                 line_search_fn: Optional[str] = None, *, master_weights: bool = False,
+                 state_dtype: Optional[str] = None) -> None:
         if isinstance(lr, torch.Tensor):
             if lr.numel() != 1:
                 raise ValueError("Tensor lr must be 1-element")
             lr = float(lr)
         defaults = _np._lbfgs_hyper(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
                                     line_search_fn)
-        super().__init__(params, defaults)
+        super().__init__(params, dict(defaults, master_weights=master_weights))
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         self._params = self.param_groups[0]["params"]
@@ -746,6 +766,12 @@ class LBFGS(torch.optim.Optimizer):
             _Adapter._check_param(p, str(i))
         if len({p.dtype for p in self._params}) != 1:
             raise TypeError("LBFGS's parameters must share one dtype (they form one vector)")
+        _np._lbfgs_lowp(master_weights, state_dtype, _NP_DTYPE[self._params[0].dtype])
+
+    def _work_dtype(self) -> torch.dtype:
+        """The dtype the iteration (and its history) runs in."""
+        dtype: torch.dtype = self._params[0].dtype
+        return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
     def _grad_view(self, p: torch.Tensor, i: int) -> np.ndarray:
         g = p.grad
@@ -769,14 +795,21 @@ class LBFGS(torch.optim.Optimizer):
         params = self._params
         for i, p in enumerate(params):
             self._check_param(p, i)
+        master = _np._lbfgs_lowp(group.get("master_weights", False), None, _NP_DTYPE[params[0].dtype])
+        if not master and "master_param" in self.state.get(params[0], {}):
+            raise ValueError("master_weights=False, but the state has master weights; master_weights cannot change "
+                             "after construction")
+        state = self.state[params[0]]
+        if master and "master_param" not in state:  # the first step (or a torch.optim state without them)
+            state["master_param"] = [_local(p).detach().to(torch.float32, memory_format=torch.contiguous_format,
+                                                           copy=True) for p in params]
         locals_ = [_local(p) for p in params]
+        work = {k: _state_to_numpy(v) for k, v in state.items()}
         space = _np._LBFGSSpace(
             [_view(p) for p in params], closure,
             lambda: np.concatenate([self._grad_view(p, i) for i, p in enumerate(params)]),
-            lambda: torch.autograd.graph.increment_version(locals_))
+            lambda: torch.autograd.graph.increment_version(locals_), masters=work.get("master_param"))
 
-        state = self.state[params[0]]
-        work = {k: _state_to_numpy(v) for k, v in state.items()}
         try:
             _np._lbfgs_step(work, hp, space)
         finally:
@@ -788,6 +821,37 @@ class LBFGS(torch.optim.Optimizer):
     @staticmethod
     def _check_param(p: torch.Tensor, i: int) -> None:
         _Adapter._check_param(p, str(i))
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` (a torch.optim.LBFGS state_dict loads too), after
+        checking the saved hyperparameters and master copies; then every floating state
+        tensor is set from the saved one in the dtype the iteration runs in (float32 for
+        bfloat16/float16 tensors: torch.optim's base class would cast the float32 history
+        and master copies to the tensors' dtype, and the run would not resume)."""
+        groups = state_dict.get("param_groups", [])
+        if len(groups) != 1:
+            raise ValueError(f"state_dict has {len(groups)} parameter groups; LBFGS has one")
+        (saved,) = groups
+        _np._lbfgs_hyper(*(saved.get(k, self.defaults[k]) for k in ("lr", "max_iter", "max_eval", "tolerance_grad",
+                                                                    "tolerance_change", "history_size",
+                                                                    "line_search_fn")))
+        master = _np._lbfgs_lowp(saved.get("master_weights", self.defaults["master_weights"]), None,
+                                 _NP_DTYPE[self._params[0].dtype])
+        pids = saved.get("params", [])
+        st = state_dict.get("state", {}).get(pids[0]) if pids else None
+        masters = (st or {}).get("master_param")
+        if masters is not None and not master:
+            raise ValueError("state_dict: its state has master_param, which only master_weights=True keeps")
+        if masters is not None and not (
+                isinstance(masters, (list, tuple)) and len(masters) == len(self._params)
+                and all(isinstance(m, torch.Tensor) and m.is_floating_point() and m.shape == p.shape
+                        for m, p in zip(masters, self._params))):
+            raise ValueError("state_dict: state master_param must hold one float tensor per parameter, of its shape")
+        super().load_state_dict(state_dict)
+        self.param_groups[0].setdefault("master_weights", master)
+        self._params = self.param_groups[0]["params"]
+        if st:
+            self.state[self._params[0]] = {k: _state_as(v, self._work_dtype()) for k, v in st.items()}
 
 
 class _ShapedAdapter(_LowpState, torch.optim.Optimizer):
