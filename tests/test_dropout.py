@@ -41,10 +41,12 @@ def _bits(mask, n):
     n=st.one_of(st.sampled_from([0, 1, 3, 7, 8, 9, 4095, 4096, 4097, 8200]), st.integers(0, 30000)),
     p=st.one_of(st.sampled_from([0.0, 1e-9, 0.1, 0.5, 0.9, 1.0]), st.floats(0, 1)),
     seed=st.one_of(st.sampled_from([0, 1, 2**32 - 1, 2**32, 2**64 - 1]), st.integers(0, 2**64 - 1)),
-    offset=st.one_of(st.sampled_from([0, 1, 3, 4, 2**34 - 5]), st.integers(0, 2**40)),
+    offset=st.one_of(st.sampled_from([0, 1, 3, 4, 2**34 - 5, 2**35 - 67]), st.integers(0, 2**40),
+                     st.integers(2**64 - 40000, 2**64 - 1)),
     dtype=st.sampled_from([np.float32, np.float64]),
 )
 def test_forward_matches_twin_bitwise(n, p, seed, offset, dtype):
+    offset = min(offset, 2**64 - 1 - n)  # offset + size < 2**64: the last element is 2**64 - 2
     x = np.random.default_rng(n).standard_normal(n).astype(dtype)
     y1, m1 = F.dropout(x, p, True, seed, offset)
     y2, m2 = R.dropout(x, p, True, seed, offset)

@@ -219,3 +219,48 @@ def test_bfloat16_params_with_int8_state():
     for _ in range(3):
         opt.step([np.ones(5000, BF16)])
     assert np.all(w.astype(np.float32) < 0)
+
+
+def _edge_blocks(rng: np.random.Generator) -> np.ndarray:
+    """Blocks of values where a quantizer can go wrong: each decade threshold and its
+    neighbours a few ulps away, powers of two across the exponent range the codes cover,
+    random bit patterns, subnormals (a block of only subnormals has an absmax whose
+    reciprocal overflows to inf), zeros and NaN, in both signs."""
+    f32 = np.float32
+    thresholds = np.array(quant_constants(True)["T"] + quant_constants(False)["T"], f32)
+    near = (thresholds.view(np.int32)[:, None] + np.arange(-3, 4, dtype=np.int32)).view(f32).ravel()
+    pow2 = np.ldexp(f32(1), np.arange(-45, 1)).astype(f32)
+    bits = rng.integers(0, 2**32, 4 * QBLOCK, dtype=np.uint64).astype(np.uint32).view(f32)
+    bits = np.where(np.isfinite(bits), bits, f32(0))
+    sub = (rng.integers(1, 2**23, QBLOCK, dtype=np.int64).astype(np.uint32) >> rng.integers(0, 20, QBLOCK).astype(
+        np.uint32)).view(f32)
+    blocks = [near, pow2, bits, sub, sub[:7], np.concatenate([near, [np.nan]]).astype(f32)]
+    # each kind of value also scaled into a block whose absmax is a threshold or 1
+    blocks += [np.concatenate([near * f32(s), [f32(s)]]).astype(f32) for s in (1e-3, 0.37, 1.0)]
+    out = []
+    for b in blocks:
+        b = np.resize(b, QBLOCK).astype(f32)
+        signs = np.where(rng.random(QBLOCK) < 0.5, f32(-1), f32(1))
+        out.append(rng.permutation(b * signs).astype(f32))
+    return np.concatenate(out)
+
+
+def test_kernel_quantizes_edge_values_as_the_twin():
+    """The kernel's 8-bit quantizer (hand-vectorized where the CPU has AVX-512) gives the
+    twin's codes and absmax on edge values: signed through SGD's first momentum step
+    (buffer = g), unsigned through RMSprop with alpha = 0 (square_avg = g * g)."""
+    g = _edge_blocks(np.random.default_rng(7))
+    p = np.zeros_like(g)
+    for case in ("signed", "unsigned"):
+        outs = []
+        for mod in (functional, reference):
+            if case == "signed":
+                buf = Blockwise8.from_float(np.zeros_like(g), True)
+                mod.sgd(p.copy(), g, buf, lr=0.1, momentum=0.9, first_step=True)
+            else:
+                buf = Blockwise8.from_float(np.zeros_like(g), False)
+                with np.errstate(all="ignore"):
+                    mod.rmsprop(p.copy(), g, buf, lr=0.1, alpha=0.0)
+            outs.append(buf)
+        np.testing.assert_array_equal(outs[0].codes, outs[1].codes, err_msg=case)
+        np.testing.assert_array_equal(outs[0].absmax.view(np.uint32), outs[1].absmax.view(np.uint32), err_msg=case)

@@ -41,9 +41,16 @@ DEEPOPTIM_INLINE void rounds(std::uint32_t& c0, std::uint32_t& c1, std::uint32_t
 // the four words of group g, each split low half first (little-endian order of the
 // halves). count >= 1 and j0 + count <= 2^64 (the bindings refuse more); the last group
 // is computed from the last element, so nothing wraps even at the end of the sequence.
-DEEPOPTIM_INLINE void fill_draws(std::uint16_t* __restrict draws, std::uint64_t j0,
-                                 std::uint64_t count, std::uint64_t seed,
-                                 std::uint64_t stream = 0) {
+// draws holds 8 draws per group.
+// Dispatched at run time: AVX-512 eight groups at a time where the CPU has it (cpp/src/
+// philox.cpp), else fill_draws_portable; the same words either way.
+void fill_draws(std::uint16_t* draws, std::uint64_t j0, std::uint64_t count, std::uint64_t seed,
+                std::uint64_t stream = 0);
+
+// The portable definition of fill_draws, one group per iteration.
+DEEPOPTIM_INLINE void fill_draws_portable(std::uint16_t* __restrict draws, std::uint64_t j0,
+                                          std::uint64_t count, std::uint64_t seed,
+                                          std::uint64_t stream = 0) {
   const std::uint64_t g0 = j0 >> 3, g1 = ((j0 + (count - 1)) >> 3) + 1;
   const std::uint32_t k0 = std::uint32_t(seed), k1 = std::uint32_t(seed >> 32);
   const std::int64_t ng = std::int64_t(g1 - g0);
