@@ -4,7 +4,10 @@
 definition the elementwise kernels compute in one pass. Held here to that definition bit
 for bit, in deepoptim.optim and deepoptim.torch, with master weights, stochastic
 rounding, bfloat16 and 8-bit state (widened or dequantized, rounded or quantized back)
-and state_dict round trips.
+and state_dict round trips. L-BFGS iterates 16-bit parameters in float32, with or without
+float32 master weights kept from step to step, the same bits in both APIs; its history
+stays float32 (state_dtype "bfloat16"/"int8" refused). Every mode of deepoptim.torch's
+Muon and Adafactor against deepoptim.optim's is in test_torch_lowp_shaped.py.
 """
 
 from __future__ import annotations
@@ -300,3 +303,161 @@ def test_torch_lbfgs_on_16bit_tensors_converges(dtype):
 
     opt.step(closure)
     assert torch.isfinite(t).all() and float(t.detach().float().abs().max()) < 1e-2
+
+
+# ------------------------------------------------------------------ L-BFGS: master weights, state_dtype
+def _quadratic():
+    rng = np.random.default_rng(7)
+    return rng.uniform(0.5, 3.0, 40).astype(np.float32), rng.standard_normal(40).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", [BF16, F16], ids=["bf16", "f16"])
+def test_lbfgs_master_weights_keep_the_float32_iterate_across_steps(dtype):
+    """With master_weights the float32 iterate carries over from step to step: the run
+    equals the float32 run whose closure evaluates the rounded point and which is never
+    reset to it (without master weights each step restarts from the rounded parameters)."""
+    from deepoptim.optim import LBFGS
+
+    a, x0 = _quadratic()
+    x, y = x0.astype(dtype), x0.astype(dtype).astype(np.float32)
+
+    def loss_grad(z):
+        return float(0.5 * np.dot(a * z, z)), [a * z]
+
+    hp = dict(line_search_fn="strong_wolfe", history_size=5, max_iter=3)
+    ox, oy = LBFGS([x], master_weights=True, **hp), LBFGS([y], **hp)
+    for _ in range(4):
+        assert ox.step(lambda: loss_grad(x.astype(np.float32))) == oy.step(
+            lambda: loss_grad(y.astype(dtype).astype(np.float32)))
+        _same(x, y.astype(dtype), "params")
+        (master,) = ox.state_dict()["state"]["master_param"]
+        assert_same_bits(master, y, "master")
+
+
+def _lbfgs_pair(master, a, x0):
+    """The same bfloat16 L-BFGS run through deepoptim.optim and deepoptim.torch, both fed
+    the same bfloat16 gradients; returns (numpy params, numpy optimizer, its closure,
+    the tensor, the torch optimizer, its closure)."""
+    import deepoptim.torch as dt
+    from deepoptim.optim import LBFGS
+
+    hp = dict(line_search_fn="strong_wolfe", history_size=4, max_iter=3, master_weights=master)
+    x = x0.astype(BF16)
+    t = torch.tensor(x0).to(torch.bfloat16)
+
+    def grad(z):
+        return (a * z.astype(np.float32)).astype(BF16)
+
+    def np_closure():
+        z = x.astype(np.float32)
+        return float(0.5 * np.dot(a * z, z)), [grad(x)]
+
+    def torch_closure(t=t):
+        z = t.float().numpy()
+        t.grad = torch.from_numpy(grad(dt._view(t)).view(np.int16)).view(torch.bfloat16)
+        return float(0.5 * np.dot(a * z, z))
+
+    return x, LBFGS([x], **hp), np_closure, t, dt.LBFGS([t], **hp), torch_closure
+
+
+@pytest.mark.parametrize("master", [False, True], ids=["rounded", "master"])
+def test_torch_lbfgs_equals_numpy_and_resumes_bit_for_bit(master):
+    """deepoptim.torch.LBFGS gives deepoptim.optim.LBFGS's bits on bfloat16 tensors, with
+    and without master weights, and its state_dict resumes through torch.save although
+    torch.optim's load_state_dict would cast the float32 history and masters to bfloat16
+    (before, a bfloat16 run could not step after a load)."""
+    import io
+
+    import deepoptim.torch as dt
+
+    a, x0 = _quadratic()
+    x, ox, np_closure, t, ot, torch_closure = _lbfgs_pair(master, a, x0)
+    for _ in range(2):
+        assert ox.step(np_closure) == ot.step(torch_closure)
+        _same(dt._view(t), x, "params")
+    if master:
+        (m,) = ot.state[t]["master_param"]
+        assert m.dtype == torch.float32
+        assert_same_bits(m.numpy(), ox.state_dict()["state"]["master_param"][0], "master")
+    buf = io.BytesIO()
+    torch.save(ot.state_dict(), buf)
+    buf.seek(0)
+    _, _, _, t2, ot2, closure2 = _lbfgs_pair(master, a, x0)
+    t2.copy_(t)
+    ot2.load_state_dict(torch.load(buf, weights_only=True))
+    floats = [v for v in ot2.state[t2].values() for v in (v if isinstance(v, list) else [v])
+              if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float32 for v in floats)
+    for _ in range(2):
+        assert ot.step(torch_closure) == ot2.step(closure2) == ox.step(np_closure)
+        assert torch.equal(t.view(torch.int16), t2.view(torch.int16))
+        _same(dt._view(t2), x, "resumed")
+
+
+def test_torch_optim_lbfgs_state_of_bfloat16_history_loads_widened():
+    import deepoptim.torch as dt
+
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    theirs_t = torch.tensor([3.0, -2.0, 1.0, 0.5], dtype=torch.bfloat16, requires_grad=True)
+    theirs = torch.optim.LBFGS([theirs_t], max_iter=3)
+
+    def closure(t=theirs_t, opt=theirs):
+        opt.zero_grad()
+        loss = (t.float() ** 2 * a).sum()
+        loss.backward()
+        return loss
+
+    theirs.step(closure)
+    assert theirs.state[theirs_t]["d"].dtype == torch.bfloat16
+    t = theirs_t.detach().clone().requires_grad_(True)
+    ours = dt.LBFGS([t], max_iter=3, master_weights=True)
+    ours.load_state_dict(theirs.state_dict())
+    assert ours.state[t]["d"].dtype == torch.float32 and "master_param" not in ours.state[t]
+    ours.step(lambda: closure(t, ours))  # the masters are made from the parameters
+    assert ours.state[t]["master_param"][0].dtype == torch.float32 and torch.isfinite(t).all()
+
+
+@pytest.mark.parametrize("dtype, kw, etype, needle", [
+    (BF16, dict(state_dtype="bfloat16"), ValueError, "history"),
+    (np.dtype(np.float32), dict(state_dtype="int8"), ValueError, "history"),
+    (F16, dict(state_dtype="float16"), ValueError, "state_dtype"),
+    (np.dtype(np.float32), dict(master_weights=True), ValueError, "master_weights"),
+    (np.dtype(np.float64), dict(master_weights=True), ValueError, "master_weights"),
+    (BF16, dict(master_weights=1), TypeError, "master_weights"),
+], ids=lambda v: str(v))
+def test_lbfgs_low_precision_refusals_are_the_same_in_both_apis(dtype, kw, etype, needle):
+    import deepoptim.torch as dt
+    from deepoptim.optim import LBFGS
+
+    x = np.arange(4, dtype=np.float32).astype(dtype)
+    t = torch.arange(4, dtype=torch.float32).to(dt._TORCH_DTYPE[dtype])
+    with pytest.raises(etype, match=needle) as e_np:
+        LBFGS([x], **kw)
+    with pytest.raises(etype, match=needle) as e_t:
+        dt.LBFGS([t], **kw)
+    assert str(e_np.value) == str(e_t.value)
+    assert torch.equal(t, torch.arange(4, dtype=torch.float32).to(t.dtype))
+    LBFGS([x], state_dtype="float32")  # the precision it keeps anyway
+    dt.LBFGS([t], state_dtype="float32")
+
+
+def test_lbfgs_master_weights_cannot_change_after_construction():
+    a, x0 = _quadratic()
+    x, ox, np_closure, t, ot, torch_closure = _lbfgs_pair(True, a, x0)
+    ox.step(np_closure)
+    ot.step(torch_closure)
+    before_x, before_t = x.copy(), t.clone()
+    for opt, closure in ((ox, np_closure), (ot, torch_closure)):
+        opt.param_groups[0]["master_weights"] = False
+        with pytest.raises(ValueError, match="master_weights cannot change"):
+            opt.step(closure)
+    _same(x, before_x)
+    assert torch.equal(t.view(torch.int16), before_t.view(torch.int16))
+    sd = ox.state_dict()
+    sd["state"]["master_param"] = [np.zeros(3, np.float32)]
+    with pytest.raises(ValueError, match="master_param"):
+        ox.load_state_dict(sd)
+    sd = ot.state_dict()
+    sd["param_groups"][0]["master_weights"] = False
+    with pytest.raises(ValueError, match="master_param"):
+        ot.load_state_dict(sd)

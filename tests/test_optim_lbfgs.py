@@ -135,11 +135,15 @@ def test_state_dict_switches_both_ways(direction):
 
 
 def test_signature_is_torchs():
-    ours = inspect.signature(dt.LBFGS.__init__).parameters
-    theirs = inspect.signature(torch.optim.LBFGS.__init__).parameters
-    assert [(k, p.default) for k, p in ours.items()] == [(k, p.default) for k, p in theirs.items()]
-    ours_np = inspect.signature(optim.LBFGS.__init__).parameters
-    assert [(k, p.default) for k, p in ours_np.items()] == [(k, p.default) for k, p in theirs.items()]
+    """torch's arguments and defaults, then deepoptim's low-precision options,
+    keyword-only (master_weights; state_dtype, which only says the history stays float32)."""
+    theirs = [(k, p.default) for k, p in inspect.signature(torch.optim.LBFGS.__init__).parameters.items()]
+    for cls in (dt.LBFGS, optim.LBFGS):
+        ours = inspect.signature(cls.__init__).parameters
+        assert [(k, p.default) for k, p in ours.items()][: len(theirs)] == theirs
+        extra = list(ours.values())[len(theirs):]
+        assert [(p.name, p.default, p.kind) for p in extra] == [
+            ("master_weights", False, inspect.Parameter.KEYWORD_ONLY), ("state_dtype", None, inspect.Parameter.KEYWORD_ONLY)]
 
 
 @pytest.mark.parametrize("kw,exc,needle", [

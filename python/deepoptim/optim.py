@@ -1752,6 +1752,26 @@ def _lbfgs_hyper(lr: float, max_iter: int, max_eval: Optional[float], tolerance_
                 line_search_fn=line_search_fn)
 
 
+
+def _lbfgs_lowp(master_weights: Any, state_dtype: Any, dtype: np.dtype) -> bool:
+    """L-BFGS's low-precision options, checked against the parameters' dtype; returns
+    whether float32 master copies are kept. ``master_weights`` as every optimizer's (for
+    bfloat16/float16 parameters only); ``state_dtype`` only None or ``"float32"``: the
+    history stays in the precision the iteration runs in."""
+    if state_dtype not in (None, "float32"):
+        raise ValueError(
+            f"state_dtype={state_dtype!r} is not supported by LBFGS, which keeps its history (the pairs "
+            "s = x_{k+1} - x_k and y = g_{k+1} - g_k, 1/y's, the last direction and gradient) in float32 (float64 "
+            "for float64 parameters): every direction comes from inner products of these vectors (y's, y'y, s'q), "
+            "and y, a small difference of two gradients, loses those to rounding in 8 significant bits (bfloat16) "
+            "or 8-bit codes; in float16 1/y's overflows. state_dtype takes None or 'float32'")
+    if not isinstance(master_weights, (bool, np.bool_)):
+        raise TypeError(f"master_weights must be a bool, got {master_weights!r}")
+    if master_weights and dtype not in _16BIT:
+        raise ValueError("master_weights=True keeps float32 copies of bfloat16 or float16 parameters; "
+                         f"these are {dtype}")
+    return bool(master_weights)
+
 class _FlatSpace(Protocol):
     """The parameters as one vector, as :func:`_lbfgs_step` uses them."""
 
@@ -1875,14 +1895,19 @@ class _LBFGSSpace:
     copies and written back rounded to nearest even after every move, so the closure sees
     the rounded point while the directions, step sizes and history stay float32 (in
     float16 the curvature pairs' ``1 / y's`` overflows, as torch's does: NaN weights).
-    ``moved()`` is called after every write (torch's version counters)."""
+    The copies are made from the parameters at every step, or are ``masters`` (the
+    float32 master weights, kept from step to step). ``moved()`` is called after every
+    write (torch's version counters)."""
 
     def __init__(self, views: List[Array], evaluate: Callable[[], Any], flat_grads: Callable[[], Array],
-                 moved: Callable[[], None] = lambda: None) -> None:
+                 moved: Callable[[], None] = lambda: None, masters: Optional[List[Array]] = None) -> None:
         self.views, self._evaluate, self._flat, self._moved = views, evaluate, flat_grads, moved
         self.lowp = views[0].dtype in _16BIT
         self.dtype = np.dtype(np.float32) if self.lowp else views[0].dtype
-        self.work = [v.astype(np.float32) for v in views] if self.lowp else views
+        if masters is not None:  # master_weights: the float32 copies are the iterate, moved in place
+            self.work = masters
+        else:
+            self.work = [v.astype(np.float32) for v in views] if self.lowp else views
 
     def evaluate(self) -> Any:
         return self._evaluate()
@@ -1939,6 +1964,18 @@ class LBFGS:
       tolerance_change: as torch.optim.LBFGS's.
       history_size: as torch.optim.LBFGS's.
       line_search_fn: None or ``"strong_wolfe"``, as torch.optim.LBFGS's.
+      master_weights: for bfloat16/float16 parameters, keep the float32 iterate from step
+        to step (``state["master_param"]``, one float32 copy per parameter, made at
+        construction): each :meth:`step` continues from it instead of from the rounded
+        parameters, so moves below the parameters' resolution add up across steps as they
+        do within one. The parameters are its rounding to nearest even. As every
+        optimizer's ``master_weights``; refused (ValueError) for float32/float64 ones.
+      state_dtype: None or ``"float32"`` only. The history (the pairs ``s``, ``y``,
+        ``1/y's``, the last direction and gradient) stays in the precision the iteration
+        runs in (float32; float64 for float64 parameters): the directions are inner
+        products of these vectors, and ``y``, a small difference of two gradients, loses
+        them to rounding in bfloat16 or 8 bits. ``"bfloat16"`` and ``"int8"`` are refused
+        with a ValueError that says so.
 
     Example:
       >>> import numpy as np
@@ -1952,7 +1989,8 @@ class LBFGS:
 
     def __init__(self, params: Union[Sequence[Array], Mapping[str, Array]], lr: float = 1, max_iter: int = 20,
                  max_eval: Optional[int] = None, tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
-                 history_size: int = 100, line_search_fn: Optional[str] = None) -> None:
+                 history_size: int = 100, line_search_fn: Optional[str] = None, *, master_weights: bool = False,
+                 state_dtype: Optional[str] = None) -> None:
         self.defaults = _lbfgs_hyper(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
                                      line_search_fn)
         if _is_group_list(params):
@@ -1970,8 +2008,11 @@ class LBFGS:
         if len({a.dtype for a in arrays}) != 1:
             raise TypeError("LBFGS's parameters must share one dtype (they form one vector)")
         Optimizer._refuse_overlap([(n, _span(a)) for n, a in zip(names, arrays)])
+        self.defaults["master_weights"] = _lbfgs_lowp(master_weights, state_dtype, arrays[0].dtype)
         self.param_groups = [dict(self.defaults, params=arrays, names=names)]
         self.state: Dict[str, Any] = {}
+        if master_weights:
+            self.state["master_param"] = [a.astype(np.float32) for a in arrays]
         self._lock = threading.RLock()
 
     def _grads(self, grads: Any) -> List[Array]:
@@ -2002,6 +2043,10 @@ class LBFGS:
         hp = _lbfgs_hyper(*(g[k] for k in ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change",
                                             "history_size", "line_search_fn")))
         params = g["params"]
+        if _lbfgs_lowp(g["master_weights"], None, params[0].dtype) != ("master_param" in self.state):
+            raise ValueError(f"master_weights={g['master_weights']!r}, but the state "
+                             f"{'lacks' if g['master_weights'] else 'has'} master weights; master_weights cannot "
+                             "change after construction")
         box: Dict[str, Any] = {}
 
         def evaluate() -> Any:
@@ -2009,7 +2054,8 @@ class LBFGS:
             box["grads"] = self._grads(grads)
             return loss
 
-        space = _LBFGSSpace(params, evaluate, lambda: np.concatenate([a.reshape(-1) for a in box["grads"]]))
+        space = _LBFGSSpace(params, evaluate, lambda: np.concatenate([a.reshape(-1) for a in box["grads"]]),
+                            masters=self.state.get("master_param"))
         try:
             _lbfgs_step(self.state, hp, space)
         finally:
@@ -2026,7 +2072,9 @@ class LBFGS:
 
     @_locked
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        """Restores a :meth:`state_dict` (hyperparameters checked first)."""
+        """Restores a :meth:`state_dict` (hyperparameters checked first; with
+        ``master_weights`` one float32 master copy per parameter, of its shape; a state_dict
+        saved before ``master_weights`` existed loads as without)."""
         import copy
 
         if not isinstance(sd, Mapping) or sd.get("optimizer") != "LBFGS":
@@ -2034,6 +2082,17 @@ class LBFGS:
         (h,) = sd["param_groups"]
         hp = _lbfgs_hyper(*(h[k] for k in ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change",
                                             "history_size", "line_search_fn")))
+        params = self.param_groups[0]["params"]
+        hp["master_weights"] = _lbfgs_lowp(h.get("master_weights", self.defaults["master_weights"]), None, params[0].dtype)
+        masters = sd["state"].get("master_param")
+        if hp["master_weights"] != (masters is not None):
+            raise ValueError(f"state_dict: master_weights={hp['master_weights']} but its state "
+                             f"{'lacks' if hp['master_weights'] else 'has'} master_param")
+        if masters is not None and not (
+                isinstance(masters, (list, tuple)) and len(masters) == len(params)
+                and all(isinstance(m, np.ndarray) and m.dtype == np.float32 and m.shape == p.shape
+                        for m, p in zip(masters, params))):
+            raise ValueError("state_dict: state master_param must hold one float32 array per parameter, of its shape")
         self.param_groups[0].update(hp)
         self.state = copy.deepcopy(dict(sd["state"]))
 

@@ -88,7 +88,112 @@ def _view(t: torch.Tensor) -> np.ndarray:
         return t.detach().numpy()
 
 
-class _Adapter(torch.optim.Optimizer):
+class _LowpState:
+    """How deepoptim.torch keeps a parameter's state in the storage the
+    :mod:`deepoptim.optim` class ``self._spec`` asks for (``state_dtype``,
+    ``master_weights``): float32 master copies (``master_param``), float32 or bfloat16
+    state, or 8-bit state as two tensors, ``<name>`` (uint8 codes) and ``<name>_absmax``
+    (float32, one per 256-element block). The values are made by the class itself
+    (``_spec._new_state``) and handed to it as NumPy views of the tensors (or a Blockwise8
+    of them): one definition of each state's storage, in deepoptim.optim. Shared by the
+    elementwise adapters and by Muon and Adafactor."""
+
+    if TYPE_CHECKING:  # from torch.optim.Optimizer and the adapter, the other bases
+        _spec: _np.Optimizer
+        param_groups: List[Dict[str, Any]]
+        state: DefaultDict[torch.Tensor, Any]
+
+    def _state_dtype(self, hyper: Dict[str, Any], p: torch.Tensor, name: str) -> torch.dtype:
+        """The dtype of state tensor ``name`` of parameter ``p``: float32 for a master copy;
+        with ``state_dtype="int8"``, uint8 codes and their float32 ``<name>_absmax`` for a
+        parameter of at least ``int8_min_size`` elements (float32 state for a smaller
+        one); else the group's state dtype (deepoptim.optim's ``state_dtype``: float32 by
+        default for float32/bfloat16/float16 parameters, where torch.optim would keep the
+        parameter's dtype; float64 for float64 parameters)."""
+        t = _local(p)
+        if name == "master_param":
+            return torch.float32
+        if hyper.get("state_dtype") == "int8":
+            if self._int8(hyper, p):
+                return torch.float32 if name.endswith("_absmax") else torch.uint8
+            return torch.float32
+        return _TORCH_DTYPE[self._spec._state_dtype(hyper, _NP_DTYPE[t.dtype])]
+
+    @staticmethod
+    def _int8(hyper: Dict[str, Any], p: torch.Tensor) -> bool:
+        return hyper.get("state_dtype") == "int8" and _local(p).numel() >= hyper.get("int8_min_size", _np.INT8_MIN_SIZE)
+
+    def _state_value(self, hyper: Dict[str, Any], p: torch.Tensor, st: Dict[str, Any], n: str) -> Any:
+        """What the kernel takes for state ``n``: a NumPy view, or for 8-bit state a
+        Blockwise8 of views of the codes and ``<n>_absmax`` tensors."""
+        if n not in self._spec._scalar_state and n != "master_param" and self._int8(hyper, p):
+            return Blockwise8(_view(st[n]), _view(st[n + "_absmax"]), n not in self._spec._nonnegative_state)
+        return _view(st[n])
+
+    @staticmethod
+    def _put_state(st: Dict[str, Any], n: str, value: Any) -> None:
+        """Puts a state value as deepoptim.optim makes it (an array, or a Blockwise8) into
+        the torch state ``st``, as tensors sharing its memory."""
+        if isinstance(value, Blockwise8):
+            st[n] = torch.from_numpy(value.codes)
+            st[n + "_absmax"] = torch.from_numpy(value.absmax)
+        elif value.dtype == np.dtype(ml_dtypes.bfloat16):  # torch reads no ml_dtypes array: the same bits
+            st[n] = torch.from_numpy(value.view(np.int16)).view(torch.bfloat16)
+        else:
+            st[n] = torch.from_numpy(value)
+
+    def _check_saved_state(self, where: str, pid: Any, n: str, st: Dict[str, Any], hyper: Dict[str, Any],
+                           p: torch.Tensor, shape: Tuple[int, ...]) -> None:
+        """State ``n`` of a saved parameter state ``st`` (a state_dict being loaded): a
+        tensor of ``shape``; for 8-bit state uint8 codes and a float ``<n>_absmax`` of
+        one non-negative value per block; else floating point, and never negative where
+        the optimizer keeps a non-negative quantity."""
+        t = st[n]
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+            raise ValueError(f"{where}: state {n} of parameter {pid} must be a tensor of shape {shape} "
+                             f"(from the parameter's shape {tuple(p.shape)})")
+        if n != "master_param" and self._int8(hyper, p):
+            a = st.get(n + "_absmax")
+            nb = -(-math.prod(shape) // QBLOCK)
+            if t.dtype != torch.uint8 or not (isinstance(a, torch.Tensor) and a.is_floating_point()
+                                              and tuple(a.shape) == (nb,)):
+                raise ValueError(f"{where}: state {n} of parameter {pid} is kept in 8 bits: uint8 codes "
+                                 f"and a float tensor {n}_absmax of shape ({nb},)")
+            if bool((_local(a) < 0).any()):
+                raise ValueError(f"{where}: state {n}_absmax of parameter {pid} has negative values")
+            return
+        if not t.is_floating_point():
+            raise ValueError(f"{where}: state {n} of parameter {pid} must be a float tensor, got {t.dtype} "
+                             f"(state_dtype={hyper.get('state_dtype')!r})")
+        if n in self._spec._nonnegative_state and t.numel() and bool((_local(t) < 0).any()):
+            raise ValueError(f"{where}: state {n} of parameter {pid} has negative values, "
+                             "which no training produces")
+
+    def _restore_saved(self, groups: List[Dict[str, Any]], saved_state: Dict[Any, Any],
+                       hypers: List[Dict[str, Any]]) -> None:
+        """After torch.optim's ``load_state_dict``, which casts every floating state tensor
+        to its parameter's dtype (in the base class; no hook is called for it) and would
+        turn float32 state and master weights of bfloat16 parameters into bfloat16, uint8
+        codes into the parameter's dtype, and a 0-d float32 mu_product into the
+        parameter's dtype: each state tensor is set again from the saved tensor itself
+        (not from the cast), in the dtype this optimizer keeps (``hypers``: each group's
+        hyperparameters as deepoptim.optim names them)."""
+        for saved, group, hyper in zip(groups, self.param_groups, hypers):
+            for pid, p in zip(saved["params"], group["params"]):
+                st, mine = saved_state.get(pid), self.state.get(p)
+                if not st or not mine:
+                    continue
+                for n, t in st.items():
+                    if n == "step" or not isinstance(t, torch.Tensor):
+                        continue
+                    if n in self._spec._scalar_state:
+                        want = t.dtype if t.dtype in _FLOATS else _scalar_dtype()
+                    else:
+                        want = self._state_dtype(hyper, p, n)
+                    mine[n] = t.detach().to(dtype=want, memory_format=torch.contiguous_format, copy=True)
+
+
+class _Adapter(_LowpState, torch.optim.Optimizer):
     """The base of every optimizer here: torch.optim's machinery (param groups, state,
     hooks, ``state_dict``, ``zero_grad``) over deepoptim's kernels. A subclass only names
     the :mod:`deepoptim.optim` class it adapts (``_np_cls``); that class says which state
@@ -187,33 +292,6 @@ class _Adapter(torch.optim.Optimizer):
         if t.is_sparse or not t.is_contiguous():
             raise ValueError(f"parameter {name} must be a dense contiguous tensor (it is updated in place)")
 
-    def _state_dtype(self, hyper: Dict[str, Any], p: torch.Tensor, name: str) -> torch.dtype:
-        """The dtype of state tensor ``name`` of parameter ``p``: float32 for a master copy;
-        with ``state_dtype="int8"``, uint8 codes and their float32 ``<name>_absmax`` for a
-        parameter of at least deepoptim.optim.INT8_MIN_SIZE elements (float32 state for a
-        smaller one); else the group's state dtype (deepoptim.optim's ``state_dtype``:
-        float32 by default for float32/bfloat16/float16 parameters, where torch.optim
-        would keep the parameter's dtype; float64 for float64 parameters)."""
-        t = _local(p)
-        if name == "master_param":
-            return torch.float32
-        if hyper.get("state_dtype") == "int8":
-            if self._int8(hyper, p):
-                return torch.float32 if name.endswith("_absmax") else torch.uint8
-            return torch.float32
-        return _TORCH_DTYPE[self._spec._state_dtype(hyper, _NP_DTYPE[t.dtype])]
-
-    @staticmethod
-    def _int8(hyper: Dict[str, Any], p: torch.Tensor) -> bool:
-        return hyper.get("state_dtype") == "int8" and _local(p).numel() >= hyper.get("int8_min_size", _np.INT8_MIN_SIZE)
-
-    def _state_value(self, hyper: Dict[str, Any], p: torch.Tensor, st: Dict[str, Any], n: str) -> Any:
-        """What the kernel takes for state ``n``: a NumPy view, or for 8-bit state a
-        Blockwise8 of views of the codes and ``<n>_absmax`` tensors."""
-        if n not in self._spec._scalar_state and n != "master_param" and self._int8(hyper, p):
-            return Blockwise8(_view(st[n]), _view(st[n + "_absmax"]), n not in self._spec._nonnegative_state)
-        return _view(st[n])
-
     def _np_group_stub(self, hyper: Dict[str, Any], dtype: npt.DTypeLike) -> Dict[str, Any]:
         g = dict(hyper, params=[np.zeros(1, dtype)], names=["0"], keyed=False, step=0)
         self._spec._prepare_group(g)
@@ -279,22 +357,10 @@ class _Adapter(torch.optim.Optimizer):
         st: Dict[str, Any] = {"step": torch.tensor(0.0, dtype=torch.float32)} if self._has_step else {}
         np_p = _view(p)
         for n in state_names:
-            if n == "master_param":  # the float32 copy of a 16-bit parameter
-                st[n] = _local(p).detach().to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-                continue
-            init = self._spec._init_state(hyper, n, np_p)
             if n in self._spec._scalar_state:  # a 0-d tensor of torch's scalar dtype, as torch keeps it
-                st[n] = torch.tensor(float(init), dtype=_scalar_dtype())
-                continue
-            if self._int8(hyper, p):
-                q = Blockwise8.from_float(np.asarray(init, np.float32), n not in self._spec._nonnegative_state)
-                st[n] = torch.from_numpy(q.codes)
-                st[n + "_absmax"] = torch.from_numpy(q.absmax)
-                continue
-            t = torch.zeros(_local(p).shape, dtype=self._state_dtype(hyper, p, n))
-            if np.any(init):
-                _view(t)[...] = init
-            st[n] = t
+                st[n] = torch.tensor(float(self._spec._init_state(hyper, n, np_p)), dtype=_scalar_dtype())
+            else:  # in the storage deepoptim.optim keeps it in (master copy, float, bfloat16 or 8-bit)
+                self._put_state(st, n, self._spec._new_state(hyper, n, np_p))
         return st
 
     # ------------------------------------------------------------ step
@@ -534,42 +600,10 @@ class _Adapter(torch.optim.Optimizer):
                         if not (isinstance(t, torch.Tensor) and t.dim() == 0 and t.dtype in _FLOATS):
                             raise ValueError(f"{where}: state {n} of parameter {pid} must be a 0-d float32 or "
                                              "float64 tensor")
-                    elif not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(p.shape):
-                        raise ValueError(f"{where}: state {n} of parameter {pid} must be a tensor of the "
-                                         f"parameter's shape {tuple(p.shape)}")
-                    elif n != "master_param" and self._int8(trial, p):
-                        a = st.get(n + "_absmax")
-                        nb = -(-_local(p).numel() // QBLOCK)
-                        if t.dtype != torch.uint8 or not (isinstance(a, torch.Tensor) and a.is_floating_point()
-                                                          and tuple(a.shape) == (nb,)):
-                            raise ValueError(f"{where}: state {n} of parameter {pid} is kept in 8 bits: uint8 codes "
-                                             f"and a float tensor {n}_absmax of shape ({nb},)")
-                        if bool((_local(a) < 0).any()):
-                            raise ValueError(f"{where}: state {n}_absmax of parameter {pid} has negative values")
-                        continue
-                    if n in self._spec._nonnegative_state and t.numel() and bool((_local(t) < 0).any()):
-                        raise ValueError(f"{where}: state {n} of parameter {pid} has negative values, "
-                                         "which no training produces")
-        super().load_state_dict(state_dict)
-        # torch.optim's load_state_dict casts every floating state tensor to its
-        # parameter's dtype (in the base class; no hook is called for it), which would turn
-        # float32 state and master weights of bfloat16 parameters into bfloat16, and a
-        # 0-d float32 mu_product into the parameter's dtype. Each is set again from the
-        # saved tensor itself (not from the cast), in the dtype this optimizer keeps.
-        for saved, group in zip(groups, self.param_groups):
-            hyper = self._hyper(group)
-            for pid, p in zip(saved["params"], group["params"]):
-                st, mine = saved_state.get(pid), self.state.get(p)
-                if not st or not mine:
-                    continue
-                for n, t in st.items():
-                    if n == "step" or not isinstance(t, torch.Tensor):
-                        continue
-                    if n in self._spec._scalar_state:
-                        want = t.dtype if t.dtype in _FLOATS else _scalar_dtype()
                     else:
-                        want = self._state_dtype(hyper, p, n)
-                    mine[n] = t.detach().to(dtype=want, memory_format=torch.contiguous_format, copy=True)
+                        self._check_saved_state(where, pid, n, st, trial, p, tuple(p.shape))
+        super().load_state_dict(state_dict)
+        self._restore_saved(groups, saved_state, [self._hyper(group) for group in self.param_groups])
         for group in self.param_groups:
             for k in self._hyper_keys:
                 group.setdefault(k, self.defaults[k])
@@ -675,6 +709,16 @@ def _state_to_numpy(v: Any) -> Any:
     return v
 
 
+def _state_as(v: Any, dtype: torch.dtype) -> Any:
+    """A copy of a saved torch.optim.LBFGS state value with every floating tensor in
+    ``dtype`` (lists element-wise)."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().to(dtype=dtype, copy=True) if v.is_floating_point() else v.detach().clone()
+    if isinstance(v, list):
+        return [_state_as(x, dtype) for x in v]
+    return v
+
+
 def _state_to_torch(v: Any) -> Any:
     """The reverse: arrays as tensors sharing their memory, NumPy scalars as 0-d tensors."""
     if isinstance(v, np.ndarray):
@@ -693,18 +737,28 @@ class LBFGS(torch.optim.Optimizer):
     and ``state_dict`` layout (kept in the state of the first parameter), so a
     torch.optim.LBFGS state_dict loads here and the reverse. One parameter group; CPU
     tensors of one dtype: float32 or float64, or bfloat16/float16 iterated in float32
-    (each move written back rounded, see :class:`deepoptim.optim.LBFGS`)."""
+    (each move written back rounded, see :class:`deepoptim.optim.LBFGS`).
+
+    Keyword-only, as :class:`deepoptim.optim.LBFGS` takes them: ``master_weights=True``
+    (bfloat16/float16 tensors) keeps the float32 iterate from step to step, one float32
+    copy per parameter in ``state[params[0]]["master_param"]`` (made at the first step;
+    the parameters are its rounding); ``state_dtype`` takes only None or ``"float32"``
+    (the history keeps the iteration's precision; ``"bfloat16"`` and ``"int8"`` are
+    refused, saying why). ``load_state_dict`` keeps the history and the master copies in
+    float32 for 16-bit tensors, where torch.optim's would cast them to the tensors' dtype
+    (a torch.optim.LBFGS state_dict of bfloat16 history is widened)."""
 
     def __init__(self, params: ParamsT, lr: float = 1, max_iter: int = 20, max_eval: Optional[int] = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
-                 line_search_fn: Optional[str] = None) -> None:
+                 line_search_fn: Optional[str] = None, *, master_weights: bool = False,
+                 state_dtype: Optional[str] = None) -> None:
         if isinstance(lr, torch.Tensor):
             if lr.numel() != 1:
                 raise ValueError("Tensor lr must be 1-element")
             lr = float(lr)
         defaults = _np._lbfgs_hyper(lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
                                     line_search_fn)
-        super().__init__(params, defaults)
+        super().__init__(params, dict(defaults, master_weights=master_weights))
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         self._params = self.param_groups[0]["params"]
@@ -712,6 +766,12 @@ class LBFGS(torch.optim.Optimizer):
             _Adapter._check_param(p, str(i))
         if len({p.dtype for p in self._params}) != 1:
             raise TypeError("LBFGS's parameters must share one dtype (they form one vector)")
+        _np._lbfgs_lowp(master_weights, state_dtype, _NP_DTYPE[self._params[0].dtype])
+
+    def _work_dtype(self) -> torch.dtype:
+        """The dtype the iteration (and its history) runs in."""
+        dtype: torch.dtype = self._params[0].dtype
+        return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
     def _grad_view(self, p: torch.Tensor, i: int) -> np.ndarray:
         g = p.grad
@@ -735,14 +795,21 @@ class LBFGS(torch.optim.Optimizer):
         params = self._params
         for i, p in enumerate(params):
             self._check_param(p, i)
+        master = _np._lbfgs_lowp(group.get("master_weights", False), None, _NP_DTYPE[params[0].dtype])
+        if not master and "master_param" in self.state.get(params[0], {}):
+            raise ValueError("master_weights=False, but the state has master weights; master_weights cannot change "
+                             "after construction")
+        state = self.state[params[0]]
+        if master and "master_param" not in state:  # the first step (or a torch.optim state without them)
+            state["master_param"] = [_local(p).detach().to(torch.float32, memory_format=torch.contiguous_format,
+                                                           copy=True) for p in params]
         locals_ = [_local(p) for p in params]
+        work = {k: _state_to_numpy(v) for k, v in state.items()}
         space = _np._LBFGSSpace(
             [_view(p) for p in params], closure,
             lambda: np.concatenate([self._grad_view(p, i) for i, p in enumerate(params)]),
-            lambda: torch.autograd.graph.increment_version(locals_))
+            lambda: torch.autograd.graph.increment_version(locals_), masters=work.get("master_param"))
 
-        state = self.state[params[0]]
-        work = {k: _state_to_numpy(v) for k, v in state.items()}
         try:
             _np._lbfgs_step(work, hp, space)
         finally:
@@ -755,13 +822,69 @@ class LBFGS(torch.optim.Optimizer):
     def _check_param(p: torch.Tensor, i: int) -> None:
         _Adapter._check_param(p, str(i))
 
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` (a torch.optim.LBFGS state_dict loads too), after
+        checking the saved hyperparameters and master copies; then every floating state
+        tensor is set from the saved one in the dtype the iteration runs in (float32 for
+        bfloat16/float16 tensors: torch.optim's base class would cast the float32 history
+        and master copies to the tensors' dtype, and the run would not resume)."""
+        groups = state_dict.get("param_groups", [])
+        if len(groups) != 1:
+            raise ValueError(f"state_dict has {len(groups)} parameter groups; LBFGS has one")
+        (saved,) = groups
+        _np._lbfgs_hyper(*(saved.get(k, self.defaults[k]) for k in ("lr", "max_iter", "max_eval", "tolerance_grad",
+                                                                    "tolerance_change", "history_size",
+                                                                    "line_search_fn")))
+        master = _np._lbfgs_lowp(saved.get("master_weights", self.defaults["master_weights"]), None,
+                                 _NP_DTYPE[self._params[0].dtype])
+        pids = saved.get("params", [])
+        st = state_dict.get("state", {}).get(pids[0]) if pids else None
+        masters = (st or {}).get("master_param")
+        if masters is not None and not master:
+            raise ValueError("state_dict: its state has master_param, which only master_weights=True keeps")
+        if masters is not None and not (
+                isinstance(masters, (list, tuple)) and len(masters) == len(self._params)
+                and all(isinstance(m, torch.Tensor) and m.is_floating_point() and m.shape == p.shape
+                        for m, p in zip(masters, self._params))):
+            raise ValueError("state_dict: state master_param must hold one float tensor per parameter, of its shape")
+        super().load_state_dict(state_dict)
+        self.param_groups[0].setdefault("master_weights", master)
+        self._params = self.param_groups[0]["params"]
+        if st:
+            self.state[self._params[0]] = {k: _state_as(v, self._work_dtype()) for k, v in st.items()}
 
-class _ShapedAdapter(torch.optim.Optimizer):
+
+class _ShapedAdapter(_LowpState, torch.optim.Optimizer):
     """The base of the adapters whose kernels need each parameter's shape (Muon,
-    Adafactor): torch's ``add_param_group`` and ``load_state_dict`` after the checks a
-    subclass defines: ``_check_param`` (one parameter), ``_dry_run`` (a group's
-    hyperparameters, by the kernel itself on empty arrays) and ``_state_shapes`` (the
-    shape of each state tensor a parameter keeps)."""
+    Adafactor): torch's arguments, state names and ``state_dict``, with deepoptim's
+    low-precision options keyword-only (``state_dtype``, ``master_weights``,
+    ``stochastic_rounding``, ``seed``, ``int8_min_size``, as every deepoptim.torch
+    optimizer takes them). A step hands the group, as NumPy views of the tensors and their
+    state, to the :mod:`deepoptim.optim` class ``_np_cls`` (``_step_group``): its plain
+    kernel call, or on bfloat16/float16 parameters or bfloat16/8-bit state its "widen, run
+    the float32 step, round" (:meth:`deepoptim.optim.Optimizer._widened_step`), so every
+    mode computes what deepoptim.optim's class computes, bit for bit.
+
+    A subclass defines ``_check_param`` (one parameter), ``_dry_run`` (a group's torch
+    hyperparameters, by the kernel itself on empty arrays), ``_hyper`` (a group's
+    hyperparameters as the kernel takes them) and ``_state_shapes`` (the state tensors
+    torch keeps for a parameter, and their shapes)."""
+
+    _np_cls: Type[_np.Optimizer] = _np.Optimizer
+    #: whether torch keeps a ``step`` in each parameter's state (Adafactor does, Muon does
+    #: not; with ``stochastic_rounding`` it is kept anyway, to draw by)
+    _torch_step = False
+
+    def __init__(self, params: ParamsT, defaults: Dict[str, Any], lowp: Dict[str, Any]) -> None:
+        self._dry_run(defaults, type(self).__name__)
+        # The deepoptim.optim class, on a stand-in matrix, checks the low-precision options
+        # as it does its own (master weights and stochastic rounding need 16-bit parameters:
+        # a bfloat16 stand-in then; each group is checked again with its own dtypes).
+        lowp16 = lowp["master_weights"] or lowp["stochastic_rounding"]
+        stand_in = np.zeros((1, 1), ml_dtypes.bfloat16 if lowp16 else np.float32)
+        self._spec = self._np_cls([stand_in], **self._hyper(defaults), **lowp)
+        self._has_step = self._torch_step or bool(lowp["stochastic_rounding"])
+        super().__init__(params, dict(defaults, **lowp))
 
     @staticmethod
     def _check_param(p: torch.Tensor, name: str) -> None:
@@ -772,30 +895,65 @@ class _ShapedAdapter(torch.optim.Optimizer):
         raise NotImplementedError
 
     @staticmethod
-    def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
+    def _hyper(group: Dict[str, Any]) -> Dict[str, Any]:
         raise NotImplementedError
 
     @staticmethod
-    def _state_dtype(p: torch.Tensor) -> torch.dtype:
-        """float32 state for bfloat16/float16 parameters (the math runs in float32), the
-        parameter's dtype otherwise."""
-        return torch.float32 if p.dtype in (torch.bfloat16, torch.float16) else p.dtype
+    def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
+        raise NotImplementedError
 
-    @staticmethod
-    def _run(kernel: Callable[[List[np.ndarray], List[np.ndarray]], None], ps: List[torch.Tensor],
-             gs: List[torch.Tensor]) -> None:
-        """kernel(params, grads) on the tensors' own memory; for bfloat16/float16 ones on
-        float32 copies, the parameters then rounded back to nearest even ("widen, run the
-        float32 step, round", as deepoptim.optim does)."""
-        if ps and ps[0].dtype in (torch.bfloat16, torch.float16):
-            work = [p.float() for p in ps]
-            kernel([_view(w) for w in work], [_view(g.float()) for g in gs])
-            for p, w in zip(ps, work):
-                p.copy_(w)
-        else:
-            kernel([_view(p) for p in ps], [_view(g) for g in gs])
-        torch.autograd.graph.increment_version(ps)
+    # ------------------------------------------------------------ groups
+    def _np_hyper(self, group: Dict[str, Any]) -> Dict[str, Any]:
+        """A group's hyperparameters as the deepoptim.optim class names them (the
+        low-precision options a torch.optim state_dict lacks take this optimizer's
+        defaults)."""
+        h = {k: group.get(k, v) for k, v in self._spec.defaults.items()}
+        h.update(self._hyper(group))
+        return h
 
+    def _stub(self, hyper: Dict[str, Any], dtype: torch.dtype) -> Dict[str, Any]:
+        """A deepoptim.optim group of one stand-in matrix of ``dtype``: what its checks and
+        its state names take."""
+        g = dict(hyper, params=[np.zeros((1, 1), _NP_DTYPE[dtype])], names=["0"], keyed=False, step=0)
+        self._spec._prepare_group(g)
+        return g
+
+    def _check_group(self, group: Dict[str, Any], dtypes: Any, where: str) -> Dict[str, Any]:
+        """Every hyperparameter of a torch group, the kernel's own checks first (torch's
+        names), then deepoptim.optim's for each parameter dtype (the low-precision options
+        among them, with the same messages); returns the group as deepoptim.optim names it."""
+        self._dry_run(group, where)
+        hyper = self._np_hyper(group)
+        if hyper["stochastic_rounding"] and not self._has_step:
+            raise ValueError(f"{where}: stochastic_rounding=True in a group needs it at construction too "
+                             f"({type(self).__name__} then keeps a step count to draw by)")
+        for dt in dtypes or (torch.float32,):
+            self._spec._check_group(self._stub(hyper, dt), where)
+        return hyper
+
+    def _kept(self, p: torch.Tensor, names: List[str]) -> Dict[str, Tuple[int, ...]]:
+        """The state tensors parameter ``p`` keeps (torch's, and the master copy where
+        deepoptim.optim's state names have one), by shape; an 8-bit one also has its
+        ``<name>_absmax``."""
+        shapes = dict(self._state_shapes(p))
+        if "master_param" in names:
+            shapes["master_param"] = tuple(p.shape)
+        return shapes
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """torch's ``add_param_group``, after checking the parameters and the group's
+        hyperparameters."""
+        gi = len(self.param_groups)
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        tensors = [p for _, p in params] if params and isinstance(params[0], tuple) else params
+        for i, p in enumerate(tensors):
+            self._check_param(p, f"{gi}.{i}")
+        self._check_group({k: param_group.get(k, v) for k, v in self.defaults.items()},
+                          {_local(p).dtype for p in tensors}, f"parameter group {gi}")
+        super().add_param_group(dict(param_group, params=params))
+
+    # ------------------------------------------------------------ step
     def _with_grads(self, gi: int, group: Dict[str, Any]) -> List[Tuple[str, torch.Tensor, torch.Tensor]]:
         """(name, parameter, gradient) for each parameter of group ``gi`` that has a
         gradient, each checked (a dense contiguous CPU gradient of its dtype and shape)."""
@@ -813,62 +971,195 @@ class _ShapedAdapter(torch.optim.Optimizer):
             out.append((name, p, g))
         return out
 
-    def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        """torch's ``add_param_group``, after checking the parameters and the group's
-        hyperparameters."""
-        gi = len(self.param_groups)
-        params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
-        tensors = [p for _, p in params] if params and isinstance(params[0], tuple) else params
-        for i, p in enumerate(tensors):
-            self._check_param(p, f"{gi}.{i}")
-        self._dry_run({k: param_group.get(k, v) for k, v in self.defaults.items()}, f"parameter group {gi}")
-        super().add_param_group(dict(param_group, params=params))
+    def _prepared_state(self, stub: Dict[str, Any], names: List[str], name: str, p: torch.Tensor,
+                        pending: Dict[torch.Tensor, Dict[str, Any]]) -> Dict[str, Any]:
+        """Parameter ``p``'s state, checked: new state is made by deepoptim.optim's class
+        in the storage it keeps; state whose float dtype no longer matches (``model.double()``,
+        a torch.optim state_dict of bfloat16 state) follows the dtype this optimizer keeps.
+        New or converted state goes to ``pending`` (into ``self.state`` once the whole step
+        is known to succeed)."""
+        state = self.state.get(p)
+        if not state:
+            st: Dict[str, Any] = {"step": torch.tensor(0.0, dtype=torch.float32)} if self._has_step else {}
+            np_p = _view(p)
+            for n in self._kept(p, names):
+                self._put_state(st, n, self._spec._new_state(stub, n, np_p))
+            pending[p] = st
+            return st
+        if "master_param" in state and "master_param" not in names:
+            raise ValueError(f"parameter {name} keeps master weights, which master_weights={stub['master_weights']!r} "
+                             "does not use; master_weights cannot change after construction")
+        fixed = dict(state)
+        for n, shape in self._kept(p, names).items():
+            t = state.get(n)
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"parameter {name} has no state {n}, which its hyperparameters need "
+                                 "(state_dtype and master_weights cannot change after construction)")
+            if tuple(t.shape) != shape:
+                raise ValueError(f"parameter {name}: state {n} must be a tensor of shape {shape} "
+                                 f"(from the parameter's shape {tuple(p.shape)})")
+            want = self._state_dtype(stub, p, n)
+            if (want == torch.uint8) != (t.dtype == torch.uint8) or (want == torch.uint8 and n + "_absmax" not in state):
+                raise ValueError(f"parameter {name}: state {n} is {t.dtype}, state_dtype={stub['state_dtype']!r} "
+                                 f"keeps it as {want}; state_dtype cannot change after construction")
+            if t.dtype != want or not t.is_contiguous() or t.device.type != "cpu":
+                fixed[n] = t.to(device="cpu", dtype=want).contiguous()  # the state follows its parameter
+        if self._has_step:
+            step_t = state.get("step")
+            if not isinstance(step_t, torch.Tensor) or step_t.numel() != 1:
+                raise ValueError(f"parameter {name}: state step must be a one-element tensor")
+            if not 0 <= int(step_t.item()) < 2**63 - 1:
+                raise ValueError(f"parameter {name}: state step {int(step_t.item())} is out of range")
+        if any(fixed[n] is not state[n] for n in fixed):
+            pending[p] = fixed
+        return fixed
 
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """One update of every parameter that has a gradient; returns the closure's loss.
+        Everything (every group's hyperparameters, gradients and state) is checked before
+        anything is written: a step that raises has changed nothing."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plans: List[Tuple[int, Dict[str, Any], List[np.ndarray], List[torch.Tensor]]] = []
+        pending: Dict[torch.Tensor, Dict[str, Any]] = {}
+        for gi, group in enumerate(self.param_groups):
+            items = self._with_grads(gi, group)
+            by_dtype: Dict[torch.dtype, List[Tuple[str, torch.Tensor, torch.Tensor]]] = {}
+            for item in items:
+                by_dtype.setdefault(item[1].dtype, []).append(item)
+            hyper = self._check_group(group, set(by_dtype), f"parameter group {gi}")
+            # The group's step count, as deepoptim.optim keeps it (stochastic rounding draws by it).
+            group_step = max((int(self.state[p]["step"].item()) for p in group["params"]
+                              if self._has_step and self.state.get(p) and "step" in self.state[p]), default=0)
+            for dtype, its in by_dtype.items():  # one deepoptim.optim group per dtype
+                stub = self._stub(hyper, dtype)
+                names = self._spec._all_state_names(stub)
+                g_np = dict(stub, params=[], names=[], step=group_step, _state={n: [] for n in names}, _steps=[],
+                            _scratch=None)
+                grads = []
+                for name, p, g in its:
+                    st = self._prepared_state(stub, names, name, p, pending)
+                    np_p = _view(p)
+                    g_np["params"].append(np_p)
+                    g_np["names"].append(name)
+                    grads.append(_view(g))
+                    for n in names:  # a state torch does not keep (a matrix's variance): deepoptim.optim's empty one
+                        g_np["_state"][n].append(self._state_value(stub, p, st, n) if n in st
+                                                 else self._spec._new_state(stub, n, np_p))
+                    g_np["_steps"].append(int(st["step"].item()) if "step" in st else 0)
+                plans.append((gi, g_np, grads, [p for _, p, _ in its]))
+        # Nothing below can fail: every check the kernels make was made above.
+        for p, st in pending.items():
+            self.state[p].update(st)
+        for gi, g_np, grads, tensors in plans:
+            self._spec._step_group(g_np, list(grads), float(g_np["lr"]), gi)
+            if self._has_step:
+                for p, t in zip(tensors, g_np["_steps"]):
+                    self.state[p]["step"].fill_(float(t))
+            torch.autograd.graph.increment_version([_local(p) for p in tensors])
+        return loss
+
+    # ------------------------------------------------------------ state
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """torch's ``load_state_dict`` (a state_dict of the torch.optim class of the same
-        name loads too), after checking every saved group's hyperparameters and the shape
-        of every saved state tensor."""
+        name loads too), after checking every saved group's hyperparameters and every saved
+        state tensor (its shape; 8-bit codes uint8 with their ``<name>_absmax``); then each
+        state tensor is set from the saved one in the dtype this optimizer keeps (torch's
+        base class would cast float32 master weights and state, and 8-bit codes, to the
+        parameter's dtype). Keys deepoptim adds that a torch state_dict lacks take this
+        optimizer's defaults."""
         groups = state_dict.get("param_groups", [])
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer has {len(self.param_groups)}")
         saved_state = state_dict.get("state", {})
+        hypers = []
         for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
             where = f"state_dict parameter group {gi}"
-            self._dry_run({k: saved.get(k, v) for k, v in self.defaults.items()}, where)
+            trial = {k: saved.get(k, v) for k, v in self.defaults.items()}
+            hyper = self._check_group(trial, {_local(p).dtype for p in group["params"]}, where)
+            hypers.append(hyper)
             if len(saved.get("params", [])) != len(group["params"]):
                 raise ValueError(f"{where} has {len(saved.get('params', []))} parameters, the optimizer's has "
                                  f"{len(group['params'])}")
             for pid, p in zip(saved["params"], group["params"]):
-                st = saved_state.get(pid, {})
-                for k, shape in self._state_shapes(p).items():
-                    t = st.get(k)
-                    if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != shape):
-                        raise ValueError(f"{where}: state {k} of parameter {pid} must be a tensor of shape {shape} "
-                                         f"(from the parameter's shape {tuple(p.shape)})")
+                st = saved_state.get(pid)
+                if not st:
+                    continue
+                kept = self._kept(p, self._spec._all_state_names(self._stub(hyper, _local(p).dtype)))
+                missing = [n for n in kept if n not in st] + (["step"] if self._has_step and "step" not in st else [])
+                if missing:
+                    raise ValueError(f"{where}: the state of parameter {pid} lacks {missing}")
+                if self._has_step:
+                    step = st["step"]
+                    step = float(step) if not isinstance(step, torch.Tensor) or step.numel() == 1 else -1.0
+                    if not (0 <= step < 2**63 - 1 and step == int(step)):
+                        raise ValueError(f"{where}: parameter {pid} has step {st['step']!r}; a step count is an "
+                                         "int >= 0")
+                for n, shape in kept.items():
+                    self._check_saved_state(where, pid, n, st, hyper, p, shape)
         super().load_state_dict(state_dict)
+        self._restore_saved(groups, saved_state, hypers)
+        for group in self.param_groups:
+            for k, v in self.defaults.items():
+                group.setdefault(k, v)
+
+
+_LOWP_OPTIONS = """
+
+    deepoptim's low-precision options are keyword-only, with the meaning and defaults they
+    have for every deepoptim.torch optimizer and for :class:`deepoptim.optim.{name}`
+    (whose step this one runs, so every mode gives its bits):
+
+    - ``state_dtype``: None or ``"float32"`` (float32 state for float32, bfloat16 and
+      float16 parameters, where torch.optim would keep the parameter's dtype; float64
+      state for float64 ones), ``"bfloat16"``, or ``"int8"`` (blockwise 8-bit state, kept
+      as two tensors, ``<name>`` of uint8 codes and ``<name>_absmax`` of float32, for a
+      parameter of at least ``int8_min_size`` elements; float32 state for a smaller one);
+      {state}.
+    - ``master_weights=True`` (bfloat16/float16 parameters): a float32 copy of each
+      parameter in its state (``master_param``) is what the step updates; the parameter
+      is its rounding to nearest even.
+    - ``stochastic_rounding=True`` (bfloat16 parameters without master weights): the
+      parameter is the float32 result rounded stochastically, the random bits keyed by
+      (``seed``, group, step, element){step_note}.
+    - ``seed`` (an int in [0, 2**64)) and ``int8_min_size`` (default 4096).
+
+    On bfloat16/float16 parameters, or with bfloat16 or 8-bit state, the step is "widen,
+    run the float32 step, round" (:meth:`deepoptim.optim.Optimizer._widened_step`): the
+    parameters (or master copies), gradients and state are widened (8-bit state
+    dequantized) to float32, the float32 kernel runs, and the state is rounded to nearest
+    even (or quantized) and the parameters rounded back. torch.optim's ``load_state_dict``
+    would cast float32 state and master weights and uint8 codes to the parameter's dtype;
+    here each keeps its dtype, so a checkpoint resumes bit for bit."""
 
 
 class Muon(_ShapedAdapter):
     """torch.optim.Muon on deepoptim's Muon kernel (:func:`deepoptim.functional.muon`, whose
     docstring has the math): torch 2.13's arguments, defaults, state (``momentum_buffer``
     only, no ``step``, as torch keeps it) and ``state_dict``, so a torch.optim.Muon
-    state_dict loads here and the reverse. 2-D CPU tensors, float32 or float64, or
-    bfloat16/float16 with a float32 momentum buffer (the step runs on float32 copies, the
-    parameters rounded back to nearest even); anything else is refused naming the
-    parameter. A step is one GIL-free kernel call per group and dtype on the tensors' own
-    memory, after every group's hyperparameters and gradients were checked (a step that
-    raises has changed nothing)."""
+    state_dict loads here and the reverse. 2-D CPU tensors, float32, float64, bfloat16 or
+    float16; anything else is refused naming the parameter. A step is one GIL-free kernel
+    call per group and dtype on the tensors' own memory (on float32 copies for 16-bit
+    parameters or state), after every group's hyperparameters and gradients were checked
+    (a step that raises has changed nothing)."""
+
+    _np_cls = _np.Muon
 
     def __init__(self, params: ParamsT, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: Tuple[float, float, float] = (3.4445, -4.775, 2.0315),
-                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None) -> None:
+                 eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: Optional[str] = None, *,
+                 state_dtype: Optional[str] = None, master_weights: bool = False, stochastic_rounding: bool = False,
+                 seed: int = 0, int8_min_size: int = _np.INT8_MIN_SIZE) -> None:
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
-        self._dry_run(defaults, "Muon")
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, dict(state_dtype=state_dtype, master_weights=master_weights,
+                                                stochastic_rounding=stochastic_rounding, seed=seed,
+                                                int8_min_size=int8_min_size))
 
     @staticmethod
     def _hyper(group: Dict[str, Any]) -> Dict[str, Any]:
@@ -899,46 +1190,6 @@ class Muon(_ShapedAdapter):
     def _state_shapes(p: torch.Tensor) -> Dict[str, Tuple[int, ...]]:
         return {"momentum_buffer": tuple(p.shape)}
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        """One update of every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        plans, pending = [], {}
-        for gi, group in enumerate(self.param_groups):
-            hyper = self._hyper(group)
-            self._dry_run(group, f"parameter group {gi}")
-            by_dtype: Dict[torch.dtype, Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]] = {}
-            for name, p, g in self._with_grads(gi, group):
-                buf = self.state[p].get("momentum_buffer") if p in self.state else None
-                sdt = self._state_dtype(p)
-                if buf is None:
-                    buf = torch.zeros_like(p, dtype=sdt, memory_format=torch.contiguous_format)
-                    pending[p] = buf
-                elif buf.dtype != sdt or buf.shape != p.shape or not buf.is_contiguous():
-                    if buf.shape != p.shape:
-                        raise ValueError(f"parameter {name} changed shape from {tuple(buf.shape)} to "
-                                         f"{tuple(p.shape)}; its momentum buffer no longer fits")
-                    buf = buf.to(dtype=sdt).contiguous()  # the state follows its parameter
-                    pending[p] = buf
-                lists = by_dtype.setdefault(p.dtype, ([], [], []))
-                for lst, t in zip(lists, (p, g, buf)):
-                    lst.append(t)
-            for ps, gs, bs in by_dtype.values():
-                plans.append((hyper, ps, gs, bs))
-        # Nothing below can fail: every check the kernel makes was made above.
-        for p, buf in pending.items():
-            self.state[p]["momentum_buffer"] = buf
-        for hyper, ps, gs, bs in plans:
-            def muon(pv: List[np.ndarray], gv: List[np.ndarray], bs: List[torch.Tensor] = bs,
-                     hyper: Dict[str, Any] = hyper) -> None:
-                F.muon(pv, gv, [_view(b) for b in bs], **hyper)
-
-            self._run(muon, ps, gs)
-        return loss
-
 
 class Adafactor(_ShapedAdapter):
     """torch.optim.Adafactor on deepoptim's Adafactor kernel
@@ -946,22 +1197,27 @@ class Adafactor(_ShapedAdapter):
     arguments, defaults, state (``step`` as a float32 0-d tensor, ``row_var`` and
     ``col_var`` for a parameter of two or more dimensions, ``variance`` for a vector) and
     ``state_dict``, so a torch.optim.Adafactor state_dict loads here and the reverse. CPU
-    tensors, float32 or float64, or bfloat16/float16 with float32 state (the step runs on
-    float32 copies, the parameters rounded back to nearest even; torch would keep the
-    state in the parameter's dtype); ``foreach`` is accepted and ignored. A step is one
-    GIL-free kernel call per group, dtype and step count on the tensors' own memory, after
-    every group's hyperparameters, gradients and state were checked (a step that raises
-    has changed nothing)."""
+    tensors, float32, float64, bfloat16 or float16; ``foreach`` is accepted and ignored.
+    A step is one GIL-free kernel call per group, dtype and step count on the tensors' own
+    memory (on float32 copies for 16-bit parameters or state), after every group's
+    hyperparameters, gradients and state were checked (a step that raises has changed
+    nothing)."""
+
+    _np_cls = _np.Adafactor
+    _torch_step = True
 
     def __init__(self, params: ParamsT, lr: float = 1e-2, beta2_decay: float = -0.8,
                  eps: Tuple[Optional[float], float] = (None, 1e-3), d: float = 1.0, weight_decay: float = 0.0, *,
-                 foreach: Optional[bool] = None, maximize: bool = False) -> None:
+                 foreach: Optional[bool] = None, maximize: bool = False, state_dtype: Optional[str] = None,
+                 master_weights: bool = False, stochastic_rounding: bool = False, seed: int = 0,
+                 int8_min_size: int = _np.INT8_MIN_SIZE) -> None:
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay, foreach=foreach,
                         maximize=maximize)
-        self._dry_run(defaults, "Adafactor")
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, dict(state_dtype=state_dtype, master_weights=master_weights,
+                                                stochastic_rounding=stochastic_rounding, seed=seed,
+                                                int8_min_size=int8_min_size))
 
     @staticmethod
     def _hyper(group: Dict[str, Any]) -> Dict[str, Any]:
@@ -993,73 +1249,13 @@ class Adafactor(_ShapedAdapter):
             return {"row_var": shape[:-1] + (1,), "col_var": shape[:-2] + (1, shape[-1])}
         return {"variance": shape}
 
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
-        """One update of every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        plans: List[Tuple[Dict[str, Any], int, List[torch.Tensor], List[torch.Tensor], List[Optional[torch.Tensor]],
-                          List[Optional[torch.Tensor]], List[Optional[torch.Tensor]]]] = []
-        pending: Dict[torch.Tensor, Dict[str, torch.Tensor]] = {}
-        for gi, group in enumerate(self.param_groups):
-            hyper = self._hyper(group)
-            self._dry_run(group, f"parameter group {gi}")
-            calls: Dict[Tuple[torch.dtype, int], Tuple[List[torch.Tensor], List[torch.Tensor], List[Optional[torch.Tensor]],
-                                                      List[Optional[torch.Tensor]], List[Optional[torch.Tensor]]]] = {}
-            for name, p, g in self._with_grads(gi, group):
-                shapes = self._state_shapes(p)
-                state = self.state.get(p, {})
-                sdt = self._state_dtype(p)
-                if not state:
-                    state = {"step": torch.tensor(0.0, dtype=torch.float32),
-                             **{k: torch.zeros(s, dtype=sdt) for k, s in shapes.items()}}
-                    pending[p] = state
-                else:
-                    fixed = dict(state)
-                    for k, s in shapes.items():
-                        t = state.get(k)
-                        if not isinstance(t, torch.Tensor) or tuple(t.shape) != s:
-                            raise ValueError(f"parameter {name}: state {k} must be a tensor of shape {s} "
-                                             f"(from the parameter's shape {tuple(p.shape)})")
-                        if t.dtype != sdt or not t.is_contiguous() or t.device.type != "cpu":
-                            fixed[k] = t.to(device="cpu", dtype=sdt).contiguous()  # the state follows its parameter
-                    step_t = state.get("step")
-                    if not isinstance(step_t, torch.Tensor) or step_t.numel() != 1:
-                        raise ValueError(f"parameter {name}: state step must be a one-element tensor")
-                    if any(fixed[k] is not state[k] for k in shapes):
-                        pending[p] = fixed
-                    state = fixed
-                step = int(state["step"].item()) + 1
-                if not 1 <= step < 2**63:
-                    raise ValueError(f"parameter {name}: state step {step - 1} is out of range")
-                lists = calls.setdefault((p.dtype, step), ([], [], [], [], []))
-                lists[0].append(p)
-                lists[1].append(g)
-                lists[2].append(state.get("row_var"))
-                lists[3].append(state.get("col_var"))
-                lists[4].append(state.get("variance"))
-            for (_, step), (ps, gs, rvs, cvs, vs) in calls.items():
-                plans.append((hyper, step, ps, gs, rvs, cvs, vs))
 
-        def view(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
-            return None if t is None else _view(t)
-
-        # Nothing below can fail: every check the kernel makes was made above.
-        for p, state in pending.items():
-            self.state[p].update(state)
-        for hyper, step, ps, gs, rvs, cvs, vs in plans:
-            def adafactor(pv: List[np.ndarray], gv: List[np.ndarray], rvs: List[Optional[torch.Tensor]] = rvs,
-                          cvs: List[Optional[torch.Tensor]] = cvs, vs: List[Optional[torch.Tensor]] = vs,
-                          step: int = step, hyper: Dict[str, Any] = hyper) -> None:
-                F.adafactor(pv, gv, [view(t) for t in rvs], [view(t) for t in cvs], [view(t) for t in vs], step=step,
-                            **hyper)
-
-            self._run(adafactor, ps, gs)
-            for p in ps:
-                self.state[p]["step"] += 1
-        return loss
+Muon.__doc__ = (Muon.__doc__ or "") + _LOWP_OPTIONS.format(
+    name="Muon", state="it keeps the momentum buffer", step_note=" (Muon then keeps a ``step`` in each state, "
+    "which torch.optim.Muon does not, so that a resumed run draws what the original would)")
+Adafactor.__doc__ = (Adafactor.__doc__ or "") + _LOWP_OPTIONS.format(
+    name="Adafactor", state="it keeps the factors ``row_var`` and ``col_var`` (8-bit where the parameter has at "
+    "least ``int8_min_size`` elements) and a vector's ``variance``", step_note="")
 
 
 for _name, _cls in _np.REGISTRY.items():
