@@ -5,9 +5,11 @@ engine with deepoptim.torch, and rank 0 writes what the test checks to a JSON fi
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import json
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -24,6 +26,28 @@ def _teardown() -> None:
     # at exit ("terminate called without an active exception", about 1 run in 6).
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _leave(rank: int, out: str) -> None:
+    """Marks this rank done (``<out>.rank<r>.done``) and ends the process at once.
+
+    Even after the barrier and destroy_process_group, rank 1 aborted twice more in CI
+    (once under FSDP2, once under DDP) with "terminate called without an active
+    exception". Caught here once in 80 looped runs of the DDP worker, with a core dump:
+    the main thread was in Py_FinalizeEx while a gloo worker thread
+    (ProcessGroupGloo::runLoop) destroyed the barrier's AsyncBarrierWork, which still held
+    the earlier AsyncAllgatherWork; that released tensors Python had made, whose decref
+    takes the GIL; CPython ends a thread taking the GIL during finalization with
+    pthread_exit, and the unwind through a noexcept C++ frame calls std::terminate. It is
+    torch's teardown race (no deepoptim frame in any thread). What the test checks is
+    written before this point (the JSON, and this marker after the group is destroyed);
+    os._exit then skips finalization, so the race cannot fail a run whose results are all
+    in, and an abort before it still leaves a marker missing, which fails the test."""
+    with open(f"{out}.rank{rank}.done", "w") as f:
+        f.write("ok")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _model(seed: int = 0) -> torch.nn.Module:
@@ -163,4 +187,6 @@ def fsdp2(rank: int, world: int, port: int, out: str) -> None:
 def entry(rank: int, fn_name: str, world: int, port: int, out: str) -> None:
     """For torch.multiprocessing.start_processes: (rank, *args) -> the named worker."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    faulthandler.enable()  # an abort in C++ (gloo) then shows where Python was
     globals()[fn_name](rank, world, port, out)
+    _leave(rank, out)

@@ -39,6 +39,8 @@ def _run(fn_name: str, tmp_path) -> dict:
         for p in ctx.processes:
             if p.is_alive():
                 p.kill()
+    for rank in range(2):  # each rank got through its teardown (tests/_dist_workers.py: _leave)
+        assert (tmp_path / f"{fn_name}.json.rank{rank}.done").exists(), f"{fn_name}: rank {rank} did not finish"
     return json.loads(out.read_text())
 
 
