@@ -327,9 +327,12 @@ DEEPOPTIM_INLINE void adam_bf16_body(void* pv, const void* gv, void* mv, void* v
   }
 }
 
-template <bool P16, bool S16, bool MASTER>
-DEEPOPTIM_INLINE void adam_bf16_block_impl(const AdamTensor<float>& t, float* master, std::int64_t b, std::int64_t e,
-                                           const AdamCoef<float>& c) {
+// The operands of block [b, e) of tensor t, and the weight-decay form and maximize as
+// compile-time values: run(std::integral_constant<int, WD>, std::bool_constant<MAXIMIZE>,
+// p, g, m, v, master, n).
+template <bool P16, bool S16, bool MASTER, class Run>
+DEEPOPTIM_INLINE void adam_bf16_dispatch(const AdamTensor<float>& t, float* master, std::int64_t b, std::int64_t e,
+                                         const AdamCoef<float>& c, Run run) {
   const std::size_t pe = P16 ? 2 : 4, se = S16 ? 2 : 4;
   void* p = reinterpret_cast<char*>(t.param) + std::size_t(b) * pe;
   const void* g = reinterpret_cast<const char*>(t.grad) + std::size_t(b) * pe;
@@ -337,15 +340,25 @@ DEEPOPTIM_INLINE void adam_bf16_block_impl(const AdamTensor<float>& t, float* ma
   void* v = reinterpret_cast<char*>(t.exp_avg_sq) + std::size_t(b) * se;
   float* mp = MASTER ? master + b : nullptr;
   const std::int64_t n = e - b;
-  const int wd = c.coupled ? 1 : c.decoupled ? 2 : 0;
+  using None = std::integral_constant<int, 0>;
+  using Coupled = std::integral_constant<int, 1>;
+  using Decoupled = std::integral_constant<int, 2>;
   if (c.maximize) {
-    if (wd == 1) return adam_bf16_body<P16, S16, MASTER, 1, true>(p, g, m, v, mp, n, c);
-    if (wd == 2) return adam_bf16_body<P16, S16, MASTER, 2, true>(p, g, m, v, mp, n, c);
-    return adam_bf16_body<P16, S16, MASTER, 0, true>(p, g, m, v, mp, n, c);
+    if (c.coupled) return run(Coupled{}, std::true_type{}, p, g, m, v, mp, n);
+    if (c.decoupled) return run(Decoupled{}, std::true_type{}, p, g, m, v, mp, n);
+    return run(None{}, std::true_type{}, p, g, m, v, mp, n);
   }
-  if (wd == 1) return adam_bf16_body<P16, S16, MASTER, 1, false>(p, g, m, v, mp, n, c);
-  if (wd == 2) return adam_bf16_body<P16, S16, MASTER, 2, false>(p, g, m, v, mp, n, c);
-  return adam_bf16_body<P16, S16, MASTER, 0, false>(p, g, m, v, mp, n, c);
+  if (c.coupled) return run(Coupled{}, std::false_type{}, p, g, m, v, mp, n);
+  if (c.decoupled) return run(Decoupled{}, std::false_type{}, p, g, m, v, mp, n);
+  return run(None{}, std::false_type{}, p, g, m, v, mp, n);
+}
+
+template <bool P16, bool S16, bool MASTER>
+DEEPOPTIM_INLINE void adam_bf16_block_impl(const AdamTensor<float>& t, float* master, std::int64_t b, std::int64_t e,
+                                           const AdamCoef<float>& c) {
+  adam_bf16_dispatch<P16, S16, MASTER>(t, master, b, e, c, [&](auto wd, auto maximize, auto... operands) {
+    adam_bf16_body<P16, S16, MASTER, decltype(wd)::value, decltype(maximize)::value>(operands..., c);
+  });
 }
 
 // The stochastic rounding of a one-loop step: the draws of the block's element b are
@@ -455,22 +468,9 @@ DEEPOPTIM_BF16_TARGET void adam_bf16_body_avx512(void* pv, const void* gv, void*
 template <bool P16, bool S16, bool MASTER, bool SR>
 DEEPOPTIM_BF16_TARGET void adam_bf16_block_avx512(const AdamTensor<float>& t, float* master, std::int64_t b,
                                                   std::int64_t e, const AdamCoef<float>& c, const SrDraws* sr) {
-  const std::size_t pe = P16 ? 2 : 4, se = S16 ? 2 : 4;
-  void* p = reinterpret_cast<char*>(t.param) + std::size_t(b) * pe;
-  const void* g = reinterpret_cast<const char*>(t.grad) + std::size_t(b) * pe;
-  void* m = reinterpret_cast<char*>(t.exp_avg) + std::size_t(b) * se;
-  void* v = reinterpret_cast<char*>(t.exp_avg_sq) + std::size_t(b) * se;
-  float* mp = MASTER ? master + b : nullptr;
-  const std::int64_t n = e - b;
-  const int wd = c.coupled ? 1 : c.decoupled ? 2 : 0;
-  if (c.maximize) {
-    if (wd == 1) return adam_bf16_body_avx512<P16, S16, MASTER, 1, true, SR>(p, g, m, v, mp, n, c, sr);
-    if (wd == 2) return adam_bf16_body_avx512<P16, S16, MASTER, 2, true, SR>(p, g, m, v, mp, n, c, sr);
-    return adam_bf16_body_avx512<P16, S16, MASTER, 0, true, SR>(p, g, m, v, mp, n, c, sr);
-  }
-  if (wd == 1) return adam_bf16_body_avx512<P16, S16, MASTER, 1, false, SR>(p, g, m, v, mp, n, c, sr);
-  if (wd == 2) return adam_bf16_body_avx512<P16, S16, MASTER, 2, false, SR>(p, g, m, v, mp, n, c, sr);
-  return adam_bf16_body_avx512<P16, S16, MASTER, 0, false, SR>(p, g, m, v, mp, n, c, sr);
+  adam_bf16_dispatch<P16, S16, MASTER>(t, master, b, e, c, [&](auto wd, auto maximize, auto... operands) {
+    adam_bf16_body_avx512<P16, S16, MASTER, decltype(wd)::value, decltype(maximize)::value, SR>(operands..., c, sr);
+  });
 }
 #pragma GCC diagnostic pop
 
