@@ -210,6 +210,22 @@ def _same_bytes_probe(total_bytes: float) -> Callable[[], object]:
     return lambda: _core.probe([g], [p, m, v], [])
 
 
+def _add_deepspeed_bf16(impls: Impls, p32: npt.NDArray[np.float32], g: npt.NDArray[Any], fp32_states: bool) -> None:
+    """DeepSpeed's CPU Adam (AdamW mode) on a bfloat16 parameter, its bfloat16-parameter
+    mode: float32 moments (``fp32_optimizer_states``, its default) or bfloat16 ones, where
+    DeepSpeed is installed and builds its CPU op. A peer, never a requirement."""
+    try:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam  # type: ignore[import-not-found, unused-ignore]
+
+        tp = torch.from_numpy(p32.copy()).to(torch.bfloat16)
+        tp.grad = torch.from_numpy(g.astype(np.float32)).to(torch.bfloat16)
+        ds = DeepSpeedCPUAdam([tp], lr=1e-3, weight_decay=1e-2, adamw_mode=True, fp32_optimizer_states=fp32_states)
+        ds.step()
+    except Exception:  # noqa: BLE001 - not installed, or its CPU op does not build here
+        return
+    impls["deepspeed cpu_adam bfloat16"] = ds.step
+
+
 def _lowp_case(mode: str, n: int) -> Case:
     pdt, sdt, master, stochastic = _LOWP_MODES[mode]
     ps, ss = (2 if pdt == "bfloat16" else 4), {"bfloat16": 2, "int8": 1, "float32": 4}[sdt]
@@ -271,6 +287,8 @@ def _lowp_case(mode: str, n: int) -> Case:
                 opt = torch.optim.AdamW([tp], lr=1e-3, fused=True)
                 opt.step()
                 impls["torch fused" if tname == torch_ref else f"torch fused {tname}"] = opt.step
+            if pdt == "bfloat16" and not stochastic and sdt != "int8":
+                _add_deepspeed_bf16(impls, p32, g, fp32_states=sdt == "float32")
         return impls
 
     return Case(f"lowp-adamw/{mode}/{_fmt_size(n)}", "lowp-adamw", n, nbytes, setup)
@@ -503,7 +521,7 @@ def _torch_model_case(label: str, shapes: List[Tuple[int, ...]]) -> Case:
             opt.step()
             impls[f"torch {vname}"] = opt.step
         try:  # a peer, never a requirement
-            from deepspeed.ops.adam import DeepSpeedCPUAdam  # type: ignore[import-not-found]
+            from deepspeed.ops.adam import DeepSpeedCPUAdam  # type: ignore[import-not-found, unused-ignore]
         except Exception:  # noqa: BLE001 - not installed, or installed without its CPU op
             pass
         else:
