@@ -887,6 +887,16 @@ DEEPOPTIM_INLINE T lamb_r(T m, T v, T p, const LambCoef<T>& c, T wd) {
   return (m * c.inv_bc1) / (std::sqrt(v * c.inv_bc2) + c.eps) + wd * p;
 }
 
+// m' = b1*m + (1-b1)*g and v' = b2*v + (1-b2)*g^2: the same expressions in every pass.
+template <class T>
+DEEPOPTIM_INLINE T lamb_m(T m, T g, const LambCoef<T>& c) {
+  return c.beta1 * m + c.one_minus_beta1 * g;
+}
+template <class T>
+DEEPOPTIM_INLINE T lamb_v(T v, T g, const LambCoef<T>& c) {
+  return c.beta2 * v + c.one_minus_beta2 * (g * g);
+}
+
 // Pass 1: update m, v; partials of ||p||^2 and ||r||^2.
 template <class T>
 DEEPOPTIM_INLINE void lamb_pass1_impl(const LambTensor<T>& t, std::int64_t b, std::int64_t e,
@@ -902,8 +912,8 @@ DEEPOPTIM_INLINE void lamb_pass1_impl(const LambTensor<T>& t, std::int64_t b, st
   const std::int64_t n = e - b;
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
-    const T mi = c.beta1 * m[i] + c.one_minus_beta1 * g[i];
-    const T vi = c.beta2 * v[i] + c.one_minus_beta2 * (g[i] * g[i]);
+    const T mi = lamb_m(m[i], g[i], c);
+    const T vi = lamb_v(v[i], g[i], c);
     m[i] = mi;
     v[i] = vi;
     rbuf[i] = lamb_r(mi, vi, p[i], c, wd);
@@ -986,8 +996,8 @@ DEEPOPTIM_INLINE void lamb_norms_chunk_impl(const LambTensor<float>& t, std::int
   alignas(64) float rbuf[lowp::kChunk];
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
-    const float mi = c.beta1 * m[i] + c.one_minus_beta1 * g[i];
-    const float vi = c.beta2 * v[i] + c.one_minus_beta2 * (g[i] * g[i]);
+    const float mi = lamb_m(m[i], g[i], c);
+    const float vi = lamb_v(v[i], g[i], c);
     rbuf[i] = lamb_r(mi, vi, p[i], c, wd);
   }
   parallel::for_lanes(n, [&](std::int64_t i, std::int64_t l) {
@@ -1006,8 +1016,8 @@ DEEPOPTIM_INLINE void lamb_update_chunk_impl(const LambTensor<float>& t, std::in
   const float wd = t.adapt ? c.wd : 0.0f;
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
-    const float mi = c.beta1 * m[i] + c.one_minus_beta1 * g[i];
-    const float vi = c.beta2 * v[i] + c.one_minus_beta2 * (g[i] * g[i]);
+    const float mi = lamb_m(m[i], g[i], c);
+    const float vi = lamb_v(v[i], g[i], c);
     m[i] = mi;
     v[i] = vi;
     p[i] = p[i] - step * lamb_r(mi, vi, p[i], c, wd);
