@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Dict, List, Optional, Tuple
 
+import ml_dtypes
 import numpy as np
 from hypothesis import strategies as st
 
@@ -357,3 +358,23 @@ KERNELS: Dict[str, Kernel] = {
 }
 
 NAMES = sorted(KERNELS)
+
+
+# The storage modes of the optimizer classes' low-precision options: the parameters'
+# dtype and the constructor's keywords (tests of deepoptim.optim's classes take each).
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F16 = np.dtype(np.float16)
+F32 = np.dtype(np.float32)
+LOWP_MODES: Dict[str, Tuple[np.dtype, Dict[str, object]]] = {
+    "bf16": (BF16, {}),
+    "bf16-state": (BF16, {"state_dtype": "bfloat16"}),
+    "f16": (F16, {}),
+    "bf16-master": (BF16, {"master_weights": True}),
+    "f16-master-bf16-state": (F16, {"master_weights": True, "state_dtype": "bfloat16"}),
+    "bf16-stochastic": (BF16, {"stochastic_rounding": True, "seed": 11}),
+    "f32-bf16-state": (F32, {"state_dtype": "bfloat16"}),
+    "f32-int8-state": (F32, {"state_dtype": "int8"}),
+    "bf16-int8-state": (BF16, {"state_dtype": "int8"}),
+    "bf16-master-int8-state": (BF16, {"state_dtype": "int8", "master_weights": True}),
+    "bf16-stochastic-int8-state": (BF16, {"state_dtype": "int8", "stochastic_rounding": True, "seed": 3}),
+}

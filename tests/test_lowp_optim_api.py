@@ -6,30 +6,16 @@ from __future__ import annotations
 
 import warnings
 
-import ml_dtypes
 import numpy as np
 import pytest
 
 from deepoptim import optim
 from deepoptim.optim import REGISTRY
+from kernels import BF16, F16, LOWP_MODES
 
-BF16 = np.dtype(ml_dtypes.bfloat16)
-F16 = np.dtype(np.float16)
 LOWP_CLASSES = [n for n, c in REGISTRY.items() if c.kernel in __import__(
     "deepoptim.reference.optim", fromlist=["LOWP_KERNELS"]).LOWP_KERNELS]
-MODES = {
-    "bf16": (BF16, {}),
-    "bf16-state": (BF16, {"state_dtype": "bfloat16"}),
-    "f16": (F16, {}),
-    "bf16-master": (BF16, {"master_weights": True}),
-    "f16-master-bf16-state": (F16, {"master_weights": True, "state_dtype": "bfloat16"}),
-    "bf16-stochastic": (BF16, {"stochastic_rounding": True, "seed": 11}),
-    "f32-bf16-state": (np.dtype(np.float32), {"state_dtype": "bfloat16"}),
-    "f32-int8-state": (np.dtype(np.float32), {"state_dtype": "int8"}),
-    "bf16-int8-state": (BF16, {"state_dtype": "int8"}),
-    "bf16-master-int8-state": (BF16, {"state_dtype": "int8", "master_weights": True}),
-    "bf16-stochastic-int8-state": (BF16, {"state_dtype": "int8", "stochastic_rounding": True, "seed": 3}),
-}
+MODES = LOWP_MODES
 
 
 def bits(a):

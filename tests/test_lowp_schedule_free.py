@@ -9,31 +9,16 @@ from __future__ import annotations
 
 import io
 
-import ml_dtypes
 import numpy as np
 import pytest
 
 from deepoptim import functional, optim, reference
 from deepoptim.reference._lowp import Blockwise8
 from deepoptim.reference.cast import cast as twin_cast
+from kernels import BF16, F16, F32, LOWP_MODES
 
-BF16 = np.dtype(ml_dtypes.bfloat16)
-F16 = np.dtype(np.float16)
-F32 = np.dtype(np.float32)
 SHAPES = [(7,), (40, 130), (4097,)]
-MODES = {
-    "bf16": (BF16, {}),
-    "bf16-state": (BF16, {"state_dtype": "bfloat16"}),
-    "f16": (F16, {}),
-    "bf16-master": (BF16, {"master_weights": True}),
-    "f16-master-bf16-state": (F16, {"master_weights": True, "state_dtype": "bfloat16"}),
-    "bf16-stochastic": (BF16, {"stochastic_rounding": True, "seed": 5}),
-    "f32-bf16-state": (F32, {"state_dtype": "bfloat16"}),
-    "f32-int8-state": (F32, {"state_dtype": "int8"}),
-    "bf16-int8-state": (BF16, {"state_dtype": "int8"}),
-    "bf16-master-int8-state": (BF16, {"state_dtype": "int8", "master_weights": True}),
-    "bf16-stochastic-int8-state": (BF16, {"state_dtype": "int8", "stochastic_rounding": True, "seed": 9}),
-}
+MODES = LOWP_MODES
 HP = dict(lr=1e-2, weight_decay=1e-2, warmup_steps=3, r=0.5)
 
 
