@@ -116,3 +116,13 @@ def test_every_optimizer_and_kernel_has_its_docs_entry():
     for name in ref.KERNELS:
         if name not in ("add_penalty", "soft_threshold", "decay"):
             assert f"::: deepoptim.reference.optim.{name}\n" in page, name
+
+
+def test_pages_load_nothing_from_another_host(site):
+    """No web fonts, scripts, styles or API calls from elsewhere: the site reads the same
+    offline (mkdocs.yml sets ``font: false`` and names no repository for the theme to query)."""
+    loads = re.compile(r'<(?:script|img|link|iframe)\b[^>]*\b(?:src|href)="(?:https?:)?//[^"]*"')
+    for f in site.rglob("*.html"):
+        text = f.read_text()
+        assert not loads.findall(text), (f, loads.findall(text)[:3])
+        assert "fonts.googleapis" not in text and "api.github.com" not in text, f

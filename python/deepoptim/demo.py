@@ -358,7 +358,11 @@ def exp_gradients(out: str, quick: bool, seed: int, quiet: bool) -> Summary:
     fig, ax = plt.subplots(2, 2, figsize=(14, 9.5))
     axes = [ax[0, 0], ax[0, 1], ax[1, 0], ax[1, 1]]
     for name, ln in init_norms.items():
-        axes[0].plot(layers_axis, np.maximum(ln, 1e-30), marker=".", label=name)
+        # The clipped run starts from the exploding run's weights and batch, so at init the two
+        # curves coincide: dashed over solid keeps both visible.
+        same = name.startswith("same")
+        axes[0].plot(layers_axis, np.maximum(ln, 1e-30), marker="x" if same else ".", label=name,
+                     linestyle="--" if same else "-", linewidth=2.2 if same else 1.5)
     axes[0].set_yscale("log")
     axes[0].set_xlabel(f"Linear layer (1 = input side, {depth + 1} = output)")
     axes[0].set_ylabel("|dL/dW| at initialization")
