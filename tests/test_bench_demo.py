@@ -41,6 +41,20 @@ def test_quick_bench_writes_table_json_and_plot(tmp_path, capsys):
             if r["of_probe"] is not None:
                 assert r["of_probe"] == pytest.approx(probe / r["median_s"])
     assert p.stat().st_size > 10_000
+    # --replot measures nothing: the stored run's table again, and its chart.
+    p2 = tmp_path / "again.png"
+    assert bench.main(["--replot", str(j), "--plot", str(p2)]) == 0
+    again = capsys.readouterr().out
+    assert again.split("chart:")[0].strip() == bench.table(rows).strip()
+    assert p2.stat().st_size > 10_000
+
+
+def test_replot_refuses_what_is_not_a_results_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    for path in (bad, tmp_path / "missing.json"):
+        r = _cli("bench", "--replot", str(path))
+        assert r.returncode == 2 and "--replot" in r.stderr and str(path) in r.stderr
 
 
 def test_bench_suite_checks_every_kernel_before_timing():

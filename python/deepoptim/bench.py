@@ -888,10 +888,15 @@ def table(rows: List[Row]) -> str:
     return "\n".join(out)
 
 
-def plot(rows: List[Row], path: str) -> None:
-    """Two panels: GB/s by size for the kernel measured at the most sizes (Adam in the full
-    suite), one line per implementation; and GB/s of deepoptim, the probe, the best torch
-    and NumPy for every case at its largest size."""
+def plot(rows: List[Row], path: str, machine_info: Optional[Dict[str, Any]] = None) -> None:
+    """Two panels, one above the other (so the chart reads at a page column's width): GB/s
+    by size for the kernel measured at the most sizes (Adam in the full suite), one line per
+    implementation; and GB/s of deepoptim, the probe, the best torch and NumPy for every case
+    at its largest size.
+
+    ``machine_info`` is a ``machine()`` record (as ``--json`` stores it) for the title; by
+    default this process's build. ``python -m deepoptim.bench --replot results.json --plot
+    results.png`` redraws a stored run."""
     try:
         import matplotlib
 
@@ -902,7 +907,7 @@ def plot(rows: List[Row], path: str) -> None:
     single = [r for r in rows if "x" not in r["case"].split("/")[1] and r["kernel"] != "overhead"]
     sizes_of = {k: {r["size"] for r in single if r["kernel"] == k} for k in dict.fromkeys(r["kernel"] for r in single)}
     main_kernel = max(sizes_of, key=lambda k: len(sizes_of[k])) if sizes_of else None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5), gridspec_kw={"width_ratios": [1, 1.6]})
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [1, 1.15]})
     if main_kernel:
         rs = [r for r in single if r["kernel"] == main_kernel]
         for impl in dict.fromkeys(r["impl"] for r in rs):
@@ -944,7 +949,7 @@ def plot(rows: List[Row], path: str) -> None:
     ax2.set_title("every case (largest size): deepoptim vs the probe and its peers")
     ax2.grid(True, axis="y", alpha=0.3)
     ax2.legend(fontsize=8)
-    info = deepoptim.build_info()
+    info = (machine_info or {}).get("deepoptim") or deepoptim.build_info()
     fig.suptitle(f"deepoptim {info['version']} ({info['isa']}, {info['max_threads']} threads)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -961,7 +966,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--json", default=None, metavar="PATH", help="write the results and machine description here")
     ap.add_argument("--plot", default=None, metavar="PATH", help="write a PNG chart of GB/s by size here")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--replot", default=None, metavar="JSON",
+                    help="measure nothing: print the table of a run stored with --json (and chart it with --plot)")
     a = ap.parse_args(argv)
+    if a.replot:
+        try:
+            with open(a.replot) as f:
+                stored = json.load(f)
+            stored_rows: List[Row] = stored["results"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--replot: {a.replot} is not a results file written by --json: {e}")
+        print(table(stored_rows))
+        if a.plot:
+            plot(stored_rows, a.plot, stored.get("machine"))
+            print(f"chart: {a.plot}")
+        return 0
     if a.threads is not None:
         if a.threads < 1:
             ap.error("--threads must be >= 1")
