@@ -1266,7 +1266,9 @@ class ScheduleFreeAdamW(Optimizer):
     kernel :func:`deepoptim.functional.schedule_free_adamw`, whose docstring has the
     update), as the authors' reference implementation (facebookresearch/schedule_free,
     ``AdamWScheduleFree``): no learning-rate schedule, an online average instead. Not in
-    torch.optim.
+    torch.optim. ``optax.contrib.schedule_free_adamw`` gives the same trajectory without
+    warmup (tested where optax is installed); with warmup it lags one step, because its
+    inner learning-rate schedule counts from 0 (its first ``z`` step has rate 0).
 
     Three sequences: :math:`z` (AdamW-like steps, state ``z``), the weighted average
     :math:`x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}` (the point to evaluate and
