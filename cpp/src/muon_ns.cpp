@@ -73,8 +73,9 @@ inline std::uint32_t bf16_bits(float f) {
   return u >> 16;  // exact: f holds a bfloat16 value
 }
 
-// One kMr x kNr tile over kp pairs (ap: kp x kMr pairs, bp: kp x kNr pairs); writes (first
-// slice) or adds to the mr x nr corner of c.
+// One kMr x kNr tile over kp pairs (ap: kMr rows of a kNr-wide panel, so pair p of row i
+// is ap[p*kNr + i]; bp: kp x kNr pairs); writes (first slice) or adds to the mr x nr corner
+// of c.
 inline void bf16_tile(const std::uint32_t* ap, const std::uint32_t* bp, std::int64_t kp, float* c, std::int64_t ldc,
                       std::int64_t mr, std::int64_t nr, bool first) {
   __m512 acc[kMr][2];
@@ -84,7 +85,7 @@ inline void bf16_tile(const std::uint32_t* ap, const std::uint32_t* bp, std::int
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + p * kNr + 16);
 #pragma GCC unroll 8
     for (int i = 0; i < kMr; ++i) {
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(int(ap[p * kMr + i]));
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(int(ap[p * kNr + i]));
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
     }
@@ -115,38 +116,102 @@ inline void bf16_tile(const std::uint32_t* ap, const std::uint32_t* bp, std::int
   }
 }
 
-// An operand packed once per product and shared by every block: panel q holds W
+// An operand packed once per product and shared by every block: panel q holds W = kNr
 // consecutive rows (of L) or columns (of R), i = q*W + w, as pairs (k, k+1) for every pair
-// p, at (q*KP + p)*W + w; element (i, k) of the operand is base[i*si + k*sk].
+// p, at (q*KP + p)*W + w. One layout for both sides, so a product whose two sides are the
+// same matrix (A = X X^T, and S from the symmetric A) packs it once. Packing only moves bits (each value is a bfloat16 held in
+// float32: its high half), so how it is done never changes a result.
 struct Packed {
   std::vector<std::uint32_t> v;
   std::int64_t KP = 0;
 };
 
+// Packs an operand stored k-major: element (i, k) is base[i + k*sk]. A pair's W lanes are
+// then the high halves of W consecutive floats of rows k and k+1 of the storage: two
+// loads, a shift, a mask, an or, a store (masked at the edges, zero beyond them).
 template <class Blocks>
-void pack(Packed& out, std::int64_t W, std::int64_t count, std::int64_t K, const float* base, std::int64_t si,
-          std::int64_t sk, Blocks&& blocks) {
+void pack(Packed& out, std::int64_t count, std::int64_t K, const float* base, std::int64_t sk, Blocks&& blocks) {
+  constexpr std::int64_t W = kNr;
   const std::int64_t KP = (K + 1) / 2, panels = (count + W - 1) / W;
   out.KP = KP;
   if (out.v.size() < std::size_t(panels * KP * W)) out.v.resize(std::size_t(panels * KP * W));
   std::uint32_t* d = out.v.data();
+  const __m512i high = _mm512_set1_epi32(int(0xffff0000u));
   blocks(panels, double(count) * double(K) * 64.0, [&](std::int64_t q) {
+    const std::int64_t i0 = q * W, here = count - i0 < W ? count - i0 : W;
     for (std::int64_t p = 0; p < KP; ++p) {
-      const std::int64_t k0 = 2 * p, k1 = k0 + 1;
+      const float* r0 = base + 2 * p * sk + i0;
+      const float* r1 = 2 * p + 1 < K ? r0 + sk : nullptr;
       std::uint32_t* dst = d + (q * KP + p) * W;
-      for (std::int64_t w = 0; w < W; ++w) {
-        const std::int64_t i = q * W + w;
-        std::uint32_t v = 0;
-        if (i < count) v = bf16_bits(base[i * si + k0 * sk]) | (k1 < K ? bf16_bits(base[i * si + k1 * sk]) << 16 : 0u);
-        dst[w] = v;
+      for (std::int64_t w = 0; w < W; w += 16) {
+        const std::int64_t lanes = here - w <= 0 ? 0 : (here - w < 16 ? here - w : 16);
+        const __mmask16 m = __mmask16((1u << lanes) - 1u);
+        const __m512i a = _mm512_maskz_loadu_epi32(m, r0 + w);
+        const __m512i b = r1 ? _mm512_maskz_loadu_epi32(m, r1 + w) : _mm512_setzero_si512();
+        _mm512_storeu_si512(dst + w, _mm512_or_si512(_mm512_srli_epi32(a, 16), _mm512_and_si512(b, high)));
       }
     }
   });
 }
 
-// C (M x N, row stride ldc) = rows qm0*kMr.. of L times columns qn0*kNr.. of R.
-void bf16_block(float* c, std::int64_t ldc, const Packed& L, std::int64_t qm0, std::int64_t M, const Packed& R,
-                std::int64_t qn0, std::int64_t N) {
+// After the four interleaving rounds below, register j holds the tile's column
+// kTransposeColumn[j] (rows in order): the 64-bit round swaps columns 1 and 2 of each four.
+constexpr int kTransposeColumn[16] = {0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15};
+
+// T (cols x rows, row-major) = X^T for X (rows x cols, row-major), in 16 x 16 tiles
+// transposed in registers, so that an operand read along X's rows can be packed k-major.
+template <class Blocks>
+void transpose(std::vector<float>& T, const float* X, std::int64_t rows, std::int64_t cols, Blocks&& blocks) {
+  if (T.size() < std::size_t(rows * cols)) T.resize(std::size_t(rows * cols));
+  float* t = T.data();
+  constexpr std::int64_t kT = 16;
+  const std::int64_t strips = (rows + kT - 1) / kT;
+  blocks(strips, double(rows) * double(cols) * 64.0, [&](std::int64_t s) {
+    const std::int64_t r0 = s * kT, h = rows - r0 < kT ? rows - r0 : kT;
+    for (std::int64_t c0 = 0; c0 < cols; c0 += kT) {
+      const std::int64_t w = cols - c0 < kT ? cols - c0 : kT;
+      if (h < kT || w < kT) {
+        for (std::int64_t i = 0; i < h; ++i) {
+          for (std::int64_t j = 0; j < w; ++j) t[(c0 + j) * rows + r0 + i] = X[(r0 + i) * cols + c0 + j];
+        }
+        continue;
+      }
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(X + (r0 + i) * cols + c0);
+      // Four rounds of interleaving: 32-bit, 64-bit, 128-bit, 256-bit lanes.
+      __m512 u[16];
+      for (int i = 0; i < 16; i += 2) {
+        u[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        u[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+      }
+      for (int i = 0; i < 16; i += 4) {
+        for (int j = 0; j < 2; ++j) {
+          r[i + j] = _mm512_castpd_ps(
+              _mm512_unpacklo_pd(_mm512_castps_pd(u[i + j]), _mm512_castps_pd(u[i + j + 2])));
+          r[i + j + 2] = _mm512_castpd_ps(
+              _mm512_unpackhi_pd(_mm512_castps_pd(u[i + j]), _mm512_castps_pd(u[i + j + 2])));
+        }
+      }
+      for (int i = 0; i < 16; i += 8) {
+        for (int j = 0; j < 4; ++j) {
+          u[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
+          u[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xdd);
+        }
+      }
+      for (int j = 0; j < 8; ++j) {
+        r[j] = _mm512_shuffle_f32x4(u[j], u[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_f32x4(u[j], u[j + 8], 0xdd);
+      }
+      // r[j] now holds column order j' of the tile; map it back to its column.
+      for (int j = 0; j < 16; ++j) _mm512_storeu_ps(t + (c0 + kTransposeColumn[j]) * rows + r0, r[j]);
+    }
+  });
+}
+
+// C (M x N, row stride ldc) = rows i0.. of L times columns j0.. of R (i0 a multiple of
+// kMr, j0 of kNr).
+void bf16_block(float* c, std::int64_t ldc, const Packed& L, std::int64_t i0, std::int64_t M, const Packed& R,
+                std::int64_t j0, std::int64_t N) {
   const std::int64_t KP = L.KP, mp = (M + kMr - 1) / kMr, np = (N + kNr - 1) / kNr;
   if (KP == 0) {
     for (std::int64_t i = 0; i < M; ++i) {
@@ -157,11 +222,12 @@ void bf16_block(float* c, std::int64_t ldc, const Packed& L, std::int64_t qm0, s
   for (std::int64_t p0 = 0; p0 < KP; p0 += kKcPairs) {
     const std::int64_t kp = KP - p0 < kKcPairs ? KP - p0 : kKcPairs;
     for (std::int64_t qn = 0; qn < np; ++qn) {
-      const std::int64_t j0 = qn * kNr, nr = N - j0 < kNr ? N - j0 : kNr;
-      const std::uint32_t* rp = R.v.data() + ((qn0 + qn) * KP + p0) * kNr;
+      const std::int64_t cj = qn * kNr, nr = N - cj < kNr ? N - cj : kNr;
+      const std::uint32_t* rp = R.v.data() + ((j0 / kNr + qn) * KP + p0) * kNr;
       for (std::int64_t qm = 0; qm < mp; ++qm) {
-        const std::int64_t i0 = qm * kMr, mr = M - i0 < kMr ? M - i0 : kMr;
-        bf16_tile(L.v.data() + ((qm0 + qm) * KP + p0) * kMr, rp, kp, c + i0 * ldc + j0, ldc, mr, nr, p0 == 0);
+        const std::int64_t ci = qm * kMr, mr = M - ci < kMr ? M - ci : kMr, row = i0 + ci;
+        const std::uint32_t* lp = L.v.data() + ((row / kNr) * KP + p0) * kNr + row % kNr;
+        bf16_tile(lp, rp, kp, c + ci * ldc + cj, ldc, mr, nr, p0 == 0);
       }
     }
   }
@@ -174,7 +240,9 @@ struct Packed {
 };
 constexpr std::int64_t kMr = 8, kNr = 32;
 template <class Blocks>
-void pack(Packed&, std::int64_t, std::int64_t, std::int64_t, const float*, std::int64_t, std::int64_t, Blocks&&) {}
+void pack(Packed&, std::int64_t, std::int64_t, const float*, std::int64_t, Blocks&&) {}
+template <class Blocks>
+void transpose(std::vector<float>&, const float*, std::int64_t, std::int64_t, Blocks&&) {}
 void bf16_block(float*, std::int64_t, const Packed&, std::int64_t, std::int64_t, const Packed&, std::int64_t,
                 std::int64_t) {}
 #endif
@@ -232,19 +300,30 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
   MatMap X(Xp, rows, cols), Y(Yp, rows, cols), A(Ap, m, m), S(Sp, m, m);
   // The bf16 path's operands, packed once per product; the blocks below run on other
   // threads, so they must reach this thread's buffers through these references.
-  thread_local Packed packed_l, packed_r;
+  thread_local Packed packed_l, packed_r;  // for A and S, one operand: packed_r
+  thread_local std::vector<float> transposed;
   Packed& PL = packed_l;
   Packed& PR = packed_r;
   const auto static_blocks = [](std::int64_t nb, double macs, auto&& body) { for_blocks(nb, macs, body); };
+  // The packer reads operands k-major (element (i, k) at base[i + k*sk]). A and S are
+  // symmetric (mirrored below), so they are k-major either way; X is k-major for one of
+  // the two products that read it, and its transpose, made once per iteration, serves
+  // the other.
   if (kBf16Gemm) {  // A: L = logical X's rows, R = the same rows as columns
-    pack(PL, kMr, m, n, Xp, Transposed ? 1 : cols, Transposed ? cols : 1, static_blocks);
-    pack(PR, kNr, m, n, Xp, Transposed ? 1 : cols, Transposed ? cols : 1, static_blocks);
+    const float* xk = Xp;
+    std::int64_t sk = cols;
+    if (!Transposed) {
+      transpose(transposed, Xp, rows, cols, static_blocks);
+      xk = transposed.data();
+      sk = rows;
+    }
+    pack(PR, m, n, xk, sk, static_blocks);
   }
   // A = bf16(X X^T) (logical X): the lower triangle, by blocks of rows
   for_blocks_largest_first(mb, mmn / 2, [&](std::int64_t i) {
     const std::int64_t r0 = i * B, h = m - r0 < B ? m - r0 : B, e = r0 + h;
     if (kBf16Gemm) {
-      bf16_block(Ap + r0 * m, m, PL, r0 / kMr, h, PR, 0, e);
+      bf16_block(Ap + r0 * m, m, PR, r0, h, PR, 0, e);
     } else if (Transposed) {
       A.block(r0, 0, h, e).noalias() = X.middleCols(r0, h).transpose() * X.leftCols(e);
     } else {
@@ -256,15 +335,14 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
     }
   });
   mirror_lower(Ap, m);
-  if (kBf16Gemm) {  // S: L = A's rows, R = A's columns
-    pack(PL, kMr, m, m, Ap, m, 1, static_blocks);
-    pack(PR, kNr, m, m, Ap, 1, m, static_blocks);
+  if (kBf16Gemm) {  // S: L = A's rows, R = A's columns (A symmetric: both k-major)
+    pack(PR, m, m, Ap, m, static_blocks);
   }
   // S = bf16(c*(A A) + b*A): the lower triangle, by blocks of rows
   for_blocks_largest_first(mb, mmm / 2, [&](std::int64_t i) {
     const std::int64_t r0 = i * B, h = m - r0 < B ? m - r0 : B, e = r0 + h;
     if (kBf16Gemm) {
-      bf16_block(Sp + r0 * m, m, PL, r0 / kMr, h, PR, 0, e);
+      bf16_block(Sp + r0 * m, m, PR, r0, h, PR, 0, e);
     } else {
       S.block(r0, 0, h, e).noalias() = A.middleRows(r0, h) * A.leftCols(e);
     }
@@ -275,13 +353,14 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
     }
   });
   mirror_lower(Sp, m);
-  if (kBf16Gemm) {  // Y: S times X's columns, or X's rows times S^T
+  if (kBf16Gemm) {  // Y: S times X's columns, or X's rows times S^T (S symmetric)
     if (Transposed) {
-      pack(PL, kMr, n, m, Xp, cols, 1, static_blocks);
-      pack(PR, kNr, m, m, Sp, m, 1, static_blocks);
+      transpose(transposed, Xp, rows, cols, static_blocks);
+      pack(PL, n, m, transposed.data(), rows, static_blocks);
+      pack(PR, m, m, Sp, m, static_blocks);
     } else {
-      pack(PL, kMr, m, m, Sp, m, 1, static_blocks);
-      pack(PR, kNr, n, m, Xp, 1, cols, static_blocks);
+      pack(PL, m, m, Sp, m, static_blocks);
+      pack(PR, n, m, Xp, cols, static_blocks);
     }
   }
   // Y = bf16(a*X + S X) (logical X), by blocks of X's long side: S, the smaller operand,
@@ -290,7 +369,7 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
     const std::int64_t c0 = i * B, w = n - c0 < B ? n - c0 : B;
     if (Transposed) {
       if (kBf16Gemm) {
-        bf16_block(Yp + c0 * cols, cols, PL, c0 / kMr, w, PR, 0, m);
+        bf16_block(Yp + c0 * cols, cols, PL, c0, w, PR, 0, m);
       } else {
         Y.middleRows(c0, w).noalias() = X.middleRows(c0, w) * S.transpose();
       }
@@ -299,7 +378,7 @@ void iterate(float* Xp, float* Yp, float* Ap, float* Sp, std::int64_t rows, std:
       for (std::int64_t j = 0; j < w * cols; ++j) y[j] = round_bf16(k.a * x[j] + y[j]);
     } else {
       if (kBf16Gemm) {
-        bf16_block(Yp + c0, cols, PL, 0, m, PR, c0 / kNr, w);
+        bf16_block(Yp + c0, cols, PL, 0, m, PR, c0, w);
       } else {
         Y.middleCols(c0, w).noalias() = S * X.middleCols(c0, w);
       }
