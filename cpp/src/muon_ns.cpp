@@ -67,12 +67,6 @@ inline float round_bf16(float f) {
 // count as 0), in slices of kKcPairs pairs added to C in order.
 constexpr std::int64_t kMr = 8, kNr = 32, kKcPairs = 192;
 
-inline std::uint32_t bf16_bits(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u >> 16;  // exact: f holds a bfloat16 value
-}
-
 // One kMr x kNr tile over kp pairs (ap: kMr rows of a kNr-wide panel, so pair p of row i
 // is ap[p*kNr + i]; bp: kp x kNr pairs); writes (first slice) or adds to the mr x nr corner
 // of c.
@@ -119,8 +113,9 @@ inline void bf16_tile(const std::uint32_t* ap, const std::uint32_t* bp, std::int
 // An operand packed once per product and shared by every block: panel q holds W = kNr
 // consecutive rows (of L) or columns (of R), i = q*W + w, as pairs (k, k+1) for every pair
 // p, at (q*KP + p)*W + w. One layout for both sides, so a product whose two sides are the
-// same matrix (A = X X^T, and S from the symmetric A) packs it once. Packing only moves bits (each value is a bfloat16 held in
-// float32: its high half), so how it is done never changes a result.
+// same matrix (A = X X^T, and S from the symmetric A) packs it once. Packing only moves
+// bits (each value is a bfloat16 held in float32: its high half), so how it is done never
+// changes a result.
 struct Packed {
   std::vector<std::uint32_t> v;
   std::int64_t KP = 0;
@@ -202,7 +197,6 @@ void transpose(std::vector<float>& T, const float* X, std::int64_t rows, std::in
         r[j] = _mm512_shuffle_f32x4(u[j], u[j + 8], 0x88);
         r[j + 8] = _mm512_shuffle_f32x4(u[j], u[j + 8], 0xdd);
       }
-      // r[j] now holds column order j' of the tile; map it back to its column.
       for (int j = 0; j < 16; ++j) _mm512_storeu_ps(t + (c0 + kTransposeColumn[j]) * rows + r0, r[j]);
     }
   });
