@@ -173,7 +173,7 @@ def test_end_to_end_mlp_with_batchnorm_and_dropout_trains():
 
 
 def test_sgd_on_linear_regression_reaches_least_squares():
-    """Seed 001's three flavours on y = 3x + 2 + noise: full batch, mini-batch, stochastic."""
+    """The three flavours of gradient descent on y = 3x + 2 + noise: full batch, mini-batch, stochastic."""
     rng = np.random.default_rng(5)
     x = rng.uniform(-1, 1, (200, 1))
     y = 3 * x[:, 0] + 2 + 0.1 * rng.standard_normal(200)

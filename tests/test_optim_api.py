@@ -292,7 +292,7 @@ def test_without_guard_nan_propagates():
 
 
 def test_grad_norm_ratio_learning_rate():
-    """Seed 004: lr_t = lr * max(|g_t|^2, eps) / max(|g_{t-1}|^2, eps); plain SGD shows it."""
+    """The gradient-norm-ratio rate: lr_t = lr * max(|g_t|^2, eps) / max(|g_{t-1}|^2, eps); plain SGD shows it."""
     p = {"w": np.zeros(2)}
     opt = optim.SGD(p, lr=0.1, grad_norm_ratio=True)
     opt.step({"w": np.array([1.0, 0.0])})           # first step: ratio 1

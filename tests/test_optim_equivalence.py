@@ -172,7 +172,7 @@ def test_seed_forms_of_momentum_by_hand():
 
 
 def test_seed_000_adam_form_by_hand():
-    """Seed 000: m, v without bias correction, p -= lr * m / sqrt(v + eps)."""
+    """The tutorial variant: m, v without bias correction, p -= lr * m / sqrt(v + eps)."""
     from deepoptim import functional as F
 
     p, m, v = np.array([1.0, -1.0]), np.zeros(2), np.zeros(2)

@@ -76,8 +76,13 @@ def _repo_text_files():
 def test_the_repository_explains_itself():
     # No pointer to notes that live outside the repository.
     outside = "shared/" + "BUILD-NOTES"  # spelled in two parts so this file does not match
+    # The articles the project started from are not published with it: a text names the
+    # technique and its paper, not the article's number among them.
+    unpublished = re.compile(r"\bseeds? 0\d\d\b|source (?:articles|documents)", re.IGNORECASE)
     for name, text in _repo_text_files():
         assert outside not in text, f"{name} points outside the repository"
+        hit = unpublished.search(text)
+        assert not hit, f"{name}: {hit.group(0) if hit else ''!r}"
     notes = (ROOT / "docs" / "build-notes.md").read_text()
     for fact in ("cmeel.prefix", "-fno-math-errno", "target_clones", "noconvert", "Philox4x32-10"):
         assert fact in notes

@@ -251,8 +251,8 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def minibatches(X: np.ndarray, y: np.ndarray, batch_size: Optional[int] = None, shuffle: bool = True,
                 seed: int = 0) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """One epoch of (X_batch, y_batch). The three flavours of gradient descent that
-    seed 001 of the source articles names are batch sizes:
+    """One epoch of (X_batch, y_batch). The three flavours of gradient descent are batch
+    sizes:
     ``None`` or ``len(X)`` is full-batch gradient descent, 1 is stochastic gradient
     descent, anything between is mini-batch gradient descent. The last batch may be
     smaller. ``shuffle`` permutes with ``numpy.random.default_rng(seed)``."""

@@ -1,10 +1,9 @@
-r"""Regularization: which parameters to decay, and the penalties of the source articles
-(the articles on training deep networks that deepoptim started from).
+r"""Regularization: which parameters to decay, and the L1, L2 and elastic-net penalties.
 
 - L2, coupled (torch's ``weight_decay``): every optimizer's ``weight_decay``, ``g += wd*p``.
 - Decoupled weight decay (AdamW-style) for any optimizer: ``decoupled_weight_decay=True``,
   ``p *= 1 - lr*wd`` before the update.
-- L1 and elastic net (as seed 003 of the source articles writes them): the optimizers'
+- L1 (the lasso, Tibshirani, 1996) and elastic net (Zou & Hastie, 2005): the optimizers'
   ``l1`` option, as a subgradient (``g += l1*sign(p)``, kernel
   :func:`deepoptim.functional.add_penalty`) or as a proximal step (``l1_mode="proximal"``:
   ``p = sign(p)*max(|p| - lr*l1, 0)`` after the update, kernel

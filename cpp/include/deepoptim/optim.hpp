@@ -22,8 +22,8 @@ namespace deepoptim::optim {
 
 // ---------------------------------------------------------------------------- SGD
 // torch:     buf = g (first step) | mu*buf + (1-dampening)*g;  d = nesterov ? g + mu*buf : buf;  p -= lr*d
-// classical: v = mu*v + lr*g;       p -= v        (seed 001; v starts at 0)
-// ema:       v = mu*v + (1-mu)*g;   p -= lr*v     (seed 004; v starts at 0)
+// classical: v = mu*v + lr*g;       p -= v        (Sutskever et al. 2013's form; v starts at 0)
+// ema:       v = mu*v + (1-mu)*g;   p -= lr*v     (an EMA of the gradients; v starts at 0)
 // In every form g is first negated when maximizing, then g += weight_decay*p.
 enum class MomentumForm : int { Torch = 0, Classical = 1, Ema = 2 };
 
@@ -443,7 +443,7 @@ void lars(const LarsTensor<T>* tensors, std::int64_t ntensors, const LarsHyper& 
           double* trust, const lowp::Mixed* mixed = nullptr);
 
 // ----------------------------------------------------------------- regularization
-// Gradients of the L1 / L2 / elastic-net penalties l1*|p|_1 + l2/2*|p|^2 (seed 003):
+// Gradients of the L1 / L2 / elastic-net penalties l1*|p|_1 + l2/2*|p|^2:
 // g += l1*sign(p) + l2*p, with sign(0) = 0.
 template <class T>
 struct PenaltyTensor {

@@ -63,13 +63,14 @@ def sgd(
         d = g + mu * b if nesterov else b      (d = g when momentum == 0)
         p = p - lr * d
 
-    ``"classical"`` (Polyak's heavy ball with the learning rate inside, momentum as seed 001 of the
-    source articles writes it)::
+    ``"classical"`` (Polyak's heavy ball with the learning rate inside the velocity, the form
+    of Sutskever et al., 2013, "On the importance of initialization and momentum in deep
+    learning")::
 
         v = mu * v + lr * g;   p = p - v
 
-    ``"ema"`` (momentum as an exponential moving average, as seed 004 of the source articles
-    writes it)::
+    ``"ema"`` (momentum as an exponential moving average of the gradients: Adam's first
+    moment without its bias correction)::
 
         v = mu * v + (1 - mu) * g;   p = p - lr * v
 
@@ -347,9 +348,9 @@ def adam(
 
     Warning:
       Where eps goes is a convention. torch, optax and the paper put it outside the square
-      root (the default). The article on vanishing and exploding gradients (seed 000 of the
-      source articles) writes ``p -= lr * m / sqrt(v + eps)`` without bias correction: that
-      is ``bias_correction=False, eps_inside_sqrt=True``.
+      root (the default). Some tutorials write ``p -= lr * m / sqrt(v + eps)`` without
+      bias correction: that is ``bias_correction=False, eps_inside_sqrt=True`` (Kingma & Ba,
+      2015, Sec. 3, explain why the correction matters in the first steps).
 
     Args:
       params: parameters (updated).
@@ -1205,8 +1206,8 @@ def lars(
 
 def add_penalty(grads: ArrayOrList, params: ArrayOrList, *, l1: float = 0.0, l2: float = 0.0) -> None:
     r"""Adds the gradient of the elastic-net penalty :math:`l_1 \|p\|_1 + \frac{l_2}{2}\|p\|_2^2`
-    to ``grads``, in place (the L1, L2 and elastic-net regularization of seed 003 of the
-    source articles)::
+    to ``grads``, in place (L1, L2 and elastic-net regularization; the elastic net is Zou &
+    Hastie, 2005)::
 
         g = g + l1 * sign(p) + l2 * p          (sign(0) = 0)
 
