@@ -184,6 +184,91 @@ def fsdp2(rank: int, world: int, port: int, out: str) -> None:
     _teardown()
 
 
+def _sharded_model() -> torch.nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    m = _model()
+    for layer in (m[0], m[2]):
+        fully_shard(layer)
+    fully_shard(m)
+    return m
+
+
+def _both_ranks(values: list) -> list:
+    """Every rank's ``values`` (floats), gathered on every rank: [[rank 0's], [rank 1's]]."""
+    t = torch.tensor(values, dtype=torch.float64)
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t)
+    return [p.tolist() for p in parts]
+
+
+def fsdp2_whole(rank: int, world: int, port: int, out: str) -> None:
+    """FSDP2 and what takes more than one element: the optimizers that need each parameter
+    whole refuse sharded parameters (naming the reason); skip_nonfinite skips on every rank
+    when one rank's shard holds a NaN; grad_norm_ratio follows one process's trajectory on
+    the full batch (its norm is over the whole model's gradients on every rank)."""
+    import warnings
+
+    import deepoptim.torch as dt
+
+    _setup(rank, world, port)
+    result: dict = {}
+    m = _sharded_model()
+    params = list(m.parameters())
+    refusals = {}
+    for name, make in (("LAMB", lambda: dt.LAMB(params)), ("LARS", lambda: dt.LARS(params)),
+                       ("Muon", lambda: dt.Muon([p for p in params if p.ndim == 2])),
+                       ("Adafactor", lambda: dt.Adafactor(params)), ("LBFGS", lambda: dt.LBFGS(params))):
+        try:
+            make()
+            refusals[name] = None
+        except ValueError as e:
+            refusals[name] = str(e)
+    result["refusals"] = refusals
+
+    # skip_nonfinite: a NaN in rank 1's shard only; both ranks skip, then both step.
+    steps = _batches(6)
+    half = steps[0][0].shape[0] // world
+    m = _sharded_model()
+    opt = dt.Adam(m.parameters(), lr=1e-2, skip_nonfinite=True)
+    trace = []
+    for k, (x, y) in enumerate(steps[:2]):
+        opt.zero_grad()
+        _loss(m, x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]).backward()
+        if k == 0 and rank == 1:
+            next(m.parameters()).grad.to_local().view(-1)[0] = float("nan")
+        before = [p.full_tensor().clone() for p in m.parameters()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.step()
+        after = [p.full_tensor() for p in m.parameters()]
+        trace.append([_max_diff(before, after), float(opt._spec.state["skipped_steps"])])
+    result["skip"] = _both_ranks([v for row in trace for v in row])  # per rank: moved0, skipped0, moved1, skipped1
+
+    # grad_norm_ratio: the FSDP2 trajectory equals one process's on the full batch.
+    m = _sharded_model()
+    opt = dt.SGD(m.parameters(), lr=0.05, momentum=0.9, grad_norm_ratio=True)
+    for x, y in steps:
+        opt.zero_grad()
+        _loss(m, x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]).backward()
+        opt.step()
+    sharded_final = [p.full_tensor().detach() for p in m.parameters()]
+    if rank == 0:
+        single = _model()
+        sopt = dt.SGD(single.parameters(), lr=0.05, momentum=0.9, grad_norm_ratio=True)
+        for x, y in steps:
+            sopt.zero_grad()
+            _loss(single, x, y).backward()
+            sopt.step()
+        result["ratio_vs_single"] = _max_diff(sharded_final, [p.detach() for p in single.parameters()])
+        result["ratio_moved"] = _max_diff(sharded_final, [p.detach() for p in _model().parameters()])
+    del m, opt, params, sharded_final
+    gc.collect()
+    if rank == 0:
+        _write(out, result)
+    _teardown()
+
+
 def entry(rank: int, fn_name: str, world: int, port: int, out: str) -> None:
     """For torch.multiprocessing.start_processes: (rank, *args) -> the named worker."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")

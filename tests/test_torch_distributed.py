@@ -65,6 +65,19 @@ def test_fsdp2_local_shards_step_like_torch(tmp_path):
         assert r[f"offload={offload}"] < 1e-6, r
 
 
+def test_fsdp2_whole_tensor_optimizers_refuse_and_the_guard_sees_every_shard(tmp_path):
+    r = _run("fsdp2_whole", tmp_path)
+    for name, msg in r["refusals"].items():
+        assert msg is not None, f"{name} took sharded parameters"
+        assert "sharded across ranks" in msg and name in msg and "needs it whole" in msg, msg
+    (moved0, skipped0, moved1, skipped1), other = r["skip"]
+    assert other == [moved0, skipped0, moved1, skipped1]  # both ranks saw the same
+    assert moved0 == 0.0 and skipped0 == 1.0  # the NaN on rank 1 made rank 0 skip too
+    assert moved1 > 0.0 and skipped1 == 1.0
+    assert r["ratio_moved"] > 1e-2
+    assert r["ratio_vs_single"] < 1e-5, r  # float32; shards sum in another order
+
+
 def test_example_trains_under_torchrun():
     import os
     import pathlib

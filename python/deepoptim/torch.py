@@ -27,7 +27,10 @@ runs on the CPU outside autograd.
 
 Under torch.distributed, the engines hand the optimizer what it steps: DDP replicated
 parameters, ``ZeroRedundancyOptimizer`` its local shard (optionally as views into one
-flat bucket), FSDP2's ``fully_shard`` DTensors, whose local shards are stepped here.
+flat bucket), FSDP2's ``fully_shard`` DTensors, whose local shards are stepped here. The
+optimizers that need each parameter whole (LAMB, LARS, Muon, Adafactor, LBFGS) refuse a
+sharded DTensor; ``skip_nonfinite`` and ``grad_norm_ratio`` all-reduce their sums over
+sharded gradients across the shards' process groups, so every rank decides alike.
 """
 
 from __future__ import annotations
@@ -75,6 +78,50 @@ def _scalar_dtype() -> torch.dtype:
 def _local(t: torch.Tensor) -> torch.Tensor:
     """The tensor whose memory a step updates: the local shard of a DTensor (FSDP2)."""
     return t.to_local() if hasattr(t, "to_local") and hasattr(t, "device_mesh") else t
+
+
+def _shard_groups(t: torch.Tensor) -> Tuple[Any, ...]:
+    """The process groups across which a DTensor (FSDP2) is split into local shards: one
+    per device-mesh dimension it is sharded on; () for a plain or a replicated tensor."""
+    mesh = getattr(t, "device_mesh", None)
+    if mesh is None or not hasattr(t, "placements"):
+        return ()
+    return tuple(mesh.get_group(i) for i, pl in enumerate(t.placements) if pl.is_shard() and mesh.size(i) > 1)
+
+
+# What these optimizers compute over a whole parameter (or over all of them). Under FSDP2 a
+# rank holds one shard of each parameter, and the same computation on the shard is another
+# quantity: the step would be silently wrong, so a sharded parameter is refused instead.
+_WHOLE_TENSOR = {
+    "LAMB": "its trust ratio divides the norm of the whole parameter by that of its whole update",
+    "LARS": "its trust ratio divides the norm of the whole parameter by that of its whole gradient",
+    "Muon": "its Newton-Schulz iteration orthogonalizes the whole matrix",
+    "Adafactor": ("its second moments are row and column means of the whole gradient, and its step is "
+                  "scaled by the whole parameter's RMS"),
+    "LBFGS": "its directions come from inner products of all the parameters' whole gradients",
+}
+
+
+def _refuse_sharded(optimizer: str, p: torch.Tensor, name: str) -> None:
+    """Refuses a sharded parameter (a DTensor split across ranks) for an optimizer that
+    needs each parameter whole."""
+    reason = _WHOLE_TENSOR.get(optimizer)
+    if reason is not None and _shard_groups(p):
+        placements = tuple(getattr(p, "placements", ()))
+        raise ValueError(
+            f"parameter {name} is sharded across ranks (a DTensor with placements {placements}, as FSDP2 "
+            f"makes it); {optimizer} needs it whole ({reason}), and a rank holds only its shard. Step sharded "
+            "parameters with an elementwise optimizer (SGD, Adam, AdamW, Lion, ...), or leave the modules that "
+            "hold them out of fully_shard")
+
+
+def _all_reduced(value: float, op: Any, groups: Tuple[Any, ...]) -> float:
+    """``value`` reduced with ``op`` across each process group in turn (every rank calls
+    this at the same point of its step, as FSDP2's collectives require)."""
+    t = torch.tensor([value], dtype=torch.float64)
+    for pg in groups:
+        torch.distributed.all_reduce(t, op=op, group=pg)
+    return float(t.item())
 
 
 def _view(t: torch.Tensor) -> np.ndarray:
@@ -268,6 +315,7 @@ class _Adapter(_LowpState, torch.optim.Optimizer):
             names, tensors = [f"{gi}.{i}" for i in range(len(params))], params
         for n, p in zip(names, tensors):
             self._check_param(p, n)
+            _refuse_sharded(self._np_cls.__name__, p, n)
         trial = {k: param_group.get(k, self.defaults[k]) for k in self._hyper_keys}
         if trial["stochastic_rounding"] and not self._has_step:
             raise ValueError(f"parameter group {gi}: stochastic_rounding=True in a group needs it at construction "
@@ -310,6 +358,7 @@ class _Adapter(_LowpState, torch.optim.Optimizer):
         names = group.get("param_names") or [f"{gi}.{i}" for i in range(len(params))]
         for n, p in zip(names, params):
             self._check_param(p, n)
+            _refuse_sharded(self._np_cls.__name__, p, n)
             # State follows its parameter (model.double(), .to(...)): the state dtype that
             # goes with the parameter's, same layout.
             st = self.state.get(p)
@@ -365,6 +414,15 @@ class _Adapter(_LowpState, torch.optim.Optimizer):
 
     # ------------------------------------------------------------ step
     @torch.no_grad()
+    def _guard_groups(self) -> Tuple[Any, ...]:
+        """The process groups ``skip_nonfinite`` and ``grad_norm_ratio`` reduce over: those
+        the parameters are sharded across (FSDP2); () when none is sharded."""
+        found = {_shard_groups(p) for group in self.param_groups for p in group["params"]} - {()}
+        if len(found) > 1:
+            raise ValueError("skip_nonfinite and grad_norm_ratio need the sharded parameters on one device mesh, "
+                             "sharded the same way; these are sharded over different meshes or dimensions")
+        return next(iter(found), ())
+
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """One update of every parameter that has a gradient; returns the closure's loss.
         Refused before anything is written: a sparse, non-CPU or non-contiguous gradient
@@ -417,14 +475,26 @@ class _Adapter(_LowpState, torch.optim.Optimizer):
                 plans.append((gi, sub, [grads[i] for i in idx], [tensors[i] for i in idx]))
         flat = [g for _, _, gs, _ in plans for g in gs if g is not None]
         skip_nonfinite, ratio, ratio_eps = self._guard
-        if skip_nonfinite and not clip.all_finite(flat):
-            self._spec.state["skipped_steps"] += 1
-            warnings.warn(f"non-finite gradients: step skipped ({self._spec.state['skipped_steps']} so far)",
-                          _np.NonFiniteGradients, stacklevel=2)
-            return loss
+        # Under FSDP2 the guard decides on the whole model's gradients, the same on every
+        # rank: its sums over sharded gradients are all-reduced across the shards' groups.
+        shard_pgs = self._guard_groups() if skip_nonfinite or ratio else ()
+        sharded = [g for _, _, gs, ts in plans for g, t in zip(gs, ts) if g is not None and _shard_groups(t)]
+        whole = [g for _, _, gs, ts in plans for g, t in zip(gs, ts) if g is not None and not _shard_groups(t)]
+        if skip_nonfinite:
+            finite = clip.all_finite(flat)
+            if shard_pgs:
+                finite = _all_reduced(0.0 if finite else 1.0, torch.distributed.ReduceOp.MAX, shard_pgs) == 0.0
+            if not finite:
+                self._spec.state["skipped_steps"] += 1
+                warnings.warn(f"non-finite gradients: step skipped ({self._spec.state['skipped_steps']} so far)",
+                              _np.NonFiniteGradients, stacklevel=2)
+                return loss
         factor, new_prev = 1.0, self._prev_grad_sq_norm
         if ratio:
-            sq = clip.global_norm(flat) ** 2 if flat else 0.0
+            sq = clip.global_norm(sharded) ** 2 if sharded else 0.0
+            if shard_pgs:
+                sq = _all_reduced(sq, torch.distributed.ReduceOp.SUM, shard_pgs)
+            sq += clip.global_norm(whole) ** 2 if whole else 0.0
             if new_prev is not None:
                 factor = max(sq, ratio_eps) / max(new_prev, ratio_eps)
             new_prev = sq
@@ -763,7 +833,7 @@ class LBFGS(torch.optim.Optimizer):
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         self._params = self.param_groups[0]["params"]
         for i, p in enumerate(self._params):
-            _Adapter._check_param(p, str(i))
+            self._check_param(p, i)
         if len({p.dtype for p in self._params}) != 1:
             raise TypeError("LBFGS's parameters must share one dtype (they form one vector)")
         _np._lbfgs_lowp(master_weights, state_dtype, _NP_DTYPE[self._params[0].dtype])
@@ -821,6 +891,7 @@ class LBFGS(torch.optim.Optimizer):
     @staticmethod
     def _check_param(p: torch.Tensor, i: int) -> None:
         _Adapter._check_param(p, str(i))
+        _refuse_sharded("LBFGS", p, str(i))
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """torch's ``load_state_dict`` (a torch.optim.LBFGS state_dict loads too), after
@@ -949,6 +1020,7 @@ class _ShapedAdapter(_LowpState, torch.optim.Optimizer):
         tensors = [p for _, p in params] if params and isinstance(params[0], tuple) else params
         for i, p in enumerate(tensors):
             self._check_param(p, f"{gi}.{i}")
+            _refuse_sharded(type(self).__name__, p, f"{gi}.{i}")
         self._check_group({k: param_group.get(k, v) for k, v in self.defaults.items()},
                           {_local(p).dtype for p in tensors}, f"parameter group {gi}")
         super().add_param_group(dict(param_group, params=params))
@@ -963,6 +1035,7 @@ class _ShapedAdapter(_LowpState, torch.optim.Optimizer):
                 continue
             name = f"{gi}.{i}"
             self._check_param(p, name)
+            _refuse_sharded(type(self).__name__, p, name)
             g = p.grad
             if g.is_sparse:
                 raise ValueError(f"parameter {name} has a sparse gradient; {type(self).__name__} takes dense gradients")
