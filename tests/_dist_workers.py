@@ -214,11 +214,11 @@ def fsdp2_whole(rank: int, world: int, port: int, out: str) -> None:
     _setup(rank, world, port)
     result: dict = {}
     m = _sharded_model()
-    params = list(m.parameters())
+    whole = list(m.parameters())
     refusals = {}
-    for name, make in (("LAMB", lambda: dt.LAMB(params)), ("LARS", lambda: dt.LARS(params)),
-                       ("Muon", lambda: dt.Muon([p for p in params if p.ndim == 2])),
-                       ("Adafactor", lambda: dt.Adafactor(params)), ("LBFGS", lambda: dt.LBFGS(params))):
+    for name, make in (("LAMB", lambda: dt.LAMB(whole)), ("LARS", lambda: dt.LARS(whole)),
+                       ("Muon", lambda: dt.Muon([p for p in whole if p.ndim == 2])),
+                       ("Adafactor", lambda: dt.Adafactor(whole)), ("LBFGS", lambda: dt.LBFGS(whole))):
         try:
             make()
             refusals[name] = None
@@ -262,7 +262,8 @@ def fsdp2_whole(rank: int, world: int, port: int, out: str) -> None:
             sopt.step()
         result["ratio_vs_single"] = _max_diff(sharded_final, [p.detach() for p in single.parameters()])
         result["ratio_moved"] = _max_diff(sharded_final, [p.detach() for p in _model().parameters()])
-    del m, opt, params, sharded_final
+    whole.clear()  # the first model's DTensors, released with the rest before the group goes
+    del m, opt, sharded_final
     gc.collect()
     if rank == 0:
         _write(out, result)
