@@ -4,7 +4,6 @@ killed midway, and every flipped byte and every truncation refused."""
 from __future__ import annotations
 
 import os
-import pathlib
 import pickle
 import signal
 import subprocess

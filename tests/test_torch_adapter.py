@@ -10,7 +10,6 @@ import inspect
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
