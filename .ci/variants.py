@@ -48,7 +48,7 @@ PARITY_TESTS = [
 SANITIZE_TESTS = PARITY_TESTS + [
     "tests/test_optim_errors.py", "tests/test_optim_atomic.py", "tests/test_optim_api.py",
     "tests/test_clip_nn.py", "tests/test_concurrency.py", "tests/test_fork.py",
-    "tests/test_fuzz_bindings.py",
+    "tests/test_fuzz_bindings.py", "tests/test_optim_muon.py",
 ]
 
 # Removes the editable install's import hook (a developer's checkout) so that the variant

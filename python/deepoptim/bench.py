@@ -750,7 +750,8 @@ def suite(quick: bool = False) -> List[Case]:
     cases.append(_optim_case("sgd", 1000, 10_000, True))
     cases.append(_overhead_case())
     cases += [_lowp_case(mode, n) for mode in _LOWP_MODES for n in (10_000_000, 100_000_000)]
-    cases.append(_muon_case("muon/gpt2-small-block", gpt2_small_block_matrices()))
+    cases += [_muon_case("muon/10M", [(2500, 4000)]),
+              _muon_case("muon/gpt2-small-block", gpt2_small_block_matrices())]
     cases += [_adafactor_case("adafactor/10M", [(2500, 4000)]), _adafactor_case("adafactor/gpt2-small", gpt2_small_shapes()),
               _lbfgs_case(10_000_000)]
     if torch is not None:
