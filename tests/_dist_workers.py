@@ -270,6 +270,42 @@ def fsdp2_whole(rank: int, world: int, port: int, out: str) -> None:
     _teardown()
 
 
+def zero_guard(rank: int, world: int, port: int, out: str) -> None:
+    """ZeroRedundancyOptimizer with skip_nonfinite and a NaN in a gradient of a parameter
+    only rank 1's optimizer holds: alone, rank 1 skips and rank 0 steps its part; after
+    ``reduce_guard_over(zero.process_group)`` both ranks skip."""
+    import warnings
+
+    import deepoptim.torch as dt
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    _setup(rank, world, port)
+    x, y = _batches(1)[0]
+    half = x.shape[0] // world
+    rows = []
+    for reduce in (False, True):
+        model = torch.nn.parallel.DistributedDataParallel(_model())
+        zero = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=dt.Adam, lr=1e-2, skip_nonfinite=True)
+        if reduce:
+            zero.optim.reduce_guard_over(zero.process_group)
+        zero.zero_grad()
+        _loss(model, x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]).backward()
+        if rank == 1:
+            zero.optim.param_groups[0]["params"][0].grad.view(-1)[0] = float("nan")
+        before = [p.detach().clone() for p in model.parameters()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zero.step()
+        rows += [_max_diff(before, [p.detach() for p in model.parameters()]),
+                 float(zero.optim._spec.state["skipped_steps"])]
+        del model, zero, before  # DDP's reducer holds the group: released before it goes
+        gc.collect()
+    both = _both_ranks(rows)
+    if rank == 0:
+        _write(out, {"alone": [r[:2] for r in both], "reduced": [r[2:] for r in both]})
+    _teardown()
+
+
 def entry(rank: int, fn_name: str, world: int, port: int, out: str) -> None:
     """For torch.multiprocessing.start_processes: (rank, *args) -> the named worker."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -400,3 +400,17 @@ def test_non_cpu_and_non_float_parameters_refused_by_name():
         dt.Adam([torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2, device="meta"))])
     with pytest.raises(TypeError, match="parameter 0.0 has dtype torch.int64"):
         dt.SGD([torch.zeros(2, dtype=torch.int64)])
+
+
+def test_reduce_guard_over_takes_a_process_group_or_none():
+    """The ZeroRedundancyOptimizer opt-in (tests/test_torch_distributed.py runs it): a
+    process group or None, anything else refused by type; None leaves the guard per rank."""
+    p = torch.zeros(3, requires_grad=True)
+    opt = dt.Adam([p], skip_nonfinite=True)
+    for bad in ("world", 0, object()):
+        with pytest.raises(TypeError, match="process_group must be a torch.distributed.ProcessGroup"):
+            opt.reduce_guard_over(bad)
+    opt.reduce_guard_over(None)
+    p.grad = torch.ones(3)
+    opt.step()  # no process group: decides on its own gradients, communicates nothing
+    assert opt.state[p]["step"].item() == 1.0

@@ -78,6 +78,15 @@ def test_fsdp2_whole_tensor_optimizers_refuse_and_the_guard_sees_every_shard(tmp
     assert r["ratio_vs_single"] < 1e-5, r  # float32; shards sum in another order
 
 
+def test_zero_guard_decides_alike_on_every_rank_after_reduce_guard_over(tmp_path):
+    r = _run("zero_guard", tmp_path)
+    # [moved, skipped_steps] per rank. Alone, each rank decides on its own part: rank 1
+    # skips, rank 0 steps its part (so the model moves on both).
+    (moved0, skipped0), (moved1, skipped1) = r["alone"]
+    assert (skipped0, skipped1) == (0.0, 1.0) and moved0 > 0.0 and moved1 > 0.0
+    assert r["reduced"] == [[0.0, 1.0], [0.0, 1.0]]
+
+
 def test_example_trains_under_torchrun():
     import os
     import pathlib

@@ -285,6 +285,7 @@ class _Adapter(_LowpState, torch.optim.Optimizer):
         self._views: Dict[int, Dict[str, Any]] = {}
         self._fast: Dict[int, Dict[str, Any]] = {}
         self._prev_grad_sq_norm: Optional[float] = None
+        self._guard_pg: Any = None  # reduce_guard_over's process group
         defaults = dict(self._spec.defaults)
         defaults.update({k: v for k, v in flags.items()})
         super().__init__(params, defaults)
@@ -414,10 +415,35 @@ class _Adapter(_LowpState, torch.optim.Optimizer):
 
     # ------------------------------------------------------------ step
     @torch.no_grad()
+    def reduce_guard_over(self, process_group: Any) -> None:
+        """Makes ``skip_nonfinite`` and ``grad_norm_ratio`` decide on the gradients of every
+        rank of ``process_group`` (a ``torch.distributed`` process group whose ranks' optimizers
+        each hold a different part of the model, as under ``ZeroRedundancyOptimizer``): the
+        non-finite flag is max-reduced and the sum of squares sum-reduced across it, so every
+        rank skips the same steps and scales its rate by the same factor. Every rank of the
+        group must then call :meth:`step` together. ``None`` undoes it. Under FSDP2 nothing
+        is needed (the sharded DTensors name their groups), and the two are not combined::
+
+            zero = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=deepoptim.torch.AdamW,
+                                           lr=1e-3, skip_nonfinite=True)
+            zero.optim.reduce_guard_over(zero.process_group)
+        """
+        if process_group is not None and not isinstance(process_group, torch.distributed.ProcessGroup):
+            raise TypeError(f"process_group must be a torch.distributed.ProcessGroup or None, "
+                            f"got {type(process_group).__name__}")
+        self._guard_pg = process_group
+
     def _guard_groups(self) -> Tuple[Any, ...]:
-        """The process groups ``skip_nonfinite`` and ``grad_norm_ratio`` reduce over: those
-        the parameters are sharded across (FSDP2); () when none is sharded."""
+        """The process groups ``skip_nonfinite`` and ``grad_norm_ratio`` reduce over: the
+        one :meth:`reduce_guard_over` set, or those the parameters are sharded across
+        (FSDP2); () for none."""
         found = {_shard_groups(p) for group in self.param_groups for p in group["params"]} - {()}
+        if self._guard_pg is not None:
+            if found:
+                raise ValueError("reduce_guard_over is for optimizers whose ranks hold whole parameters "
+                                 "(ZeroRedundancyOptimizer); these parameters are sharded DTensors (FSDP2), "
+                                 "across whose groups skip_nonfinite and grad_norm_ratio reduce already")
+            return (self._guard_pg,)
         if len(found) > 1:
             raise ValueError("skip_nonfinite and grad_norm_ratio need the sharded parameters on one device mesh, "
                              "sharded the same way; these are sharded over different meshes or dimensions")
@@ -475,11 +501,16 @@ class _Adapter(_LowpState, torch.optim.Optimizer):
                 plans.append((gi, sub, [grads[i] for i in idx], [tensors[i] for i in idx]))
         flat = [g for _, _, gs, _ in plans for g in gs if g is not None]
         skip_nonfinite, ratio, ratio_eps = self._guard
-        # Under FSDP2 the guard decides on the whole model's gradients, the same on every
-        # rank: its sums over sharded gradients are all-reduced across the shards' groups.
+        # Under FSDP2 (or reduce_guard_over) the guard decides on the whole model's gradients,
+        # the same on every rank: its sums over sharded gradients are all-reduced across the
+        # shards' groups.
+        # With reduce_guard_over every rank holds its own part, so every sum is reduced.
         shard_pgs = self._guard_groups() if skip_nonfinite or ratio else ()
-        sharded = [g for _, _, gs, ts in plans for g, t in zip(gs, ts) if g is not None and _shard_groups(t)]
-        whole = [g for _, _, gs, ts in plans for g, t in zip(gs, ts) if g is not None and not _shard_groups(t)]
+        per_rank = self._guard_pg is not None
+        sharded = [g for _, _, gs, ts in plans for g, t in zip(gs, ts)
+                   if g is not None and (per_rank or _shard_groups(t))]
+        whole = [g for _, _, gs, ts in plans for g, t in zip(gs, ts)
+                 if g is not None and not (per_rank or _shard_groups(t))]
         if skip_nonfinite:
             finite = clip.all_finite(flat)
             if shard_pgs:
