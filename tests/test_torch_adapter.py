@@ -414,3 +414,21 @@ def test_reduce_guard_over_takes_a_process_group_or_none():
     p.grad = torch.ones(3)
     opt.step()  # no process group: decides on its own gradients, communicates nothing
     assert opt.state[p]["step"].item() == 1.0
+
+
+@pytest.mark.parametrize("name", ["Adam", "LAMB"])
+def test_step_runs_without_autograd_as_torch_optim_does(name):
+    """torch.optim steps under no_grad (a closure gets grad back); so does every adapter."""
+    p = torch.zeros(3, requires_grad=True)
+    p.grad = torch.ones(3)
+    opt = getattr(dt, name)([p])
+    seen = []
+    kernel_step = opt._spec._step_group
+
+    def recording(*args, **kwargs):
+        seen.append(torch.is_grad_enabled())
+        return kernel_step(*args, **kwargs)
+
+    opt._spec._step_group = recording
+    opt.step(lambda: seen.append(("closure", torch.is_grad_enabled())))
+    assert seen == [("closure", True), False]

@@ -414,7 +414,6 @@ class _Adapter(_LowpState, torch.optim.Optimizer):
         return st
 
     # ------------------------------------------------------------ step
-    @torch.no_grad()
     def reduce_guard_over(self, process_group: Any) -> None:
         """Makes ``skip_nonfinite`` and ``grad_norm_ratio`` decide on the gradients of every
         rank of ``process_group`` (a ``torch.distributed`` process group whose ranks' optimizers
@@ -449,6 +448,7 @@ class _Adapter(_LowpState, torch.optim.Optimizer):
                              "sharded the same way; these are sharded over different meshes or dimensions")
         return next(iter(found), ())
 
+    @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """One update of every parameter that has a gradient; returns the closure's loss.
         Refused before anything is written: a sparse, non-CPU or non-contiguous gradient
