@@ -206,6 +206,7 @@ for dtype in (np.float32, np.float64):
     rng = np.random.default_rng(11)
     g = [rng.standard_normal(n).astype(dtype) for n in (5, 4097, 70001)]
     eat(f"norms/{d}", np.array([F.norms(g, t) for t in (1.0, 2.0, float("inf"))]))
+    eat(f"dots/{d}", F.dots(g, [a[::-1].copy() for a in g]))
     F.clip_grad_norm(g, 0.5); eat(f"clip_grad_norm/{d}", *g)
     x = rng.standard_normal((16, 8, 9, 7)).astype(dtype)
     rm, rv = np.zeros(8, dtype), np.ones(8, dtype)

@@ -116,6 +116,11 @@ def test_every_optimizer_and_kernel_has_its_docs_entry():
     for name in ref.KERNELS:
         if name not in ("add_penalty", "soft_threshold", "decay"):
             assert f"::: deepoptim.reference.optim.{name}\n" in page, name
+    from deepoptim.reference import reduce
+
+    numpy_page = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "numpy.md").read_text()
+    for name in reduce.KERNELS:  # the reductions on the NumPy API page
+        assert f"::: deepoptim.reference.reduce.{name}\n" in numpy_page, name
 
 
 def test_pages_load_nothing_from_another_host(site):

@@ -420,6 +420,7 @@ SPECS["decay"] = _simple_spec(
     lambda: st.fixed_dictionaries(dict(lr=_real(0, 1), weight_decay=_real(0, 1))), dict(lr=REAL_BAD, weight_decay=REAL_BAD))
 SPECS["norms"] = _simple_spec(
     "norms", [Slot("arrays", False)], lambda: st.fixed_dictionaries(dict(norm_type=ORD_VALID)), dict(norm_type=NORM_BAD))
+SPECS["dots"] = _simple_spec("dots", [Slot("xs", False), Slot("ys", False)], lambda: st.just({}), {})
 SPECS["all_finite"] = _simple_spec("all_finite", [Slot("arrays", False)], lambda: st.just({}), {})
 SPECS["scale"] = _simple_spec(
     "scale", [Slot("arrays", True)],

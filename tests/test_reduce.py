@@ -38,6 +38,35 @@ def test_norms_match_twin(sizes, dtype, ord, seed):
         assert isinstance(F.norms(xs[0], ord), float)
 
 
+@given(
+    sizes=st.lists(st.sampled_from(AWKWARD_SIZES + [50_000]), min_size=0, max_size=5),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_dots_match_twin(sizes, dtype, seed):
+    rng = np.random.default_rng(seed)
+    xs, ys = _arrays(rng, sizes, dtype, scale=10.0), _arrays(rng, sizes, dtype)
+    a, b = F.dots(xs, ys), R.dots(xs, ys)
+    assert a.dtype == np.float64 and a.shape == (len(xs),)
+    assert a.tobytes() == b.tobytes()  # the same summation order: the same bits
+    for x, y, d in zip(xs, ys, a):
+        assert isinstance(F.dots(x, y), float) and F.dots(x, y) == d
+        assert d == pytest.approx(float(np.dot(x.astype(np.float64), y.astype(np.float64))), rel=1e-12, abs=1e-9)
+    if xs:  # a dot with itself is the squared L2 norm, summed in the same order
+        assert F.dots(xs[0], xs[0]) == pytest.approx(F.norms(xs[0], 2) ** 2, rel=1e-15)
+
+
+def test_dots_refuse_mismatched_pairs_and_touch_nothing():
+    x, y = np.ones(5), np.ones(4)
+    with pytest.raises(ValueError, match="ys"):
+        F.dots(x, y)
+    with pytest.raises(TypeError, match="ys"):
+        F.dots(x, np.ones(5, np.float32))
+    with pytest.raises(ValueError):
+        F.dots([x], [x, x])
+    assert F.dots([], []).shape == (0,)
+
+
 @pytest.mark.parametrize("ord", ORDS)
 def test_norms_of_nonfinite(ord):
     x = np.array([1.0, np.inf, -2.0])

@@ -78,6 +78,28 @@ py::object norms(py::handle arrays, Real norm_type_h) {
   return std::move(res);
 }
 
+py::object dots(py::handle xs, py::handle ys) {
+  const Operands ops = parse_operands({{"xs", false, true}, {"ys", false, true}}, {xs, ys});
+  std::vector<double> out(static_cast<std::size_t>(ops.ntensors));
+  std::vector<double> work(static_cast<std::size_t>(rd::norms_workspace(ops.sizes.data(), ops.ntensors)));
+  dispatch(ops.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<rd::View<const T>> x(static_cast<std::size_t>(ops.ntensors)), y(x.size());
+    for (std::int64_t t = 0; t < ops.ntensors; ++t) {
+      const auto i = static_cast<std::size_t>(t);
+      x[i] = {ops.get<T>(t, 0), ops.sizes[i]};
+      y[i] = {ops.get<T>(t, 1), ops.sizes[i]};
+    }
+    py::gil_scoped_release nogil;
+    rd::dots<T>(x.data(), y.data(), ops.ntensors, out.data(), work.data());
+  });
+  const bool list_form = is_list_like(xs) || is_raw(xs);
+  if (!list_form) return py::float_(out[0]);
+  py::array_t<double> res(static_cast<py::ssize_t>(out.size()));
+  std::copy(out.begin(), out.end(), res.mutable_data());
+  return std::move(res);
+}
+
 bool all_finite(py::handle arrays) {
   const Operands ops = parse_operands({{"arrays", false, true}}, {arrays});
   return dispatch(ops.dtype, [&](auto tag) {
@@ -148,6 +170,8 @@ void bind_reduce(py::module_& m) {
   using py::arg;
   m.def("norms", &norms, "Per-tensor norms (float for one array, float64 array for a list).",
         arg("arrays"), arg("norm_type"));
+  m.def("dots", &dots, "Per-pair dot products in float64 (float for one pair, float64 array for lists).",
+        arg("xs"), arg("ys"));
   m.def("all_finite", &all_finite, "True iff no element is NaN or infinite.", arg("arrays"));
   m.def("scale", &scale, "arrays *= factor, in place.", arg("arrays"), arg("factor"));
   m.def("clamp", &clamp, "arrays = clamp(arrays, lo, hi), in place; NaN kept.", arg("arrays"),

@@ -38,6 +38,13 @@ DEEPOPTIM_INLINE double block_norm(const T* __restrict x, std::int64_t n, Ord or
   return nans ? std::numeric_limits<double>::quiet_NaN() : m;
 }
 
+template <class T>
+DEEPOPTIM_INLINE double block_dot(const T* __restrict x, const T* __restrict y, std::int64_t n) {
+  double acc[parallel::kLanes] = {};
+  parallel::for_lanes(n, [&](std::int64_t i, std::int64_t l) { acc[l] += double(x[i]) * double(y[i]); });
+  return parallel::lanes_total(acc);
+}
+
 // x*0 is 0 for finite x and NaN for inf or NaN: one multiply-add per element.
 template <class T>
 DEEPOPTIM_INLINE bool block_finite(const T* __restrict x, std::int64_t n) {
@@ -64,6 +71,7 @@ DEEPOPTIM_INLINE void block_clamp(T* __restrict x, std::int64_t n, T lo, T hi) {
 
 #define DEEPOPTIM_REDUCE_CLONES(T) \
   DEEPOPTIM_CLONES double norm_blk(const T* x, std::int64_t n, Ord o) { return block_norm(x, n, o); } \
+  DEEPOPTIM_CLONES double dot_blk(const T* x, const T* y, std::int64_t n) { return block_dot(x, y, n); } \
   DEEPOPTIM_CLONES bool finite_blk(const T* x, std::int64_t n) { return block_finite(x, n); }   \
   DEEPOPTIM_CLONES void scale_blk(T* x, std::int64_t n, T f) { block_scale(x, n, f); }          \
   DEEPOPTIM_CLONES void clamp_blk(T* x, std::int64_t n, T lo, T hi) { block_clamp(x, n, lo, hi); }
@@ -100,6 +108,20 @@ void norms(const View<const T>* xs, std::int64_t ntensors, Ord ord, double* out,
 }
 
 template <class T>
+void dots(const View<const T>* xs, const View<const T>* ys, std::int64_t ntensors, double* out, double* work) {
+  auto size_of = [&](std::int64_t t) { return xs[t].size; };
+  parallel::for_each_block_indexed(ntensors, size_of, [&](std::int64_t t, std::int64_t k, std::int64_t b, std::int64_t e) {
+    work[k] = dot_blk(xs[t].data + b, ys[t].data + b, e - b);
+  });
+  std::int64_t k = 0;
+  for (std::int64_t t = 0; t < ntensors; ++t) {
+    double acc = 0.0;
+    for (std::int64_t j = 0, nb = parallel::num_blocks(xs[t].size); j < nb; ++j, ++k) acc += work[k];
+    out[t] = acc;
+  }
+}
+
+template <class T>
 bool all_finite(const View<const T>* xs, std::int64_t ntensors) {
   std::atomic<bool> ok{true};
   parallel::for_each_block(ntensors, [&](std::int64_t t) { return xs[t].size; },
@@ -125,6 +147,8 @@ void clamp(const View<T>* xs, std::int64_t ntensors, double lo, double hi) {
 
 template void norms<float>(const View<const float>*, std::int64_t, Ord, double*, double*);
 template void norms<double>(const View<const double>*, std::int64_t, Ord, double*, double*);
+template void dots<float>(const View<const float>*, const View<const float>*, std::int64_t, double*, double*);
+template void dots<double>(const View<const double>*, const View<const double>*, std::int64_t, double*, double*);
 template bool all_finite<float>(const View<const float>*, std::int64_t);
 template bool all_finite<double>(const View<const double>*, std::int64_t);
 template void scale<float>(const View<float>*, std::int64_t, double);

@@ -1657,6 +1657,19 @@ def _cubic_interpolate(x1: float, f1: float, g1: float, x2: float, f2: float, g2
     return (xmin_bound + xmax_bound) / 2.0
 
 
+def _dot(a: Array, b: Array) -> Any:
+    """L-BFGS's inner product on the reduce kernel (:func:`deepoptim.functional.dots`):
+    summed in float64 in a fixed order, so the iteration does not depend on the thread
+    count or the instruction set (as BLAS's dot may), then given the vectors' dtype, as
+    ``a.dot(b)`` would be."""
+    return a.dtype.type(F.dots(a, b))
+
+
+def _max_abs(a: Array) -> Any:
+    """max |a| (0 for an empty vector, NaN if any is NaN), on the reduce kernel."""
+    return a.dtype.type(F.norms(a, math.inf))
+
+
 def _strong_wolfe(obj_func: Callable[[List[Array], float, Array], Tuple[float, Array]], x: List[Array], t: float,
                   d: Array, f: float, g: Array, gtd: float, c1: float = 1e-4, c2: float = 0.9,
                   tolerance_change: float = 1e-9, max_ls: int = 25) -> Tuple[float, Array, float, int]:
@@ -1664,11 +1677,11 @@ def _strong_wolfe(obj_func: Callable[[List[Array], float, Array], Tuple[float, A
     (sufficient decrease ``c1``, curvature ``c2``; Nocedal & Wright, algorithms 3.5 and
     3.6): bracketing, then zooming by cubic interpolation, as torch.optim.lbfgs's
     ``_strong_wolfe`` step for step. Returns (f, g, t, evaluations)."""
-    d_norm = np.abs(d).max()
+    d_norm = _max_abs(d)
     g = g.copy()
     f_new, g_new = obj_func(x, t, d)
     ls_func_evals = 1
-    gtd_new = g_new.dot(d)
+    gtd_new = _dot(g_new, d)
     t_prev: float
     t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
     done = False
@@ -1693,7 +1706,7 @@ def _strong_wolfe(obj_func: Callable[[List[Array], float, Array], Tuple[float, A
         t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new.copy(), gtd_new
         f_new, g_new = obj_func(x, t, d)
         ls_func_evals += 1
-        gtd_new = g_new.dot(d)
+        gtd_new = _dot(g_new, d)
         ls_iter += 1
     if ls_iter == max_ls:  # reached the maximum number of iterations
         bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
@@ -1714,7 +1727,7 @@ def _strong_wolfe(obj_func: Callable[[List[Array], float, Array], Tuple[float, A
             insuf_progress = False
         f_new, g_new = obj_func(x, t, d)
         ls_func_evals += 1
-        gtd_new = g_new.dot(d)
+        gtd_new = _dot(g_new, d)
         ls_iter += 1
         if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
             bracket[high_pos], bracket_f[high_pos] = t, f_new
@@ -1805,7 +1818,7 @@ def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: _FlatSpace)
     current_evals = 1
     state["func_evals"] += 1
     flat_grad = space.flat_grad()
-    if np.abs(flat_grad).max(initial=0) <= tolerance_grad:  # optimal already
+    if _max_abs(flat_grad) <= tolerance_grad:  # optimal already
         return
     d, t = state.get("d"), state.get("t")
     old_dirs, old_stps, ro = state.get("old_dirs"), state.get("old_stps"), state.get("ro")
@@ -1824,7 +1837,7 @@ def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: _FlatSpace)
                                          cast("List[float]", ro))
             y = flat_grad - prev_flat_grad
             s = d * t
-            ys = y.dot(s)
+            ys = _dot(y, s)
             if ys > 1e-10:  # update the memory (curvature condition)
                 if len(old_dirs) == history_size:
                     old_dirs.pop(0)
@@ -1833,26 +1846,26 @@ def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: _FlatSpace)
                 old_dirs.append(y)
                 old_stps.append(s)
                 ro.append(1.0 / ys)
-                H_diag = ys / y.dot(y)
+                H_diag = ys / _dot(y, y)
             num_old = len(old_dirs)
             if "al" not in state:
                 state["al"] = [None] * history_size
             al = state["al"]
             q = -flat_grad  # the two-loop recursion: d = -H g
             for i in range(num_old - 1, -1, -1):
-                al[i] = old_stps[i].dot(q) * ro[i]
+                al[i] = _dot(old_stps[i], q) * ro[i]
                 q += -al[i] * old_dirs[i]
             d = r = q * H_diag
             for i in range(num_old):
-                be_i = old_dirs[i].dot(r) * ro[i]
+                be_i = _dot(old_dirs[i], r) * ro[i]
                 r += (al[i] - be_i) * old_stps[i]
         if prev_flat_grad is None:
             prev_flat_grad = flat_grad.copy()
         else:
             np.copyto(prev_flat_grad, flat_grad)
         prev_loss = loss
-        t = min(1.0, 1.0 / np.abs(flat_grad).sum()) * lr if state["n_iter"] == 1 else lr
-        gtd = flat_grad.dot(d)
+        t = min(1.0, 1.0 / flat_grad.dtype.type(F.norms(flat_grad, 1))) * lr if state["n_iter"] == 1 else lr
+        gtd = _dot(flat_grad, d)
         if gtd > -tolerance_change:  # not a descent direction
             break
         ls_func_evals = 0
@@ -1869,14 +1882,14 @@ def _lbfgs_step(state: Dict[str, Any], hp: Mapping[str, Any], space: _FlatSpace)
             loss, flat_grad, t, ls_func_evals = _strong_wolfe(obj_func, x_init, t, d, loss, flat_grad, gtd,
                                                               max_ls=max_eval - current_evals)
             space.add(t, d)
-            opt_cond = np.abs(flat_grad).max() <= tolerance_grad
+            opt_cond = _max_abs(flat_grad) <= tolerance_grad
         else:
             space.add(t, d)  # a fixed step
             opt_cond = False
             if n_iter != max_iter:
                 loss = float(space.evaluate())
                 flat_grad = space.flat_grad()
-                opt_cond = np.abs(flat_grad).max() <= tolerance_grad
+                opt_cond = _max_abs(flat_grad) <= tolerance_grad
                 ls_func_evals = 1
         current_evals += ls_func_evals
         state["func_evals"] += ls_func_evals

@@ -1,5 +1,6 @@
 """NumPy twins of the reductions and clipping kernels (``cpp/src/reduce.cpp``): per-tensor
-norms, the non-finite check, scaling, clamping and clipping by global norm."""
+norms and dot products, the non-finite check, scaling, clamping and clipping by global
+norm."""
 
 from __future__ import annotations
 
@@ -44,6 +45,23 @@ def norms(arrays: ArrayOrList, norm_type: float = 2.0) -> Union[float, np.ndarra
     ord = _ord(norm_type)
     rows, list_form = cast("_Rows", _checks.operands([("arrays", False, True, None)], [arrays]))
     out = [_one_norm(a, ord) for (a,) in rows]
+    return np.array(out, dtype=np.float64) if list_form else out[0]
+
+
+def dots(xs: ArrayOrList, ys: ArrayOrList) -> Union[float, np.ndarray]:
+    r"""Per-pair dot products, accumulated in float64 in the kernels' fixed order (the
+    order of ``norms``' sum of squares, see ``reference/_parallel.py``), so the result
+    does not depend on the thread count or the instruction set, as BLAS's may::
+
+        dots(x, y) = sum_i x[i] * y[i]        (each product and sum in float64)
+
+    ``xs`` and ``ys`` are two arrays, or two lists pairing arrays of the same shape and
+    dtype. Returns a float for one pair, a float64 array (one per pair) for lists.
+    L-BFGS's inner products use it.
+    """
+    rows, list_form = cast("_Rows", _checks.operands([("xs", False, True, None), ("ys", False, True, None)],
+                                                     [xs, ys]))
+    out = [blocked_sum(x.astype(np.float64) * y.astype(np.float64)) for x, y in rows]
     return np.array(out, dtype=np.float64) if list_form else out[0]
 
 
@@ -107,7 +125,7 @@ def clip_grad_norm(grads: ArrayOrList, max_norm: float, norm_type: float = 2.0, 
 # The kernels of this family, in the order of the C++ file. deepoptim.functional binds each
 # to the compiled function of the same name; a variant names the kernel it runs and the
 # parameters it fixes.
-KERNELS: Tuple[str, ...] = ('norms', 'all_finite', 'scale', 'clamp', 'clip_grad_norm')
+KERNELS: Tuple[str, ...] = ('norms', 'dots', 'all_finite', 'scale', 'clamp', 'clip_grad_norm')
 VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {}
 for _name in KERNELS:  # flags are checked first, as the bindings parse them first
     globals()[_name] = _checks.with_flag_checks(globals()[_name])
