@@ -120,8 +120,21 @@ rng = np.random.default_rng(0)
 xs = [rng.standard_normal(n).astype(np.float32) * 1e3 for n in (3, 100_003, 1_000_001, 4096)]
 for ord in (1.0, 2.0, math.inf):
     out[f"norms{ord}"] = F.norms(xs, ord).tobytes().hex()
+out["dots"] = F.dots(xs, [x[::-1].copy() for x in xs]).tobytes().hex()
 g = [x.copy() for x in xs]
 out["clip"] = [F.clip_grad_norm(g, 1.0), hashlib.sha256(b"".join(a.tobytes() for a in g)).hexdigest()]
+# L-BFGS on a quadratic: its inner products and norms on the reduce kernels
+from deepoptim.optim import LBFGS
+A = rng.standard_normal((200, 200)).astype(np.float32)
+A = A @ A.T / 200 + np.eye(200, dtype=np.float32)
+p = [rng.standard_normal(300_000).astype(np.float32) * 0.01, rng.standard_normal(200).astype(np.float32)]
+opt = LBFGS(p, history_size=5, line_search_fn="strong_wolfe")
+def closure():
+    r = A @ p[1]
+    return float(p[0] @ p[0] + p[1] @ r), [2 * p[0], 2 * r]
+for _ in range(3):
+    opt.step(closure)
+out["lbfgs"] = hashlib.sha256(b"".join(a.tobytes() for a in p)).hexdigest()
 print(json.dumps(out))
 """
 
