@@ -111,8 +111,9 @@ def _refuse_sharded(optimizer: str, p: torch.Tensor, name: str) -> None:
         raise ValueError(
             f"parameter {name} is sharded across ranks (a DTensor with placements {placements}, as FSDP2 "
             f"makes it); {optimizer} needs it whole ({reason}), and a rank holds only its shard. Step sharded "
-            "parameters with an elementwise optimizer (SGD, Adam, AdamW, Lion, ...), or leave the modules that "
-            "hold them out of fully_shard")
+            "parameters with an elementwise optimizer (SGD, Adam, AdamW, Lion, ...), or pass these parameters to "
+            "fully_shard as ignored_params (FSDP2 then neither shards them nor reduces their gradients: average "
+            "those yourself before the step)")
 
 
 def _all_reduced(value: float, op: Any, groups: Tuple[Any, ...]) -> float:
