@@ -56,7 +56,7 @@ def test_dots_match_twin(sizes, dtype, seed):
         assert F.dots(xs[0], xs[0]) == pytest.approx(F.norms(xs[0], 2) ** 2, rel=1e-15)
 
 
-def test_dots_refuse_mismatched_pairs_and_touch_nothing():
+def test_dots_refuse_mismatched_pairs_naming_the_argument():
     x, y = np.ones(5), np.ones(4)
     with pytest.raises(ValueError, match="ys"):
         F.dots(x, y)

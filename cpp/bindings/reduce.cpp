@@ -66,16 +66,20 @@ double total_norm(const std::vector<double>& norms, rd::Ord ord) {
   return ord == rd::Ord::L2 ? std::sqrt(acc) : acc;
 }
 
+// One value per tensor: a float for a single array, a float64 array for a list (the form
+// the first array argument came in).
+py::object per_tensor(py::handle first, const std::vector<double>& out) {
+  if (!(is_list_like(first) || is_raw(first))) return py::float_(out[0]);
+  py::array_t<double> res(static_cast<py::ssize_t>(out.size()));
+  std::copy(out.begin(), out.end(), res.mutable_data());
+  return std::move(res);
+}
+
 py::object norms(py::handle arrays, Real norm_type_h) {
   const double norm_type = real(norm_type_h, "norm_type");
   const rd::Ord ord = parse_ord(norm_type);
   const Operands ops = parse_operands({{"arrays", false, true}}, {arrays});
-  const std::vector<double> out = tensor_norms(ops, ord);
-  const bool list_form = is_list_like(arrays) || is_raw(arrays);
-  if (!list_form) return py::float_(out[0]);
-  py::array_t<double> res(static_cast<py::ssize_t>(out.size()));
-  std::copy(out.begin(), out.end(), res.mutable_data());
-  return std::move(res);
+  return per_tensor(arrays, tensor_norms(ops, ord));
 }
 
 py::object dots(py::handle xs, py::handle ys) {
@@ -93,11 +97,7 @@ py::object dots(py::handle xs, py::handle ys) {
     py::gil_scoped_release nogil;
     rd::dots<T>(x.data(), y.data(), ops.ntensors, out.data(), work.data());
   });
-  const bool list_form = is_list_like(xs) || is_raw(xs);
-  if (!list_form) return py::float_(out[0]);
-  py::array_t<double> res(static_cast<py::ssize_t>(out.size()));
-  std::copy(out.begin(), out.end(), res.mutable_data());
-  return std::move(res);
+  return per_tensor(xs, out);
 }
 
 bool all_finite(py::handle arrays) {
